@@ -1,0 +1,84 @@
+"""The `segkit` command: a thin typer app. Each subcommand lives in its own module.
+
+Heavy libraries (torch, onnxruntime, dipy) are never imported here: `segkit --help` and
+`segkit list-tasks` must start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import typer
+
+from segkit import __version__
+from segkit.errors import SegkitError
+
+app = typer.Typer(
+    name="segkit",
+    help="Task-based medical image segmentation: verified model installs, geometry-safe outputs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"segkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    _state["debug"] = debug
+
+
+def _register_commands() -> None:
+    # Imported for their side effect of adding commands to `app`; each module is light.
+    from segkit.cli import install, list_tasks, segment  # noqa: F401
+
+
+def _fail(message: str, code: int) -> None:
+    first_line = " ".join(str(message).split("\n")[0].split()) or "unknown error"
+    sys.stderr.write(f"segkit: error: {first_line}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point: maps user errors to exit 2, internal errors to exit 1."""
+    _register_commands()
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="segkit", standalone_mode=False)
+    except SegkitError as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - last-resort handler for the CLI only
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            _fail("aborted", 1)
+        if isinstance(exc, click.ClickException):
+            _fail(f"{exc.format_message()} (see `segkit --help`)", exc.exit_code or 2)
+        if debug:
+            traceback.print_exc()
+        _fail(f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback", 1)
+
+
+_register_commands()

@@ -1,0 +1,188 @@
+"""Read images and label maps into an `Image`: voxel array in the file's own axis order + RAS affine.
+
+NIfTI goes through nibabel (scaling applied); NRRD, MetaImage and DICOM series folders go through
+SimpleITK and are converted to nibabel's conventions (see `segkit.io.itk`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from segkit.errors import ImageError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass
+class Image:
+    """A voxel array with its geometry.
+
+    `original_shape` is the shape stored in the file; `data` may have had trailing singleton axes
+    squeezed away, and writers use `original_shape` to write the file's exact shape back.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    path: Path
+    header: object | None = None
+    original_shape: tuple[int, ...] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.affine = np.asarray(self.affine, dtype=np.float64)
+        if self.affine.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, got {self.affine.shape}")
+        self.path = Path(self.path)
+        if self.original_shape is None:
+            self.original_shape = tuple(self.data.shape)
+        self.original_shape = tuple(int(n) for n in self.original_shape)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def spatial_ndim(self) -> int:
+        """Spatial axes of `data` (2 or 3); axes beyond the third are volumes/channels."""
+        return min(self.data.ndim, 3)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return self.shape[: self.spatial_ndim]
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size in mm along each spatial array axis (column norms of the affine)."""
+        norms = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+        return tuple(float(v) for v in norms[: self.spatial_ndim])
+
+    @property
+    def is_nifti(self) -> bool:
+        return isinstance(self.header, nib.Nifti1Header)  # Nifti2Header subclasses it
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        """|det| of the 3x3 part: the volume of one voxel, also for oblique affines."""
+        return float(abs(np.linalg.det(self.affine[:3, :3])))
+
+
+def is_nifti_path(path: Path | str) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def load_image(
+    path: Path | str,
+    *,
+    allowed_ndim: tuple[int, ...] = (2, 3),
+    dtype=np.float32,
+    allow_nonfinite: bool = False,
+) -> Image:
+    """Read an image as floats (NIfTI scaling applied). Bad input raises a one-line ImageError."""
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.floating):
+        raise TypeError(f"load_image reads floating point data; use load_label_map for labels, not {dtype}")
+    path = _existing_path(path)
+    image = _read_any(path, dtype)
+    image = _squeeze_to_allowed(image, allowed_ndim)
+    if not allow_nonfinite:
+        _check_finite(image)
+    return image
+
+
+def load_label_map(path: Path | str, *, allowed_ndim: tuple[int, ...] = (2, 3)) -> Image:
+    """Read a label map: non-negative integers as uint8 when they fit, else int32."""
+    path = _existing_path(path)
+    image = _read_any(path, None)
+    image = _squeeze_to_allowed(image, allowed_ndim)
+    image.data = _as_label_array(image.data, path)
+    return image
+
+
+def _existing_path(path: Path | str) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    return path
+
+
+def _read_any(path: Path, dtype: np.dtype | None) -> Image:
+    """Dispatch on the format. dtype None keeps the stored type (scaled when the file says so)."""
+    if path.is_file() and is_nifti_path(path):
+        return _read_nifti(path, dtype)
+    from segkit.io.itk import read_with_simpleitk
+
+    return read_with_simpleitk(path, dtype)
+
+
+def _read_nifti(path: Path, dtype: np.dtype | None) -> Image:
+    # nibabel reads lazily: a truncated .nii.gz only fails when the voxels are read, so read them here.
+    try:
+        img = nib.load(str(path))
+        if not isinstance(img, nib.Nifti1Image):  # Nifti2Image subclasses Nifti1Image
+            raise ValueError(f"not a single-file NIfTI image ({type(img).__name__})")
+        if dtype is None:
+            data = np.asanyarray(img.dataobj)
+        else:
+            data = img.get_fdata(dtype=dtype, caching="unchanged")
+        affine = img.affine
+    except Exception as exc:  # nibabel/gzip/zlib raise many types for bad files
+        raise ImageError(f"{path}: cannot read NIfTI image ({one_line(exc)})") from exc
+    if affine is None or not np.all(np.isfinite(affine)):
+        raise ImageError(f"{path}: the NIfTI header has no valid affine (sform/qform)")
+    return Image(data=np.asarray(data), affine=affine, path=path, header=img.header.copy())
+
+
+def _squeeze_to_allowed(image: Image, allowed_ndim: tuple[int, ...]) -> Image:
+    """Drop trailing singleton axes (never below 2D) to reach the smallest allowed ndim.
+
+    A 2D slice saved as (X, Y, 1) therefore loads as 2D when 2 is allowed, and stays 3D otherwise.
+    """
+    shape = image.shape
+    if 0 in shape:
+        raise ImageError(f"{image.path}: image is empty (shape {shape})")
+    minimal = len(shape)
+    while minimal > 2 and shape[minimal - 1] == 1:
+        minimal -= 1
+    reachable = [n for n in sorted(allowed_ndim) if minimal <= n <= len(shape)]
+    if not reachable:
+        wanted = " or ".join(f"{n}D" for n in sorted(allowed_ndim))
+        raise ImageError(f"{image.path}: image is {len(shape)}D with shape {shape}; expected {wanted}")
+    image.data = image.data.reshape(shape[: reachable[0]])
+    return image
+
+
+def _check_finite(image: Image) -> None:
+    bad = image.data.size - int(np.count_nonzero(np.isfinite(image.data)))
+    if bad:
+        raise ImageError(f"{image.path}: {bad} voxel(s) are NaN or infinite; fix or mask them before segmenting")
+
+
+def _as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
+    if data.dtype == np.bool_:
+        return data.astype(np.uint8)
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.all(np.isfinite(data)):
+            raise ImageError(f"{path}: label map has NaN or infinite values")
+        if not np.array_equal(data, np.round(data)):
+            raise ImageError(f"{path}: label map has non-integer values; expected integer labels")
+    if data.size and data.min() < 0:
+        raise ImageError(f"{path}: label map has negative values (min {data.min()}); labels must be >= 0")
+    top = data.max() if data.size else 0
+    if top <= np.iinfo(np.uint8).max:
+        return data.astype(np.uint8)
+    if top <= np.iinfo(np.int32).max:
+        return data.astype(np.int32)
+    raise ImageError(f"{path}: label value {top} does not fit in int32")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line, for error messages that name a file."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,82 @@
+"""SimpleITK reading (NRRD, MetaImage, DICOM series folders, ...) converted to nibabel conventions.
+
+SimpleITK describes geometry in LPS with origin, spacing and a direction matrix, and
+`GetArrayFromImage` returns axes in reverse order (k, j, i). Here the array is transposed back to
+(i, j, k) and the geometry becomes a RAS affine, so the result matches what nibabel gives for the
+same image stored as NIfTI.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from segkit.errors import ImageError
+from segkit.io.image import Image, one_line
+
+log = logging.getLogger(__name__)
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def read_with_simpleitk(path: Path, dtype: np.dtype | None) -> Image:
+    """Read a file or a DICOM series folder; dtype None keeps SimpleITK's pixel type."""
+    import SimpleITK as sitk  # imported here: it is slow to import and only some inputs need it
+
+    try:
+        sitk_image = _read_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+        data = _array_in_nibabel_order(sitk_image)
+    except ImageError:
+        raise
+    except Exception as exc:  # SimpleITK raises RuntimeError with multi-line ITK messages
+        raise ImageError(f"{path}: cannot read image ({one_line(exc)})") from exc
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    return Image(data=data, affine=affine_from_sitk(sitk_image), path=path, header=None)
+
+
+def _read_series(folder: Path):
+    import SimpleITK as sitk
+
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series_ids:
+        raise ImageError(f"{folder}: folder holds no DICOM series; give a NIfTI/NRRD/MHA file or a DICOM folder")
+    if len(series_ids) > 1:
+        log.warning("%s holds %d DICOM series; reading the first (%s)", folder, len(series_ids), series_ids[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    return reader.Execute()
+
+
+def _array_in_nibabel_order(sitk_image) -> np.ndarray:
+    """(k, j, i[, c]) from SimpleITK -> (i, j, k[, c]); vector components stay last."""
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(sitk_image)
+    n_spatial = sitk_image.GetDimension()
+    order = list(reversed(range(n_spatial))) + list(range(n_spatial, array.ndim))
+    return np.ascontiguousarray(array.transpose(order))
+
+
+def affine_from_sitk(sitk_image) -> np.ndarray:
+    """4x4 RAS affine from SimpleITK origin/spacing/direction (LPS). 2D images get a unit third axis."""
+    ndim = sitk_image.GetDimension()
+    n = min(ndim, 3)
+    direction = np.asarray(sitk_image.GetDirection(), dtype=np.float64).reshape(ndim, ndim)[:n, :n]
+    spacing = np.asarray(sitk_image.GetSpacing(), dtype=np.float64)[:n]
+    origin = np.asarray(sitk_image.GetOrigin(), dtype=np.float64)[:n]
+    lps = np.eye(4)
+    lps[:n, :n] = direction * spacing  # column i = step along array axis i
+    lps[:n, 3] = origin
+    return LPS_TO_RAS @ lps
+
+
+def sitk_geometry_from_affine(affine: np.ndarray, ndim: int = 3) -> tuple[tuple, tuple, tuple]:
+    """(origin, spacing, direction) in SimpleITK's LPS terms for a RAS affine (inverse of affine_from_sitk)."""
+    lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+    columns = lps[:ndim, :ndim]
+    spacing = np.sqrt((columns**2).sum(axis=0))
+    direction = columns / spacing
+    return tuple(lps[:ndim, 3]), tuple(spacing), tuple(direction.ravel())
