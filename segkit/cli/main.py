@@ -70,15 +70,29 @@ def run(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - last-resort handler for the CLI only
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            _fail("aborted", 1)
-        if isinstance(exc, click.ClickException):
-            _fail(f"{exc.format_message()} (see `segkit --help`)", exc.exit_code or 2)
+        usage = _usage_error_code(exc)
+        if usage is not None:
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            _fail(f"{message} (see `segkit --help`)", usage)
         if debug:
             traceback.print_exc()
         _fail(f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback", 1)
+
+
+def _usage_error_code(exc: Exception) -> int | None:
+    """Exit code for command-line parsing errors (typer >= 0.20 vendors click; older typer uses click)."""
+    bases = [getattr(typer, "TyperException", None)]
+    try:
+        import click
+
+        bases.append(click.ClickException)
+    except ImportError:
+        pass
+    if any(b is not None and isinstance(exc, b) for b in bases):
+        return getattr(exc, "exit_code", 2) or 2
+    if isinstance(exc, getattr(typer, "Abort", ())):
+        return 1
+    return None
 
 
 _register_commands()

@@ -204,11 +204,22 @@ def _fetch_once(url: str, dest: Path, progress) -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    """A short reason: requests' messages repeat the URL and nest three exceptions deep."""
     response = getattr(exc, "response", None)
     if response is not None and getattr(response, "status_code", None):
-        text = f"HTTP {response.status_code}"
-    return text[:200]
+        return f"HTTP {response.status_code}"
+    text = str(exc)
+    for marker, reason in (
+        ("NameResolution", "host name could not be resolved (no network?)"),
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("IncompleteRead", "connection closed before the file was complete"),
+        ("Connection broken", "connection closed before the file was complete"),
+        ("RemoteDisconnected", "server closed the connection"),
+    ):
+        if marker in text:
+            return reason
+    return f"{type(exc).__name__}: {text.splitlines()[0][:120]}" if text else type(exc).__name__
 
 
 def candidate_urls(task: str, file: FileSpec, custom_url: str | None) -> list[str]:
@@ -259,6 +270,7 @@ def _is_http_client_error(exc: BaseException) -> bool:
 
 
 def _failure_message(task: str, file: FileSpec, failures: list[str]) -> str:
+    failures = list(dict.fromkeys(failures))  # the same reason on every retry is said once
     mismatch = any("sha256 mismatch" in f for f in failures)
     what = "failed sha256 verification" if mismatch else "could not be fetched"
     return (

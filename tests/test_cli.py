@@ -1,0 +1,125 @@
+"""The CLI through typer's CliRunner and through a real `segkit` subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import REPO_ROOT
+from segkit import __version__
+from segkit.cli.main import app, run
+from weights_server import WeightsServer
+
+runner = CliRunner()
+SEGKIT = shutil.which("segkit") or str(Path(sys.executable).with_name("segkit"))
+
+
+def _segkit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([SEGKIT, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_version_and_help():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"segkit {__version__}"
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("list-tasks", "install-task", "segment"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list-tasks"], ["list-tasks", "--plain"]])
+def test_fast_paths_do_not_import_torch(args, segkit_home):
+    code = (
+        "import sys\nfrom segkit.cli.main import run\n"
+        f"try:\n    run({args!r})\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'dipy', 'SimpleITK') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_list_tasks_shows_every_task_and_its_status(segkit_home):
+    result = _segkit("list-tasks", "--plain")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("\t")[0]: line.split("\t") for line in result.stdout.strip().splitlines()}
+    assert set(rows) == {"seg_sc_lesion_t2w_sci", "cc_fodf", "ais_ncct", "brats_autosam2", "lpm_nnsam2", "medsam"}
+    assert rows["medsam"][1] == "bundled (offline)"
+    assert rows["seg_sc_lesion_t2w_sci"][1] == "not installed"
+    assert rows["cc_fodf"][1].startswith("no published weights")
+    assert "T2w" in rows["seg_sc_lesion_t2w_sci"][3] and "LAS" in rows["seg_sc_lesion_t2w_sci"][3]
+    pretty = _segkit("list-tasks")
+    assert pretty.returncode == 0 and "cc_fodf" in pretty.stdout
+
+
+@pytest.mark.parametrize("flag", ["-task", "--task", "-t"])
+def test_segment_parses_sct_style_task_flag(flag, segkit_home):
+    result = _segkit("segment", "-i", "sub-001_T2w.nii.gz", flag, "cc_fodf")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cc_fodf" in lines[0] and "no pretrained weights" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_install_task_sciseg_parses_and_installs_from_loopback(tmp_path, segkit_home):
+    archive = tmp_path / "model_SCIsegV2_r20240729.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("Dataset501_SCI/nnUNetTrainer__nnUNetPlans__3d_fullres/dataset.json", "{}")
+    data = archive.read_bytes()
+    registry = yaml.safe_load((REPO_ROOT / "models_registry.yaml").read_text())
+    with WeightsServer() as server:
+        url = server.add("/model_SCIsegV2_r20240729.zip", data)
+        registry["tasks"]["seg_sc_lesion_t2w_sci"]["files"][0]["mirrors"] = [url]
+        reg_path = tmp_path / "registry.yaml"
+        reg_path.write_text(yaml.safe_dump(registry))
+        env = {"SEGKIT_REGISTRY": str(reg_path)}
+        result = _segkit("install-task", "seg_sc_lesion_t2w_sci", env=env)
+        assert result.returncode == 0, result.stderr
+        assert hashlib.sha256(data).hexdigest() in result.stdout
+        listed = _segkit("list-tasks", "--plain", env=env)
+        assert "seg_sc_lesion_t2w_sci\tinstalled" in listed.stdout
+        again = _segkit("install-task", "seg_sc_lesion_t2w_sci", env=env)  # already there: no download
+        assert again.returncode == 0 and server.hits("/model_SCIsegV2_r20240729.zip") == 1
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["install-task", "nope"], "unknown task 'nope'"),
+        (["segment", "-i", "x.nii.gz"], "Missing option"),
+        (["segment", "-i", "x.nii.gz", "-task", "medsam", "--bogus"], "No such option"),
+        (["install-task", "medsam", "--custom-url", "file:///x", "--sha256", "zz"], "--sha256 must be 64"),
+        (["install-task", "cc_fodf"], "nothing to download"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, needle, segkit_home):
+    result = _segkit(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("segkit: error:") and needle in lines[0]
+
+
+def test_internal_error_exits_1_and_debug_shows_traceback(monkeypatch, capsys, segkit_home):
+    import segkit.registry.schema as schema
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(schema, "load_registry", broken)
+    with pytest.raises(SystemExit) as info:
+        run(["list-tasks"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "internal error" in err and "simulated bug" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        run(["--debug", "list-tasks"])
+    assert "Traceback" in capsys.readouterr().err
