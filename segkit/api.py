@@ -29,8 +29,9 @@ class SegmentRequest:
 
 
 def segment(request: SegmentRequest) -> list[Path]:
-    """Run `request.task` and return the paths written (masks and sidecars)."""
+    """Run `request.task` and return the paths written (masks, sidecars, QC images)."""
     from segkit.registry.schema import load_registry
+    from segkit.tasks.base import runner_for
 
     spec = load_registry().get(request.task)
     if not spec.weights_published:
@@ -38,87 +39,53 @@ def segment(request: SegmentRequest) -> list[Path]:
             f"task '{spec.name}' has no pretrained weights published by its authors, so segkit will not "
             f"produce an untrained mask: {spec.weights_note}"
         )
-    if spec.framework == "litemedsam":
-        return _segment_medsam(request, spec)
-    from segkit.registry.store import require_installed
-
-    require_installed(spec)
-    raise SegkitError(f"task '{spec.name}' (framework {spec.framework}) cannot be run by this segkit version yet")
-
-
-def _single_input(request: SegmentRequest) -> Path:
-    if len(request.inputs) != 1:
-        raise SegkitError(f"task '{request.task}' takes exactly one -i image, got {len(request.inputs)}")
-    return request.inputs[0]
-
-
-def _segment_medsam(request: SegmentRequest, spec) -> list[Path]:
-    from segkit.io.image import load_image
-    from segkit.io.writer import atomic_write_text, output_path_for, save_label_map
-    from segkit.registry.store import RichProgress, ensure_offline_task
-    from segkit.tasks.medsam.prompts import collect_boxes
-
-    source = _single_input(request)
-    image = load_image(source, allowed_ndim=(2, 3))
-    boxes = collect_boxes(
-        image,
-        boxes=request.boxes,
-        boxes_mm=request.boxes_mm,
-        prompt_mask=request.prompt_mask,
-        slice_index=request.slice_index,
-        axis=request.axis,
-    )
-    label = spec.labels[0]
-    out_path = output_path_for(source, label.suffix, request.output)
-    _refuse_input_overwrite(out_path, request.inputs)
-
-    installed = ensure_offline_task(spec, progress=RichProgress())
-    weights_name = spec.files[0].name
-    weights = installed.file_path(weights_name)
-
-    from segkit.tasks.medsam.runner import segment_medsam
-
+    runner = runner_for(spec)
     started = time.perf_counter()
-    with _slice_progress("medsam") as progress:
-        result = segment_medsam(
-            image.data, boxes, weights, slice_axis=request.axis, device=request.device,
-            backend=request.backend, progress=progress,
-        )
+    with _slice_progress(spec.name) as progress:
+        prediction = runner.predict(request, progress)
     runtime = time.perf_counter() - started
+    return write_prediction(prediction, request, spec.name, runtime)
 
-    written = [save_label_map(result.mask, image, out_path)]
-    sidecar = {
-        "tool": "segkit",
-        "segkit_version": __version__,
-        "task": spec.name,
-        "model": {"name": weights_name, "sha256": installed.sha256(weights_name), "url": _manifest_url(installed, weights_name)},
-        "input": str(Path(source).resolve()),
-        "output": str(out_path.resolve()),
-        "label": {"name": label.name, "value": 1},
-        "prompts": [_box_record(b) for b in boxes],
-        "runtime_s": round(runtime, 3),
-        "command_line": request.command_line,
-        **{k: v for k, v in result.info.items() if k not in ("prompts",)},
-    }
-    sidecar_path = _sidecar_path(out_path)
-    atomic_write_text(sidecar_path, json.dumps(sidecar, indent=2, default=_json_default) + "\n")
-    written.append(sidecar_path)
-    if request.qc_dir is not None:
-        from segkit.qc.overlay import write_qc_pngs
 
-        stem = out_path.name.removesuffix(".nii.gz").removesuffix(".nii")
-        written.extend(write_qc_pngs(image.data, result.mask, Path(request.qc_dir), stem))
+def write_prediction(prediction, request: SegmentRequest, task: str, runtime_s: float) -> list[Path]:
+    """Write every output mask and its sidecar (and QC), after checking no path hits an input."""
+    from segkit.io.writer import atomic_write_text, output_path_for, save_label_map
+
+    source = Path(request.inputs[0])
+    planned = [(out, output_path_for(source, out.suffix, _output_for(request, len(prediction.outputs)))) for out in prediction.outputs]
+    for _, path in planned:
+        _refuse_input_overwrite(path, request.inputs)
+    written: list[Path] = []
+    for out, path in planned:
+        written.append(save_label_map(out.mask, prediction.reference, path))
+        sidecar = {
+            "tool": "segkit",
+            "segkit_version": __version__,
+            "task": task,
+            "label": {"name": out.name, "value": out.value, "suffix": out.suffix},
+            "inputs": [str(Path(p).resolve()) for p in request.inputs],
+            "output": str(path.resolve()),
+            "runtime_s": round(runtime_s, 3),
+            "command_line": request.command_line,
+            **prediction.info,
+        }
+        sidecar_path = _sidecar_path(path)
+        atomic_write_text(sidecar_path, json.dumps(sidecar, indent=2, default=_json_default) + "\n")
+        written.append(sidecar_path)
+        if request.qc_dir is not None:
+            from segkit.qc.overlay import write_qc_pngs
+
+            stem = _sidecar_path(path).stem
+            written.extend(write_qc_pngs(prediction.reference.data, out.mask, Path(request.qc_dir), stem))
     return written
 
 
-def _manifest_url(installed, name: str) -> str:
-    return next(f["url"] for f in installed.manifest["files"] if f["name"] == name)
-
-
-def _box_record(box) -> dict:
-    if hasattr(box, "to_dict"):
-        return box.to_dict()
-    return {"box": list(box)}
+def _output_for(request: SegmentRequest, n_outputs: int) -> Path | None:
+    """-o names a file only when there is one output; with several it must be a folder."""
+    out = request.output
+    if out is not None and n_outputs > 1 and str(out).endswith((".nii", ".nii.gz")):
+        raise SegkitError(f"this task writes {n_outputs} files: give -o a folder, not {out}")
+    return out
 
 
 def _json_default(value):

@@ -17,7 +17,7 @@ from segkit.errors import ImageError
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
-@dataclass
+@dataclass(eq=False)  # arrays do not compare with ==
 class Image:
     """A voxel array with its geometry.
 

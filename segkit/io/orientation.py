@@ -16,13 +16,14 @@ NATIVE = "native"
 _AXIS_PAIRS = ("LR", "PA", "IS")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Reorientation:
     """An exact map between the file's array order and the `axcodes` order.
 
     `transform` is a nibabel orientation array (source axis -> canonical axis, flip). Arrays passed
     in have the spatial axes first; any trailing axes (volumes, channels) are carried along. A 2D
-    image gets a singleton third axis while it is canonical.
+    image gets a singleton third axis while it is canonical. Results are C-contiguous arrays; they
+    share memory with the input only when nothing had to move.
     """
 
     axcodes: str
@@ -50,7 +51,8 @@ class Reorientation:
         self._check_source(array)
         if self._pads_2d:
             array = np.expand_dims(array, 2)
-        return ornts.apply_orientation(array, self.transform)
+        # contiguous: flips are negative-stride views, which torch.from_numpy refuses
+        return np.ascontiguousarray(ornts.apply_orientation(array, self.transform))
 
     def from_canonical(self, array: np.ndarray) -> np.ndarray:
         array = np.asarray(array)
@@ -58,7 +60,7 @@ class Reorientation:
         if array.shape[: len(expected)] != expected:
             raise ValueError(f"array shape {array.shape} does not start with canonical shape {expected}")
         back = ornts.apply_orientation(array, self.inverse_transform)
-        return back[:, :, 0] if self._pads_2d else back
+        return np.ascontiguousarray(back[:, :, 0] if self._pads_2d else back)
 
     @property
     def inverse_transform(self) -> np.ndarray:
@@ -66,16 +68,25 @@ class Reorientation:
 
     def index_to_canonical(self, ijk) -> np.ndarray:
         """Voxel indices (..., 2 or 3) in the file's order -> indices in the canonical array."""
+        if self._is_native_2d:
+            return np.asarray(ijk, dtype=np.float64)
         points = self._as_points(ijk)
-        to_source = ornts.inv_ornt_aff(self.transform, self._padded_source_shape)  # canonical -> source
-        return self._apply(np.linalg.inv(to_source), points)
+        canonical_spatial = self.canonical_shape[: len(self.transform)]
+        to_canonical = ornts.inv_ornt_aff(self.inverse_transform, canonical_spatial)  # source -> canonical
+        return self._apply(to_canonical, points)
 
     def index_from_canonical(self, ijk) -> np.ndarray:
         """Voxel indices (..., 3) in the canonical array -> indices in the file's order."""
         points = np.asarray(ijk, dtype=np.float64)
+        if self._is_native_2d:
+            return points
         to_source = ornts.inv_ornt_aff(self.transform, self._padded_source_shape)
         result = self._apply(to_source, points)
         return result[..., :2] if self._pads_2d else result
+
+    @property
+    def _is_native_2d(self) -> bool:
+        return len(self.transform) == 2
 
     @property
     def _padded_source_shape(self) -> tuple[int, ...]:
