@@ -1,0 +1,105 @@
+"""`segkit eval`: compare predicted masks with references; one table row per (case,) label or region.
+
+Only numpy, scipy and nibabel are used, so the command starts fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from segkit.cli.main import app
+
+
+def _parse_labels(text: str) -> list[int]:
+    from segkit.metrics.evaluate import EvalError
+
+    try:
+        labels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise EvalError(f"--labels {text!r}: give comma-separated integers, e.g. 1,2") from None
+    if not labels or any(v <= 0 for v in labels):
+        raise EvalError(f"--labels {text!r}: give positive integer labels, e.g. 1,2")
+    return labels
+
+
+def _regions(labels: Optional[str], regions: Optional[str], brats_legacy: bool):
+    from segkit.metrics.evaluate import EvalError
+    from segkit.metrics.regions import brats_regions, labels_as_regions
+
+    if labels and regions:
+        raise EvalError("use either --labels or --regions, not both")
+    if regions:
+        if regions.lower() != "brats":
+            raise EvalError(f"--regions {regions!r}: the only region set is 'brats' (WT, TC, ET)")
+        return brats_regions(legacy_et_label_4=brats_legacy)
+    return labels_as_regions(_parse_labels(labels)) if labels else None
+
+
+def _cases(pred, ref, pred_dir, ref_dir, manifest):
+    from segkit.metrics.evaluate import EvalError, match_folders, read_manifest
+
+    modes = [bool(pred or ref), bool(pred_dir or ref_dir), bool(manifest)]
+    if sum(modes) != 1:
+        raise EvalError("give exactly one input: --pred/--ref, --pred-dir/--ref-dir, or --manifest")
+    if modes[0]:
+        if not (pred and ref):
+            raise EvalError("--pred and --ref go together")
+        return None, [(None, pred, ref)]
+    if modes[1]:
+        if not (pred_dir and ref_dir):
+            raise EvalError("--pred-dir and --ref-dir go together")
+        return "batch", match_folders(pred_dir, ref_dir)
+    return "batch", read_manifest(manifest)
+
+
+@app.command("eval")
+def eval_command(
+    pred: Optional[Path] = typer.Option(None, "--pred", help="Predicted label map."),
+    ref: Optional[Path] = typer.Option(None, "--ref", help="Reference label map."),
+    pred_dir: Optional[Path] = typer.Option(None, "--pred-dir", help="Folder of predictions, matched to --ref-dir by file name."),
+    ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="Folder of references."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV with columns pred,ref[,case]."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Labels to evaluate, e.g. 1,2 (default: all present)."),
+    regions: Optional[str] = typer.Option(None, "--regions", help="'brats': WT={1,2,3}, TC={1,3}, ET={3}."),
+    brats_legacy: bool = typer.Option(False, "--brats-legacy", help="BraTS before 2023: ET is label 4."),
+    metrics: str = typer.Option("all", "--metrics", help="Comma list: dice,iou,precision,recall,tp,fp,fn,volume,hd,hd95,assd,masd,nsd, or overlap/surface/all."),
+    tolerance_mm: float = typer.Option(2.0, "--tolerance-mm", help="NSD tolerance in mm."),
+    surface: str = typer.Option("surfel", "--surface", help="Surface definition: surfel (DeepMind, area-weighted) or voxel (MONAI boundary voxels)."),
+    lesions: bool = typer.Option(False, "--lesions", help="Add lesion-wise detection (26-connected, ISLES'22 F1)."),
+    lesion_table: Optional[Path] = typer.Option(None, "--lesion-table", help="Write the per-lesion detection table here (.tsv/.csv/.json)."),
+    resample_pred: bool = typer.Option(False, "--resample-pred", help="Resample the prediction onto the reference grid (nearest neighbour)."),
+    no_summary: bool = typer.Option(False, "--no-summary", help="Batch mode: omit the mean/std/median rows."),
+    fmt: str = typer.Option("tsv", "--format", help="tsv, csv or json."),
+) -> None:
+    """Compare predictions with references: overlap, surface distances (mm) and lesion-wise metrics."""
+    from segkit.metrics.evaluate import EvalError, EvalOptions, evaluate_files, parse_metrics, summarize
+    from segkit.tables import TABLE_FORMATS, columns_of, save_table, write_table
+
+    if fmt not in TABLE_FORMATS:
+        raise EvalError(f"--format {fmt!r}: choose tsv, csv or json")
+    if surface not in ("surfel", "voxel"):
+        raise EvalError(f"--surface {surface!r}: choose surfel or voxel")
+    if not tolerance_mm >= 0:
+        raise EvalError(f"--tolerance-mm {tolerance_mm}: must be >= 0")
+    if lesion_table and not lesions:
+        raise EvalError("--lesion-table needs --lesions")
+    options = EvalOptions(parse_metrics(metrics), tolerance_mm, surface, lesions)
+    region_map = _regions(labels, regions, brats_legacy)
+    mode, cases = _cases(pred, ref, pred_dir, ref_dir, manifest)
+
+    rows, lesion_rows = [], []
+    for case, pred_path, ref_path in cases:
+        case_rows, case_lesions = evaluate_files(pred_path, ref_path, region_map, options, resample_pred)
+        prefix = {"case": case} if mode else {}
+        rows += [{**prefix, **row} for row in case_rows]
+        lesion_rows += [{**prefix, **row} for row in case_lesions]
+    first = (["case"] if mode else []) + ["label", "status"] + options.metric_columns()
+    if mode and not no_summary:
+        rows += summarize(rows, options.metric_columns())
+    if lesion_table:
+        save_table(lesion_rows, lesion_table, columns=columns_of(lesion_rows, (["case"] if mode else []) + ["label", "source", "lesion", "volume_ml", "overlap_voxels", "detected"]))
+    write_table(rows, sys.stdout, fmt, columns_of(rows, first))

@@ -1,0 +1,107 @@
+"""`segkit quantify`: masks to numbers (volumes, intensities, fat fraction, lesions, CC).
+
+Only numpy, scipy and nibabel are used, so the command starts fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from segkit.cli.main import app
+
+
+def _pairs(option: str, values: list, count: int) -> list:
+    from segkit.quantify.subjects import QuantifyError
+
+    if not values:
+        return [None] * count
+    if len(values) != count:
+        raise QuantifyError(f"{option} was given {len(values)} time(s) for {count} mask(s); give it once per -m")
+    return list(values)
+
+
+def _window(text: Optional[str]):
+    from segkit.quantify.subjects import QuantifyError
+
+    if not text:
+        return None
+    try:
+        lo, hi = (float(part) for part in text.split(","))
+    except ValueError:
+        raise QuantifyError(f"--hu-window {text!r}: give LO,HI, e.g. -100,300") from None
+    if lo > hi:
+        raise QuantifyError(f"--hu-window {text!r}: LO must not exceed HI")
+    return lo, hi
+
+
+def _subjects(masks, images, fats, waters, ffs, cords, manifest):
+    from segkit.quantify.subjects import QuantifyError, Subject, read_manifest
+
+    if manifest and masks:
+        raise QuantifyError("give masks either with -m or with --manifest, not both")
+    if manifest:
+        return read_manifest(manifest)
+    if not masks:
+        raise QuantifyError("give at least one mask with -m MASK (or a --manifest CSV)")
+    n = len(masks)
+    columns = [_pairs(opt, vals, n) for opt, vals in
+               (("-i", images), ("--fat", fats), ("--water", waters), ("--ff", ffs), ("--cord", cords))]
+    return [Subject(mask, *extra) for mask, *extra in zip(masks, *columns)]
+
+
+@app.command("quantify")
+def quantify_command(
+    masks: Optional[List[Path]] = typer.Option(None, "-m", "--mask", help="Label map or binary mask (repeat for several subjects)."),
+    images: Optional[List[Path]] = typer.Option(None, "-i", "--image", help="Intensity image, one per -m."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV with column mask and optional subject,image,fat,water,ff,cord."),
+    volume: bool = typer.Option(False, "--volume", help="Voxel count and mL per label (the default measure)."),
+    intensity: bool = typer.Option(False, "--intensity", help="Mean, std (ddof=1), median, p5/p95, min/max, N in float64."),
+    hu_window: Optional[str] = typer.Option(None, "--hu-window", help="With --intensity: keep voxels with LO <= value <= HI, e.g. -100,300."),
+    erode: int = typer.Option(0, "--erode", min=0, help="With --intensity: erode each label mask by N voxels first."),
+    fat_ratio: bool = typer.Option(False, "--fat-ratio", help="Signal fat fraction from --fat/--water or --ff."),
+    fats: Optional[List[Path]] = typer.Option(None, "--fat", help="Dixon fat image, one per -m."),
+    waters: Optional[List[Path]] = typer.Option(None, "--water", help="Dixon water image, one per -m."),
+    ffs: Optional[List[Path]] = typer.Option(None, "--ff", help="Fat-fraction map (0-1, 0-100 or 0-1000, detected), one per -m."),
+    noise_threshold: Optional[float] = typer.Option(None, "--noise-threshold", help="Dixon: use voxels with F+W above this (default 5% of the 99th percentile of F+W)."),
+    lesions: bool = typer.Option(False, "--lesions", help="Per lesion: volume, S-I length, max axial width, equivalent diameter."),
+    cords: Optional[List[Path]] = typer.Option(None, "--cord", help="With --lesions: cord mask for the max axial damage ratio, one per -m."),
+    cc: bool = typer.Option(False, "--cc", help="Corpus callosum volume and mid-sagittal area (mm^2)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Labels to report, e.g. 1,2 (default: all present)."),
+    fmt: str = typer.Option("tsv", "--format", help="tsv, csv or json."),
+) -> None:
+    """Quantify masks: one row per (subject, label[, lesion]); units are in the column names."""
+    from segkit.quantify.subjects import Measures, QuantifyError, quantify_subject
+    from segkit.tables import TABLE_FORMATS, columns_of, write_table
+
+    if fmt not in TABLE_FORMATS:
+        raise QuantifyError(f"--format {fmt!r}: choose tsv, csv or json")
+    if (lesions or cc) and (volume or intensity or fat_ratio):
+        raise QuantifyError("--lesions and --cc give their own rows; run them without --volume/--intensity/--fat-ratio")
+    if lesions and cc:
+        raise QuantifyError("run --lesions and --cc separately")
+    if (hu_window or erode) and not intensity:
+        raise QuantifyError("--hu-window and --erode apply to --intensity; add --intensity")
+    try:
+        label_list = [int(v) for v in labels.split(",") if v.strip()] if labels else None
+    except ValueError:
+        raise QuantifyError(f"--labels {labels!r}: give comma-separated integers") from None
+    if label_list is not None and (not label_list or min(label_list) <= 0):
+        raise QuantifyError(f"--labels {labels!r}: give positive integer labels")
+    measures = Measures(
+        volume=volume or not (intensity or fat_ratio), intensity=intensity, fat_ratio=fat_ratio,
+        lesions=lesions, cc=cc, labels=label_list, hu_window=_window(hu_window), erode=erode,
+        noise_threshold=noise_threshold,
+    )
+    subjects = _subjects(masks, images, fats, waters, ffs, cords, manifest)
+    for subject in subjects:
+        if intensity and subject.image is None:
+            raise QuantifyError(f"{subject.mask}: --intensity needs an image (-i IMAGE, one per -m)")
+        if fat_ratio and subject.ff is None and (subject.fat is None or subject.water is None):
+            raise QuantifyError(f"{subject.mask}: --fat-ratio needs --fat F --water W (Dixon) or --ff FF (fat-fraction map)")
+    rows = [row for subject in subjects for row in quantify_subject(subject, measures)]
+    first = ["subject", "label", "lesion", "status"] if lesions else ["subject", "label", "status"]
+    write_table(rows, sys.stdout, fmt, columns_of(rows, first))

@@ -1,0 +1,179 @@
+"""Surface distances: cross-checked against DeepMind surface-distance and MONAI, plus known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from segkit.metrics._surfel_table import contour_length_table_2d, surfel_area_table_3d
+from segkit.metrics.surface import surface_distances, surface_metrics
+
+TOL = 1.3
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
+
+
+def _random_pair(rng, shape):
+    ref = ndimage.binary_opening(rng.random(shape) > 0.55) | (rng.random(shape) > 0.98)
+    pred = ndimage.binary_dilation(ref) ^ (rng.random(shape) > 0.96)
+    return ref, pred
+
+
+def _cases():
+    rng = np.random.default_rng(7)
+    cases = []
+    for shape in [(24, 20, 16), (31, 9, 12), (40, 33)]:
+        ref, pred = _random_pair(rng, shape)
+        ref[0] = True  # touch the image border on one side
+        pred[..., -1] = True  # and on another
+        spacing = tuple(rng.uniform(0.4, 2.5, size=len(shape)))
+        cases.append((ref, pred, spacing))
+    single_a = np.zeros((9, 8, 7), bool)
+    single_b = single_a.copy()
+    single_a[2, 3, 4] = True
+    single_b[6, 3, 1] = True
+    cases.append((single_a, single_b, (0.8, 0.8, 1.5)))
+    corner = np.zeros((6, 6, 6), bool)
+    corner[0, 0, 0] = True
+    cases.append((corner, ~corner, (1.0, 2.0, 0.5)))
+    return cases
+
+
+@pytest.mark.parametrize("ref,pred,spacing", _cases())
+def test_surfel_metrics_equal_deepmind(ref, pred, spacing):
+    sd = pytest.importorskip("surface_distance")
+    theirs = sd.compute_surface_distances(ref, pred, spacing)
+    ours = surface_metrics(surface_distances(ref, pred, spacing, "surfel"), tolerance_mm=TOL)
+    forward, backward = sd.compute_average_surface_distance(theirs)
+    area_gt, area_pred = theirs["surfel_areas_gt"], theirs["surfel_areas_pred"]
+    pooled = (np.sum(theirs["distances_gt_to_pred"] * area_gt) + np.sum(theirs["distances_pred_to_gt"] * area_pred)) / (
+        area_gt.sum() + area_pred.sum()
+    )
+    assert ours["status"] == "ok"
+    np.testing.assert_allclose(ours["hd95"], sd.compute_robust_hausdorff(theirs, 95), rtol=1e-6)
+    np.testing.assert_allclose(ours["hd"], sd.compute_robust_hausdorff(theirs, 100), rtol=1e-6)
+    np.testing.assert_allclose(ours["masd"], (forward + backward) / 2, rtol=1e-6)
+    np.testing.assert_allclose(ours["assd"], pooled, rtol=1e-6)
+    np.testing.assert_allclose(ours["nsd"], sd.compute_surface_dice_at_tolerance(theirs, TOL), rtol=1e-6)
+
+
+@pytest.mark.parametrize("ref,pred,spacing", _cases())
+def test_voxel_metrics_equal_monai(ref, pred, spacing):
+    pytest.importorskip("monai")
+    import torch
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
+
+    y_pred = torch.tensor(pred[None, None].astype(np.float32))
+    y = torch.tensor(ref[None, None].astype(np.float32))
+    kwargs = {"include_background": True, "spacing": list(spacing)}
+    ours = surface_metrics(surface_distances(ref, pred, spacing, "voxel"), tolerance_mm=TOL)
+    # MONAI computes in float32: compare at float32 precision.
+    np.testing.assert_allclose(ours["hd95"], compute_hausdorff_distance(y_pred, y, percentile=95, **kwargs).item(), rtol=1e-5)
+    np.testing.assert_allclose(ours["hd"], compute_hausdorff_distance(y_pred, y, **kwargs).item(), rtol=1e-5)
+    np.testing.assert_allclose(
+        ours["assd"], compute_average_surface_distance(y_pred, y, symmetric=True, **kwargs).item(), rtol=1e-5
+    )
+    np.testing.assert_allclose(ours["nsd"], compute_surface_dice(y_pred, y, [TOL], **kwargs).item(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.8, 0.8, 1.5), (0.3, 2.7, 1.1)])
+def test_surfel_area_table_equals_deepmind(spacing):
+    lookup = pytest.importorskip("surface_distance.lookup_tables")
+    np.testing.assert_allclose(
+        surfel_area_table_3d(spacing), lookup.create_table_neighbour_code_to_surface_area(spacing), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        contour_length_table_2d(spacing[:2]), lookup.create_table_neighbour_code_to_contour_length(spacing[:2]),
+        rtol=1e-12,
+    )
+
+
+def test_surfel_table_is_reproducible_from_lorensen_marching_cubes():
+    measure = pytest.importorskip("skimage.measure")
+    spacing = np.array([0.7, 1.3, 2.1])
+    expected = np.zeros(256)
+    for code in range(1, 255):
+        corners = bin(code).count("1")
+        source = code if corners <= 4 else 255 - code
+        volume = np.zeros((2, 2, 2))
+        for i, j, k in np.ndindex(2, 2, 2):
+            volume[i, j, k] = (source >> (7 - (4 * i + 2 * j + k))) & 1
+        verts, faces, _, _ = measure.marching_cubes(volume, 0.5, method="lorensen", allow_degenerate=True)
+        p = verts * spacing
+        cross = np.cross(p[faces[:, 1]] - p[faces[:, 0]], p[faces[:, 2]] - p[faces[:, 0]])
+        expected[code] = 0.5 * np.linalg.norm(cross, axis=1).sum()
+    np.testing.assert_allclose(surfel_area_table_3d(spacing), expected, rtol=1e-12)
+
+
+def _sphere(shape, centre, radius_mm, spacing):
+    grid = np.indices(shape).astype(float)
+    offsets = [(g - c) * s for g, c, s in zip(grid, centre, spacing)]
+    return sum(o**2 for o in offsets) <= radius_mm**2
+
+
+@pytest.mark.parametrize("definition", ["surfel", "voxel"])
+def test_concentric_spheres_distance_is_radius_difference(definition):
+    spacing = (0.8, 0.8, 1.5)
+    shape = (60, 60, 34)
+    centre = (30, 30, 17)
+    outer = _sphere(shape, centre, 20.0, spacing)
+    inner = _sphere(shape, centre, 14.0, spacing)
+    m = surface_metrics(surface_distances(outer, inner, spacing, definition), tolerance_mm=1.0)
+    # The radius difference is 6 mm; the discretisation moves it by at most about one voxel.
+    assert abs(m["masd"] - 6.0) < 1.0
+    assert abs(m["hd95"] - 6.0) < 1.5
+    assert m["nsd"] == 0.0  # no surface element within 1 mm of the other surface
+    assert m["hd"] >= m["hd95"] >= m["masd"] > 0
+
+
+@pytest.mark.parametrize("definition", ["surfel", "voxel"])
+def test_identical_masks_have_zero_distance_and_nsd_one(definition):
+    mask = _sphere((20, 20, 20), (10, 10, 10), 6.0, (1, 1, 1))
+    m = surface_metrics(surface_distances(mask, mask, (1, 1, 1), definition), tolerance_mm=0.0)
+    assert m == {"hd": 0.0, "hd95": 0.0, "assd": 0.0, "masd": 0.0, "nsd": 1.0, "status": "ok"}
+
+
+@pytest.mark.parametrize("definition", ["surfel", "voxel"])
+def test_metrics_are_symmetric(definition):
+    rng = np.random.default_rng(3)
+    ref, pred = _random_pair(rng, (20, 18, 15))
+    a = surface_metrics(surface_distances(ref, pred, (0.5, 1.0, 2.0), definition))
+    b = surface_metrics(surface_distances(pred, ref, (0.5, 1.0, 2.0), definition))
+    for key in ("hd", "hd95", "assd", "masd", "nsd"):
+        assert a[key] == pytest.approx(b[key], rel=1e-12)
+
+
+@pytest.mark.parametrize("definition", ["surfel", "voxel"])
+def test_empty_masks(definition):
+    empty = np.zeros((8, 8, 8), bool)
+    full = empty.copy()
+    full[2:5, 2:5, 2:5] = True
+    both = surface_metrics(surface_distances(empty, empty, (1, 1, 1), definition))
+    assert both == {"hd": 0.0, "hd95": 0.0, "assd": 0.0, "masd": 0.0, "nsd": 1.0, "status": "both_empty"}
+    ref_empty = surface_metrics(surface_distances(empty, full, (1, 1, 1), definition))
+    assert ref_empty["status"] == "ref_empty" and ref_empty["nsd"] == 0.0
+    assert all(ref_empty[k] is None for k in ("hd", "hd95", "assd", "masd"))
+    pred_empty = surface_metrics(surface_distances(full, empty, (1, 1, 1), definition))
+    assert pred_empty["status"] == "pred_empty" and pred_empty["hd95"] is None
+
+
+def test_cropping_does_not_change_the_result():
+    rng = np.random.default_rng(11)
+    ref, pred = _random_pair(rng, (12, 10, 9))
+    big_ref = np.zeros((40, 30, 50), bool)
+    big_pred = big_ref.copy()
+    big_ref[20:32, 5:15, 30:39] = ref
+    big_pred[20:32, 5:15, 30:39] = pred
+    small = surface_metrics(surface_distances(ref, pred, (1.0, 0.7, 1.2)))
+    big = surface_metrics(surface_distances(big_ref, big_pred, (1.0, 0.7, 1.2)))
+    # Away from the border the padding is the same zeros the crop adds: identical values.
+    interior = surface_metrics(surface_distances(np.pad(ref, 1), np.pad(pred, 1), (1.0, 0.7, 1.2)))
+    assert big == interior
+    assert small["status"] == "ok"
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="shape"):
+        surface_distances(np.zeros((3, 3, 3)), np.zeros((3, 3, 4)), (1, 1, 1))
+    with pytest.raises(ValueError, match="definition"):
+        surface_distances(np.zeros((3, 3, 3)), np.zeros((3, 3, 3)), (1, 1, 1), "mesh")
