@@ -26,6 +26,20 @@ class SegmentRequest:
     device: str = "auto"
     backend: str = "auto"
     command_line: str = ""
+    # cc_fodf (diffusion): FSL gradient files and brain mask of a DWI input, keep the peaks,
+    # and a trained model package folder for tasks whose authors published no weights
+    bval: Path | None = None
+    bvec: Path | None = None
+    mask: Path | None = None
+    save_peaks: bool = False
+    model: Path | None = None
+    # nnU-Net v2 tasks (segkit.tasks.nnunet)
+    folds: list[str] = field(default_factory=list)  # empty: every fold found
+    tta: bool = False  # test-time mirroring (the main CPU cost)
+    largest: bool = False
+    fill_holes: bool = False
+    remove_small: str | None = None  # "5mm3" or "5vox"
+    model_dir: Path | None = None  # a trained nnU-Net folder, bypassing the registry
 
 
 def segment(request: SegmentRequest) -> list[Path]:
@@ -33,18 +47,47 @@ def segment(request: SegmentRequest) -> list[Path]:
     from segkit.registry.schema import load_registry
     from segkit.tasks.base import runner_for
 
+    if request.model_dir is not None:
+        return _segment_model_dir(request)
     spec = load_registry().get(request.task)
-    if not spec.weights_published:
+    if not spec.weights_published and request.model is None and not _has_registered_model(spec.name):
         raise SegkitError(
             f"task '{spec.name}' has no pretrained weights published by its authors, so segkit will not "
-            f"produce an untrained mask: {spec.weights_note}"
+            f"produce an untrained mask: {spec.weights_note} Then pass --model MODEL_DIR, or register the "
+            f"model zip with `segkit install-task {spec.name} --custom-url file:///path/to/model.zip`."
         )
+    if request.model is not None and spec.weights_published:
+        raise SegkitError(f"--model applies to tasks trained with segkit (cc_fodf, ...); task '{spec.name}' uses its registry model")
     runner = runner_for(spec)
     started = time.perf_counter()
     with _slice_progress(spec.name) as progress:
         prediction = runner.predict(request, progress)
     runtime = time.perf_counter() - started
-    return write_prediction(prediction, request, spec.name, runtime)
+    extra = [Path(p) for p in prediction.info.pop("extra_outputs", [])]  # e.g. --save-peaks, already written
+    return write_prediction(prediction, request, spec.name, runtime) + extra
+
+
+def _has_registered_model(task: str) -> bool:
+    """A user-trained model registered with `install-task TASK --custom-url` counts as weights."""
+    from segkit.registry.store import is_installed
+
+    return is_installed(task)
+
+
+def _segment_model_dir(request: SegmentRequest) -> list[Path]:
+    """`segment --model-dir DIR`: run a trained nnU-Net folder directly; labels and channels from its json."""
+    from segkit.registry.schema import load_registry
+    from segkit.tasks.nnunet.task import NnunetTask
+
+    # with -task too, the registry entry supplies orientation and output suffixes
+    spec = load_registry().get(request.task) if request.task else None
+    if spec is not None and spec.framework != "nnunetv2":
+        raise SegkitError(f"--model-dir runs nnU-Net v2 models; task '{spec.name}' is a {spec.framework} task")
+    runner = NnunetTask(spec, model_dir=request.model_dir)
+    started = time.perf_counter()
+    prediction = runner.predict(request, None)
+    name = request.task or f"model-dir:{Path(request.model_dir).name}"
+    return write_prediction(prediction, request, name, time.perf_counter() - started)
 
 
 def write_prediction(prediction, request: SegmentRequest, task: str, runtime_s: float) -> list[Path]:

@@ -25,7 +25,14 @@ def install_task(
 
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise SegkitError(f"--sha256 must be 64 hexadecimal digits, got '{sha256}'")
-    spec = load_registry().get(task)
-    installed = install(spec, custom_url=custom_url, custom_sha256=sha256, force=force, progress=RichProgress())
+    registry = load_registry()
+    if task not in registry.tasks and custom_url:
+        # a name the registry does not know + a URL: install any nnU-Net v2 results zip as a local task
+        from segkit.registry.local import install_local_task
+
+        installed = install_local_task(task, custom_url, sha256, force=force, progress=RichProgress())
+    else:
+        spec = registry.get(task)
+        installed = install(spec, custom_url=custom_url, custom_sha256=sha256, force=force, progress=RichProgress())
     for entry in installed.manifest["files"]:
         typer.echo(f"{task}\t{entry['name']}\tsha256:{entry['sha256']}\t{installed.root / entry['local_path']}")

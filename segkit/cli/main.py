@@ -44,7 +44,7 @@ def _main(
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to `app`; each module is light.
-    from segkit.cli import eval, install, list_tasks, quantify, segment  # noqa: F401
+    from segkit.cli import eval, install, list_tasks, quantify, segment, train  # noqa: F401
 
 
 def _fail(message: str, code: int) -> None:

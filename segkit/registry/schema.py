@@ -261,4 +261,6 @@ def load_registry(path: Path | None = None) -> Registry:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RegistryError(f"registry {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_registry(data, path)
+    from segkit.registry.local import merge_local_tasks  # tasks added by install-task --custom-url
+
+    return merge_local_tasks(parse_registry(data, path))

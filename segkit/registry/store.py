@@ -370,6 +370,8 @@ def install_task(
     """Install every file of `spec` into the cache, verified, atomically, once across processes."""
     from filelock import FileLock
 
+    if not spec.files and custom_url:
+        spec = _with_user_model_file(spec, custom_url)
     if not spec.files:
         raise SegkitError(f"task '{spec.name}' has nothing to download: {spec.weights_note}")
     if custom_sha256 and not custom_url:
@@ -400,6 +402,19 @@ def install_task(
     installed = read_manifest(spec.name)
     assert installed is not None, "manifest vanished right after install"
     return installed
+
+
+def _with_user_model_file(spec: TaskSpec, custom_url: str) -> TaskSpec:
+    """A task with no published files (trained with `segkit train`) takes the user's model from
+    --custom-url: one file, unpacked when it is a zip, pinned at first install unless --sha256."""
+    import dataclasses
+
+    name = Path(unquote(urlparse(custom_url).path)).name or f"{spec.name}_model.zip"
+    user_file = FileSpec(
+        name=name, version="user-trained", sha256=None, size=None, unpack=name.lower().endswith(".zip"),
+        mirrors=(custom_url,), checksum_published=False,
+    )
+    return dataclasses.replace(spec, files=(user_file,))
 
 
 def _matches_request(existing: InstalledTask, custom_url: str | None, custom_sha256: str | None) -> bool:

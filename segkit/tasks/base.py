@@ -46,6 +46,8 @@ class TaskRunner(Protocol):
 # framework name in the registry -> "module:Class" of its runner (imported only when used)
 RUNNERS = {
     "litemedsam": "segkit.tasks.medsam.task:MedsamTask",
+    "sc2snet": "segkit.tasks.cc_fodf.task:CcFodfTask",
+    "nnunetv2": "segkit.tasks.nnunet.task:NnunetTask",
 }
 
 

@@ -1,0 +1,127 @@
+"""`segkit train`: train an nnU-Net v2 model for a task on a dataset in nnU-Net v2 format."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from segkit.cli.main import app
+
+
+@app.command("train")
+def train(
+    data: Path = typer.Option(..., "--data", help="Dataset folder in nnU-Net v2 format (dataset.json, imagesTr/, labelsTr/)."),
+    task: Optional[str] = typer.Option(
+        None, "-task", "--task", "-t", help="nnU-Net task this model is for (its orientation is recorded in the model)."
+    ),
+    output: Path = typer.Option(Path("segkit_model"), "-o", "--output", help="Folder for the workspace, log and zip."),
+    fold: str = typer.Option("0", "--fold", help="Cross-validation fold 0-4, or 'all' to train on every case."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (nnU-Net's default: 1000)."),
+    iterations: Optional[int] = typer.Option(
+        None, "--iterations-per-epoch", min=1, help="Training iterations per epoch (nnU-Net's default: 250)."
+    ),
+    val_iterations: Optional[int] = typer.Option(
+        None, "--val-iterations-per-epoch", min=1, help="Validation iterations per epoch (nnU-Net's default: 50)."
+    ),
+    configuration: str = typer.Option("3d_fullres", "--configuration", "-c", help="3d_fullres | 2d | 3d_lowres"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N] | mps"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in -o from its last checkpoint."),
+    architecture: str = typer.Option("sc2snet", "--architecture", help="cc_fodf: sc2snet | unet (the CNN-only baseline)."),
+    slice_size: int = typer.Option(144, "--slice-size", help="cc_fodf: square slice size, a multiple of 16 (paper: 144)."),
+    width: float = typer.Option(1.0, "--width", help="cc_fodf: CNN channel multiplier (1.0: 64..1024 as in the paper)."),
+    sam_grid: int = typer.Option(64, "--sam-grid", help="cc_fodf: SAM token grid side (paper: 64; 14 for CPU runs)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="cc_fodf: slices per batch (paper: 32)."),
+) -> None:
+    """Fingerprint, plan, preprocess and train with nnunetv2; writes a model zip for install-task/--model-dir."""
+    from segkit.errors import SegkitError
+    from segkit.training.nnunet import TrainRequest, train as run_training
+
+    orientation = None
+    if task:
+        from segkit.registry.schema import load_registry
+
+        spec = load_registry().get(task)
+        if spec.framework == "sc2snet":  # cc_fodf: segkit's own SC2S-Net trainer
+            from segkit.tasks.cc_fodf.train import run_from_cli
+
+            run_from_cli(data=data, output=output, epochs=epochs, batches_per_epoch=iterations, device=device,
+                         resume=resume, architecture=architecture, slice_size=slice_size, width=width,
+                         sam_grid=sam_grid, batch_size=batch_size)
+            return
+        if spec.framework != "nnunetv2":
+            raise SegkitError(f"task '{task}' is a {spec.framework} task; `segkit train` trains nnU-Net v2 tasks")
+        orientation = spec.input.orientation if spec.input.orientation != "native" else None
+    request = TrainRequest(
+        data=data,
+        output=output,
+        configuration=configuration,
+        fold=fold,
+        epochs=epochs,
+        iterations_per_epoch=iterations,
+        val_iterations_per_epoch=val_iterations,
+        device=device,
+        resume=resume,
+        orientation=orientation,
+    )
+    with _EpochProgress() as progress:
+        result = run_training(request, on_event=progress.on_event)
+    typer.echo(f"model\t{result.model_dir}")
+    typer.echo(f"zip\t{result.zip_path}")
+
+
+class _EpochProgress:
+    """A rich bar of epochs (train loss, validation pseudo-Dice) on a terminal; one line per epoch otherwise."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.bar = None
+        self.task = None
+
+    def __enter__(self) -> "_EpochProgress":
+        return self
+
+    def on_event(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "stage" and event.get("stage") == "train":
+            self._start(int(event.get("epochs") or 0), int(event.get("start_epoch") or 0))
+        elif kind == "stage":
+            self._say(f"nnU-Net: {event.get('stage')}")
+        elif kind == "epoch":
+            self._epoch(event)
+
+    def _start(self, total: int, done: int) -> None:
+        if not self.console.is_terminal:
+            self._say(f"nnU-Net: training epochs {done + 1}..{total}")
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("epoch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(), console=self.console,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=total, completed=done, stats="")
+
+    def _epoch(self, event: dict) -> None:
+        stats = f"loss {_fmt(event.get('train_loss'))}  pseudo-Dice {_fmt(event.get('pseudo_dice'))}"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=event["epoch"], stats=stats)
+        else:
+            self._say(f"epoch {event['epoch']}/{event['epochs']}  {stats}")
+
+    def _say(self, text: str) -> None:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

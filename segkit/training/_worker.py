@@ -1,0 +1,110 @@
+"""The child process that runs nnU-Net: `python -m segkit.training._worker CONFIG.json`.
+
+Why a child process: nnunetv2 reads nnUNet_raw / nnUNet_preprocessed / nnUNet_results (and
+nnUNet_n_proc_DA, nnUNet_def_n_proc) from os.environ, and older releases copy them into module
+globals at import time. Running it in a child with its own environment keeps those variables out of
+the caller's process, lets one process train several datasets, and isolates its worker pools.
+
+Protocol: JSON lines on the original stdout ({"event": "stage" | "epoch" | "done" | "error"});
+everything nnU-Net prints goes to the log file named in the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+
+def _event_stream():
+    """Keep the real stdout for events, then point fds 1 and 2 at the log so nnU-Net's prints land there."""
+    events = os.fdopen(os.dup(1), "w", buffering=1)
+    return events
+
+
+def _redirect_output(log_path: str) -> None:
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+
+
+def main(config_path: str) -> int:
+    with open(config_path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    events = _event_stream()
+    _redirect_output(config["log"])
+
+    def emit(event: dict) -> None:
+        events.write(json.dumps(event) + "\n")
+        events.flush()
+
+    try:
+        _run(config, emit)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one event, traceback in the log
+        traceback.print_exc()
+        emit({"event": "error", "type": type(exc).__name__, "message": str(exc).strip().splitlines()[0] if str(exc).strip() else ""})
+        return 1
+    emit({"event": "done"})
+    return 0
+
+
+def _run(config: dict, emit) -> None:
+    import torch
+
+    torch.set_num_threads(int(config.get("threads") or 2))
+    dataset_id = int(config["dataset_id"])
+    if not config.get("resume") or not os.path.isfile(config["plans_file"]):
+        _plan_and_preprocess(dataset_id, config, emit)
+    _train(dataset_id, config, emit)
+
+
+def _plan_and_preprocess(dataset_id: int, config: dict, emit) -> None:
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset,
+        plan_experiment_dataset,
+        preprocess_dataset,
+    )
+
+    emit({"event": "stage", "stage": "fingerprint"})
+    extract_fingerprint_dataset(dataset_id, num_processes=1, check_dataset_integrity=False, clean=True, verbose=False)
+    emit({"event": "stage", "stage": "plan"})
+    # the planner passes nnUNet_n_proc_DA to torch.set_num_threads, so it must be positive here
+    training_workers = os.environ.get("nnUNet_n_proc_DA", "0")
+    os.environ["nnUNet_n_proc_DA"] = str(max(1, int(config.get("threads") or 1)))
+    try:
+        plan_experiment_dataset(dataset_id)
+    finally:
+        os.environ["nnUNet_n_proc_DA"] = training_workers
+    emit({"event": "stage", "stage": "preprocess"})
+    preprocess_dataset(dataset_id, configurations=[config["configuration"]], num_processes=[1], verbose=False)
+
+
+def _train(dataset_id: int, config: dict, emit) -> None:
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    from segkit.training.nnunet_trainer import SegkitTrainer
+
+    plans = load_json(config["plans_file"])
+    plans["continue_training"] = bool(config.get("resume"))
+    dataset_json = load_json(os.path.join(os.path.dirname(config["plans_file"]), "dataset.json"))
+    fold = config["fold"] if config["fold"] == "all" else int(config["fold"])
+    SegkitTrainer.schedule = dict(config.get("schedule") or {})
+    SegkitTrainer.on_epoch = staticmethod(emit)
+    trainer = SegkitTrainer(plans=plans, configuration=config["configuration"], fold=fold,
+                            dataset_json=dataset_json, device=torch.device(config["device"]))
+    trainer.apply_schedule()
+    maybe_load_checkpoint(trainer, bool(config.get("resume")), False, None)
+    trainer.apply_schedule()  # a resumed checkpoint keeps the schedule asked for now
+    emit({"event": "stage", "stage": "train", "start_epoch": int(trainer.current_epoch), "epochs": trainer.num_epochs})
+    trainer.run_training()
+    emit({"event": "trained", "model_dir": trainer.output_folder_base})
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

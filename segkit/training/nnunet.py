@@ -1,0 +1,239 @@
+"""`segkit train` for nnU-Net-framework tasks: validate, then fingerprint/plan/preprocess/train in a
+child process (see `_worker.py` for why), then export a zip that `install-task --custom-url` and
+`segment --model-dir` accept.
+
+Workspace under the output folder MODEL_DIR:
+    MODEL_DIR/nnunet/nnUNet_raw/DatasetNNN_Name -> the user's dataset (symlink, else a copy)
+    MODEL_DIR/nnunet/nnUNet_preprocessed/, MODEL_DIR/nnunet/nnUNet_results/   nnU-Net's own folders
+    MODEL_DIR/train.log                                                       everything nnU-Net printed
+    MODEL_DIR/<Trainer__Plans__Config>.zip                                     the exported model
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from segkit.errors import SegkitError
+from segkit.training.nnunet_dataset import DatasetSummary, validate_dataset
+
+CONFIGURATIONS = ("3d_fullres", "2d", "3d_lowres")
+DEFAULT_DATASET_ID = 501
+_DATASET_NAME = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
+EXPORTED_FILES = ("dataset.json", "plans.json", "dataset_fingerprint.json")
+EXPORTED_FOLD_FILES = ("checkpoint_final.pth", "debug.json", "progress.png")
+
+
+@dataclass
+class TrainRequest:
+    data: Path
+    output: Path
+    configuration: str = "3d_fullres"
+    fold: str = "0"
+    epochs: int | None = None
+    iterations_per_epoch: int | None = None
+    val_iterations_per_epoch: int | None = None
+    device: str = "auto"
+    resume: bool = False
+    orientation: str | None = None  # recorded in the model's dataset.json as segkit_orientation
+    threads: int = 2
+    extra_env: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    zip_path: Path
+    log_path: Path
+    epochs_run: int
+    last_epoch: dict
+
+
+EventFn = Callable[[dict], None]
+
+
+def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult:
+    """Train one fold; every user mistake is raised before the child process starts."""
+    _check_request(request)
+    summary = validate_dataset(request.data, orientation=request.orientation)
+    output = Path(request.output).expanduser().resolve()
+    dataset_id, dataset_name = _dataset_identity(summary)
+    workspace = output / "nnunet"
+    if not request.resume and workspace.exists():
+        shutil.rmtree(workspace)  # a fresh run starts clean; --resume keeps it
+    raw_dir = _link_raw_dataset(summary, workspace / "nnUNet_raw" / dataset_name)
+    log_path = output / "train.log"
+    config = {
+        "dataset_id": dataset_id,
+        "configuration": request.configuration,
+        "fold": request.fold,
+        "device": _resolve_device(request.device),
+        "resume": request.resume,
+        "threads": request.threads,
+        "log": str(log_path),
+        "plans_file": str(workspace / "nnUNet_preprocessed" / dataset_name / "nnUNetPlans.json"),
+        "schedule": {
+            "num_epochs": request.epochs,
+            "num_iterations_per_epoch": request.iterations_per_epoch,
+            "num_val_iterations_per_epoch": request.val_iterations_per_epoch,
+        },
+    }
+    if request.resume and not Path(config["plans_file"]).is_file() and not raw_dir.exists():
+        raise SegkitError(f"{output}: nothing to resume here; run without --resume first")
+    env = _child_env(workspace, request)
+    events = _run_worker(config, env, output, on_event)
+    model_dir = Path(events["trained"]["model_dir"])
+    _record_orientation(model_dir, request.orientation)
+    zip_path = export_zip(model_dir, output / f"{model_dir.name}.zip")
+    epochs = [e for e in events["all"] if e.get("event") == "epoch"]
+    return TrainResult(model_dir, zip_path, log_path, len(epochs), epochs[-1] if epochs else {})
+
+
+def _check_request(request: TrainRequest) -> None:
+    if request.configuration not in CONFIGURATIONS:
+        raise SegkitError(f"--configuration must be one of {', '.join(CONFIGURATIONS)}, got '{request.configuration}'")
+    if request.fold != "all" and not (request.fold.isdigit() and int(request.fold) < 5):
+        raise SegkitError(f"--fold must be 0, 1, 2, 3, 4 or 'all', got '{request.fold}'")
+    for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch"):
+        value = getattr(request, name)
+        if value is not None and value < 1:
+            raise SegkitError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def _dataset_identity(summary: DatasetSummary) -> tuple[int, str]:
+    """DatasetNNN_Name from the folder name when it has that form, else from dataset.json's name."""
+    match = _DATASET_NAME.match(summary.root.name)
+    if match:
+        return int(match.group(1)), summary.root.name
+    name = re.sub(r"[^A-Za-z0-9]+", "", str(summary.dataset_json.get("name") or summary.root.name)) or "segkit"
+    return DEFAULT_DATASET_ID, f"Dataset{DEFAULT_DATASET_ID:03d}_{name}"
+
+
+def _link_raw_dataset(summary: DatasetSummary, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() or target.exists():
+        return target
+    try:
+        target.symlink_to(summary.root.resolve(), target_is_directory=True)
+    except OSError:  # file systems without symlinks: copy (datasets for training are modest)
+        shutil.copytree(summary.root, target)
+    return target
+
+
+def _resolve_device(device: str) -> str:
+    from segkit.runtime.device import resolve_device
+
+    return resolve_device(device)
+
+
+def _child_env(workspace: Path, request: TrainRequest) -> dict:
+    """The caller's environment plus nnU-Net's variables, for the child only."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "nnUNet_raw": str(workspace / "nnUNet_raw"),
+            "nnUNet_preprocessed": str(workspace / "nnUNet_preprocessed"),
+            "nnUNet_results": str(workspace / "nnUNet_results"),
+            # small machines: no augmentation worker pool, one process for preprocessing
+            "nnUNet_n_proc_DA": env.get("nnUNet_n_proc_DA", "0"),
+            "nnUNet_def_n_proc": env.get("nnUNet_def_n_proc", "1"),
+            "nnUNet_compile": env.get("nnUNet_compile", "false"),
+            "OMP_NUM_THREADS": str(request.threads),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update({k: str(v) for k, v in request.extra_env.items()})
+    return env
+
+
+def _run_worker(config: dict, env: dict, output: Path, on_event: EventFn | None) -> dict:
+    output.mkdir(parents=True, exist_ok=True)
+    config_path = output / "train_config.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    command = [sys.executable, "-m", "segkit.training._worker", str(config_path)]
+    seen: dict = {"all": []}
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) as child:
+        try:
+            for line in child.stdout:
+                event = _parse_event(line)
+                if event is None:
+                    continue
+                seen["all"].append(event)
+                seen[event.get("event", "")] = event
+                if on_event is not None:
+                    on_event(event)
+        except BaseException:
+            child.terminate()  # Ctrl-C: stop nnU-Net too; --resume continues from the last epoch
+            child.wait()
+            raise
+        code = child.wait()
+    if code != 0 or "trained" not in seen:
+        error = seen.get("error", {})
+        reason = f"{error.get('type', 'exit code ' + str(code))}: {error.get('message', '')}".rstrip(": ")
+        raise RuntimeError(f"nnU-Net training failed ({reason}); see {config['log']}")
+    return seen
+
+
+def _parse_event(line: str) -> dict | None:
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def _record_orientation(model_dir: Path, orientation: str | None) -> None:
+    """Store the orientation the data was trained in, so segment reorients inputs to it."""
+    if not orientation:
+        return
+    path = model_dir / "dataset.json"
+    data = json.loads(path.read_text())
+    data["segkit_orientation"] = orientation
+    tmp = path.with_name(".dataset.json.tmp")
+    tmp.write_text(json.dumps(data, indent=4))
+    os.replace(tmp, path)
+
+
+def export_zip(model_dir: Path, zip_path: Path) -> Path:
+    """Zip `Trainer__Plans__Config/` (json files + each fold's final checkpoint) under its own name."""
+    model_dir = Path(model_dir)
+    members = [model_dir / name for name in EXPORTED_FILES if (model_dir / name).is_file()]
+    for fold in sorted(model_dir.glob("fold_*")):
+        members += [fold / name for name in EXPORTED_FOLD_FILES if (fold / name).is_file()]
+    if not any(m.name == "checkpoint_final.pth" for m in members):
+        raise SegkitError(f"{model_dir}: no fold has checkpoint_final.pth yet; finish training (or --resume) first")
+    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for member in members:
+            arcname = str(Path(model_dir.name) / member.relative_to(model_dir))
+            if member.suffix == ".pth":
+                archive.writestr(arcname, _inference_checkpoint(member))
+            else:
+                archive.write(member, arcname=arcname)
+    os.replace(tmp, zip_path)
+    return zip_path
+
+
+def _inference_checkpoint(path: Path) -> bytes:
+    """The checkpoint without optimizer state (two thirds of its size), which inference never reads.
+    Resuming uses the full checkpoint in the workspace, not the zip."""
+    import io
+
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint["optimizer_state"] = None
+    checkpoint["grad_scaler_state"] = None
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return buffer.getvalue()

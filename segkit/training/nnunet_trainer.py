@@ -1,0 +1,67 @@
+"""segkit's nnU-Net trainer: nnunetv2's own trainer with a schedule set by `segkit train`.
+
+Imported only inside the training worker process (it imports torch and nnunetv2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+# The architecture, loss and augmentation are nnUNetTrainer's, unchanged: only the schedule differs.
+# Checkpoints therefore name "nnUNetTrainer" as their trainer, because nnunetv2's predictor looks the
+# trainer class up by name inside the nnunetv2 package (recursive_find_trainer_class_by_name) to
+# rebuild the network, and a class defined in segkit would not be found there. With this, segkit's
+# models load in nnUNetv2_predict_from_modelfolder and in any nnunetv2 installation.
+ARCHITECTURE_TRAINER = "nnUNetTrainer"
+
+
+class SegkitTrainer(nnUNetTrainer):
+    # set by the worker before run_training(); None keeps nnU-Net's defaults
+    schedule: dict = {}
+    on_epoch: Callable[[dict], None] | None = None
+
+    def apply_schedule(self) -> None:
+        for key in ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch"):
+            if self.schedule.get(key):
+                setattr(self, key, int(self.schedule[key]))
+        # a checkpoint every epoch makes --resume lose at most one epoch
+        self.save_every = int(self.schedule.get("save_every") or 1)
+
+    def on_epoch_end(self) -> None:
+        epoch = self.current_epoch  # the parent increments it at the end of on_epoch_end
+        event = {
+            "event": "epoch",
+            "epoch": epoch + 1,
+            "epochs": self.num_epochs,
+            "train_loss": _finite(self.logger.get_value("train_losses", step=-1)),
+            "val_loss": _finite(self.logger.get_value("val_losses", step=-1)),
+            "pseudo_dice": _finite(self.logger.get_value("mean_fg_dice", step=-1)),
+        }
+        super().on_epoch_end()
+        if self.on_epoch is not None:
+            self.on_epoch(event)
+
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if self.local_rank != 0 or self.disable_checkpointing or not os.path.isfile(filename):
+            return
+        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+        checkpoint["trainer_name"] = ARCHITECTURE_TRAINER
+        checkpoint["segkit_schedule"] = json.loads(json.dumps(self.schedule))
+        tmp = filename + ".tmp"
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, filename)  # a kill mid-write never leaves a truncated checkpoint
+
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
