@@ -40,6 +40,10 @@ class SegmentRequest:
     fill_holes: bool = False
     remove_small: str | None = None  # "5mm3" or "5vox"
     model_dir: Path | None = None  # a trained nnU-Net folder, bypassing the registry
+    # lpm_nnsam2 few-shot: a support image and its mask with one (or a few) annotated slices
+    support: Path | None = None
+    support_mask: Path | None = None
+    propagator: str = "sam2"  # sam2 | litemedsam
 
 
 def segment(request: SegmentRequest) -> list[Path]:
@@ -50,7 +54,9 @@ def segment(request: SegmentRequest) -> list[Path]:
     if request.model_dir is not None:
         return _segment_model_dir(request)
     spec = load_registry().get(request.task)
-    if not spec.weights_published and request.model is None and not _has_registered_model(spec.name):
+    # nnsam2's few-shot pseudo-labelling needs no trained model, only the propagator's weights
+    fewshot = spec.framework == "nnsam2" and request.model is None
+    if not spec.weights_published and request.model is None and not fewshot and not _has_registered_model(spec.name):
         raise SegkitError(
             f"task '{spec.name}' has no pretrained weights published by its authors, so segkit will not "
             f"produce an untrained mask: {spec.weights_note} Then pass --model MODEL_DIR, or register the "
@@ -59,12 +65,48 @@ def segment(request: SegmentRequest) -> list[Path]:
     if request.model is not None and spec.weights_published:
         raise SegkitError(f"--model applies to tasks trained with segkit (cc_fodf, ...); task '{spec.name}' uses its registry model")
     runner = runner_for(spec)
+    if hasattr(runner, "predict_all"):  # one output set per -i target (lpm_nnsam2)
+        return _segment_each_target(runner, request, spec.name)
     started = time.perf_counter()
     with _slice_progress(spec.name) as progress:
         prediction = runner.predict(request, progress)
     runtime = time.perf_counter() - started
     extra = [Path(p) for p in prediction.info.pop("extra_outputs", [])]  # e.g. --save-peaks, already written
     return write_prediction(prediction, request, spec.name, runtime) + extra
+
+
+def _segment_each_target(runner, request: SegmentRequest, task: str) -> list[Path]:
+    """Every target is predicted before anything is written, then each gets its own outputs."""
+    from dataclasses import replace
+
+    if len(request.inputs) > 1 and request.output is not None and str(request.output).endswith((".nii", ".nii.gz")):
+        raise SegkitError(f"{len(request.inputs)} targets write several files each: give -o a folder, not {request.output}")
+    started = time.perf_counter()
+    with _slice_progress(task) as progress:
+        predictions = runner.predict_all(request, progress)
+    runtime = (time.perf_counter() - started) / max(1, len(predictions))
+    written: list[Path] = []
+    for prediction in predictions:
+        one = replace(request, inputs=[Path(prediction.reference.path)])
+        tables = prediction.info.pop("side_tables", {})
+        written += write_prediction(prediction, one, task, runtime)
+        written += _write_side_tables(tables, one, len(prediction.outputs))
+    return written
+
+
+def _write_side_tables(tables: dict, request: SegmentRequest, n_outputs: int) -> list[Path]:
+    """Tables that belong beside the masks (e.g. lpm_nnsam2's per-slice IoU), named <stem><suffix>."""
+    from segkit.io.writer import atomic_write_text, output_path_for, output_stem
+
+    written = []
+    source = Path(request.inputs[0])
+    for suffix, text in tables.items():
+        folder = output_path_for(source, "", _output_for(request, n_outputs)).parent
+        path = folder / f"{output_stem(source)}{suffix}"
+        _refuse_input_overwrite(path, request.inputs)
+        atomic_write_text(path, text)
+        written.append(path)
+    return written
 
 
 def _has_registered_model(task: str) -> bool:

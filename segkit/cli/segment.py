@@ -52,6 +52,11 @@ def segment(
     model: Optional[Path] = typer.Option(
         None, "--model", help="A model package folder trained with `segkit train` (cc_fodf: model.pt + model_card.json)."
     ),
+    support: Optional[Path] = typer.Option(None, "--support", help="lpm_nnsam2: support image with annotated slice(s)."),
+    support_mask: Optional[Path] = typer.Option(
+        None, "--support-mask", help="lpm_nnsam2: support labels, 1 right / 2 left LPM on one or a few slices, 0 elsewhere."
+    ),
+    propagator: str = typer.Option("sam2", "--propagator", help="lpm_nnsam2: sam2 (SAM 2.1 video) | litemedsam (offline)."),
 ) -> None:
     """Segment an image with a task's model. Outputs keep the input's exact shape and affine."""
     import sys
@@ -84,6 +89,9 @@ def segment(
         mask=mask,
         save_peaks=save_peaks,
         model=model,
+        support=support,
+        support_mask=support_mask,
+        propagator=propagator,
         command_line=" ".join(["segkit", *sys.argv[1:]]),
     )
     for written in api.segment(request):

@@ -13,7 +13,7 @@ from segkit.cli.main import app
 
 @app.command("train")
 def train(
-    data: Path = typer.Option(..., "--data", help="Dataset folder in nnU-Net v2 format (dataset.json, imagesTr/, labelsTr/)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder in nnU-Net v2 format (dataset.json, imagesTr/, labelsTr/)."),
     task: Optional[str] = typer.Option(
         None, "-task", "--task", "-t", help="nnU-Net task this model is for (its orientation is recorded in the model)."
     ),
@@ -34,6 +34,11 @@ def train(
     width: float = typer.Option(1.0, "--width", help="cc_fodf: CNN channel multiplier (1.0: 64..1024 as in the paper)."),
     sam_grid: int = typer.Option(64, "--sam-grid", help="cc_fodf: SAM token grid side (paper: 64; 14 for CPU runs)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="cc_fodf: slices per batch (paper: 32)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="lpm_nnsam2: folder of unlabelled 3D images to pseudo-label."),
+    support: Optional[Path] = typer.Option(None, "--support", help="lpm_nnsam2: support image with annotated slice(s)."),
+    support_mask: Optional[Path] = typer.Option(None, "--support-mask", help="lpm_nnsam2: support labels (1 right, 2 left LPM)."),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="lpm_nnsam2: nnU-Net rounds (nnSAM2: 3)."),
+    propagator: str = typer.Option("litemedsam", "--propagator", help="lpm_nnsam2: sam2 | litemedsam (pseudo-labels)."),
 ) -> None:
     """Fingerprint, plan, preprocess and train with nnunetv2; writes a model zip for install-task/--model-dir."""
     from segkit.errors import SegkitError
@@ -44,6 +49,8 @@ def train(
         from segkit.registry.schema import load_registry
 
         spec = load_registry().get(task)
+        if data is None and spec.framework != "nnsam2":
+            raise SegkitError("Missing option '--data' (the training dataset folder)")
         if spec.framework == "sc2snet":  # cc_fodf: segkit's own SC2S-Net trainer
             from segkit.tasks.cc_fodf.train import run_from_cli
 
@@ -51,9 +58,23 @@ def train(
                          resume=resume, architecture=architecture, slice_size=slice_size, width=width,
                          sam_grid=sam_grid, batch_size=batch_size)
             return
+        if spec.framework == "nnsam2":  # lpm_nnsam2: pseudo-labels, then nnU-Net rounds
+            from segkit.tasks.lpm_nnsam2.rounds import LpmTrainRequest, train_lpm
+
+            if images is None or support is None or support_mask is None:
+                raise SegkitError("train -task lpm_nnsam2 needs --images DIR --support IMAGE --support-mask MASK")
+            package = train_lpm(LpmTrainRequest(
+                images=images, support=support, support_mask=support_mask, output=output, rounds=rounds,
+                propagator=propagator, epochs=epochs, iterations_per_epoch=iterations,
+                val_iterations_per_epoch=val_iterations, device=device,
+            ), say=lambda text: sys.stderr.write(text + "\n"))
+            typer.echo(f"model\t{package}")
+            return
         if spec.framework != "nnunetv2":
             raise SegkitError(f"task '{task}' is a {spec.framework} task; `segkit train` trains nnU-Net v2 tasks")
         orientation = spec.input.orientation if spec.input.orientation != "native" else None
+    if data is None:
+        raise SegkitError("Missing option '--data' (an nnU-Net v2 dataset folder)")
     request = TrainRequest(
         data=data,
         output=output,

@@ -48,6 +48,7 @@ RUNNERS = {
     "litemedsam": "segkit.tasks.medsam.task:MedsamTask",
     "sc2snet": "segkit.tasks.cc_fodf.task:CcFodfTask",
     "nnunetv2": "segkit.tasks.nnunet.task:NnunetTask",
+    "nnsam2": "segkit.tasks.lpm_nnsam2.task:LpmNnsam2Task",
 }
 
 

@@ -1,0 +1,1 @@
+"""Synthetic data generators shared by tests, examples and benchmarks (imported on demand)."""

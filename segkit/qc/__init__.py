@@ -1,0 +1,1 @@
+"""Quality-control outputs: PNG overlays of masks on their images."""

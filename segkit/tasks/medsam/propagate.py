@@ -1,0 +1,96 @@
+"""Slice-by-slice segmentation of one box, 2D or 3D, as MedSAM's official 3D inference does it.
+
+The middle slice of the box is prompted with the box itself; the walk then goes outward, up and
+down, prompting each slice with the (256-scale, 3 px widened) bounding box of its neighbour's mask,
+and falling back to the original box where that mask is empty. segkit boxes are inclusive, so
+both end slices are segmented (the official script's ``range(z_middle, z_max)`` and
+``range(z_middle - 1, z_min, -1)`` skip them because its box maxima come from exclusive bounds).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+
+from segkit.tasks.medsam.prompts import Box
+from segkit.tasks.medsam.preprocess import neighbour_box_256, preprocess_slice, sam_box_256
+
+EMBEDDING_CACHE_SLICES = 32  # ~4 MB each: enough to share slices between overlapping boxes
+
+
+class SliceSegmenter:
+    """Segments 2D slices of one image with a box at 256 scale, reusing slice embeddings."""
+
+    def __init__(self, net, encoder, image: np.ndarray, slice_axis: int):
+        self.net = net
+        self.encoder = encoder
+        self.image = image
+        self.slice_axis = slice_axis
+        self.n_encoded = 0
+        self._embeddings: OrderedDict = OrderedDict()
+
+    def slice_shape(self) -> tuple[int, int]:
+        if self.image.ndim == 2:
+            return tuple(self.image.shape)
+        return tuple(n for a, n in enumerate(self.image.shape) if a != self.slice_axis)
+
+    def plane(self, index: int | None) -> np.ndarray:
+        return self.image if index is None else np.take(self.image, index, axis=self.slice_axis)
+
+    def segment(self, index: int | None, box_256: np.ndarray) -> np.ndarray:
+        from segkit.tasks.medsam.model import decode_mask
+
+        embedding, new_size = self._embedding(index)
+        return decode_mask(self.net, embedding, box_256, new_size, self.slice_shape())
+
+    def _embedding(self, index):
+        if index in self._embeddings:
+            self._embeddings.move_to_end(index)
+            return self._embeddings[index]
+        tensor, new_size = preprocess_slice(self.plane(index))
+        entry = (self.encoder(tensor), new_size)
+        self.n_encoded += 1
+        self._embeddings[index] = entry
+        if len(self._embeddings) > EMBEDDING_CACHE_SLICES:
+            self._embeddings.popitem(last=False)
+        return entry
+
+
+def slice_order(first: int, last: int) -> list[tuple[int, int | None]]:
+    """(slice, neighbour it is prompted from) for an inclusive range: middle first, then up, then down."""
+    middle = first + (last - first) // 2
+    order = [(middle, None)]
+    order += [(k, k - 1) for k in range(middle + 1, last + 1)]
+    order += [(k, k + 1) for k in range(middle - 1, first - 1, -1)]
+    return order
+
+
+def segment_box(
+    segmenter: SliceSegmenter, box: Box, progress_step: Callable[[], None] | None = None
+) -> np.ndarray:
+    """Mask (uint8 {0,1}, image shape) of one box; 3D boxes propagate through their slice range."""
+    shape = segmenter.slice_shape()
+    box_256 = sam_box_256(box.in_plane(segmenter.slice_axis), shape)
+    if segmenter.image.ndim == 2:
+        mask = segmenter.segment(None, box_256)
+        if progress_step:
+            progress_step()
+        return mask
+    axis = segmenter.slice_axis
+    masks: dict[int, np.ndarray] = {}
+    for index, neighbour in slice_order(box.lo[axis], box.hi[axis]):
+        prompt = neighbour_box_256(masks[neighbour]) if neighbour is not None else None
+        masks[index] = segmenter.segment(index, box_256 if prompt is None else prompt)
+        if progress_step:
+            progress_step()
+    return _stack(masks, segmenter.image.shape, axis)
+
+
+def _stack(masks: dict[int, np.ndarray], shape, axis: int) -> np.ndarray:
+    volume = np.zeros(shape, dtype=np.uint8)
+    moved = np.moveaxis(volume, axis, 0)  # a view: writing into it fills `volume`
+    for index, mask in masks.items():
+        moved[index] = mask
+    return volume

@@ -1,0 +1,118 @@
+"""`segment_medsam`: LiteMedSAM on an array with box prompts; what `segkit segment -task medsam` calls."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from segkit.errors import ImageError, PromptError
+from segkit.tasks.medsam.prompts import Box, check_box_inside
+
+
+@dataclass
+class MedsamResult:
+    mask: np.ndarray  # uint8 {0,1}, exactly image_array.shape: the union of every box's mask
+    info: dict = field(default_factory=dict)
+
+
+def segment_medsam(
+    image_array: np.ndarray,
+    boxes: Sequence[Box | Sequence[int]],
+    weights_path: Path | str,
+    *,
+    slice_axis: int = 2,
+    device: str = "auto",
+    backend: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    onnx_cache_dir: Path | str | None = None,
+) -> MedsamResult:
+    """Segment `image_array` (2D, or 3D sliced along slice_axis) inside each box; union the masks.
+
+    Boxes are `Box` objects or corner sequences (i0, j0[, k0], i1, j1[, k1]), inclusive voxel
+    indices in the array's order. `progress(done, total)` is called once per slice segmented.
+    """
+    from segkit.runtime.device import resolve_device
+    from segkit.tasks.medsam.propagate import SliceSegmenter, segment_box
+
+    started = time.perf_counter()
+    image = _checked_image(image_array)
+    boxes = _checked_boxes(boxes, image.shape)
+    if image.ndim == 3 and slice_axis not in (0, 1, 2):
+        raise PromptError(f"--axis {slice_axis}: must be 0, 1 or 2")
+    torch_device = resolve_device(device)
+    net, encoder = loaded_model(weights_path, torch_device, backend, onnx_cache_dir)
+    segmenter = SliceSegmenter(net, encoder, image, slice_axis)
+
+    total = sum(_n_slices(b, image.ndim, slice_axis) for b in boxes)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    mask = np.zeros(image.shape, dtype=np.uint8)
+    for box in boxes:
+        mask |= segment_box(segmenter, box, step)
+    info = {
+        "backend": encoder.name,
+        "device": torch_device,
+        "onnx_providers": list(getattr(getattr(encoder, "module", None), "providers", []) or []),
+        "slice_axis": slice_axis if image.ndim == 3 else None,
+        "n_slices_segmented": total,
+        "n_slices_encoded": segmenter.n_encoded,
+        "inference_s": round(time.perf_counter() - started, 3),
+        "prompts": [b.to_dict() for b in boxes],
+    }
+    return MedsamResult(mask=mask, info=info)
+
+
+def loaded_model(weights_path, device: str, backend: str, onnx_cache_dir=None):
+    """(network, image encoder), kept for the next call in this process when nothing changed.
+
+    Batch use (many images, one process) then loads the weights and the ONNX session once. The
+    key includes the weights file's size and mtime, so replacing the file reloads it.
+    """
+    path = Path(weights_path).resolve()
+    stat = path.stat()
+    cache_dir = None if onnx_cache_dir is None else str(Path(onnx_cache_dir).resolve())
+    return _load_model(str(path), stat.st_size, stat.st_mtime_ns, device, backend, cache_dir)
+
+
+@lru_cache(maxsize=2)
+def _load_model(path: str, _size: int, _mtime_ns: int, device: str, backend: str, cache_dir):
+    from segkit.tasks.medsam.model import load_litemedsam, make_encoder
+
+    net = load_litemedsam(path, device)
+    return net, make_encoder(net, path, device, backend, cache_dir)
+
+
+def _checked_image(image_array) -> np.ndarray:
+    image = np.asarray(image_array)
+    if image.ndim not in (2, 3):
+        raise ImageError(f"medsam segments 2D or 3D images; this one is {image.ndim}D with shape {image.shape}")
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise ImageError(f"medsam needs a real-valued image, got dtype {image.dtype}")
+    if not np.all(np.isfinite(image)):
+        raise ImageError("the image has NaN or infinite voxels; fix or mask them before segmenting")
+    return image
+
+
+def _checked_boxes(boxes, shape) -> list[Box]:
+    if not boxes:
+        raise PromptError("medsam needs at least one box prompt")
+    checked = []
+    for box in boxes:
+        box = box if isinstance(box, Box) else Box.from_corners(box)
+        checked.append(check_box_inside(box, shape, f"box {box.corners()}"))
+    return checked
+
+
+def _n_slices(box: Box, ndim: int, slice_axis: int) -> int:
+    return 1 if ndim == 2 else box.hi[slice_axis] - box.lo[slice_axis] + 1

