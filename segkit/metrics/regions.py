@@ -28,9 +28,13 @@ def present_labels(*label_maps: np.ndarray) -> list[int]:
 def labels_in(data: np.ndarray) -> np.ndarray:
     """Non-zero values present; a histogram is much faster than np.unique for small label ranges."""
     flat = data.ravel(order="K")
-    if np.issubdtype(flat.dtype, np.integer) and flat.size and 0 <= flat.min() and flat.max() < 65536:
-        counts = np.bincount(flat, minlength=1)
-        return np.flatnonzero(counts[1:]) + 1
+    if np.issubdtype(flat.dtype, np.integer) and flat.size and 0 <= flat.min():
+        top = int(flat.max())
+        if top <= 1:  # binary masks, the usual case: bincount would first copy to int64
+            return np.arange(1, top + 1)
+        if top < 65536:
+            counts = np.bincount(flat, minlength=1)
+            return np.flatnonzero(counts[1:]) + 1
     values = np.unique(flat)
     return values[values != 0]
 

@@ -10,8 +10,9 @@
   with a face neighbour outside the mask (or outside the image); every voxel weighs 1;
   percentiles interpolate linearly; ASSD pools both directions.
 
-Both crop to the union bounding box first (exact) and measure nearest-surface distances with a
-k-d tree over the surface points scaled by the spacing (exact Euclidean distances).
+Both crop to the union bounding box first (exact) and measure exact Euclidean nearest-surface
+distances between the surface points' grid positions (see `_nearest`: a search along grid lines
+in numpy, the same values a distance transform of the surface gives at the surface points).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segkit.metrics._nearest import nearest_distances
 from segkit.metrics._surfel_table import contour_length_table_2d, surfel_area_table_3d
 
 SURFACE_DEFINITIONS = ("surfel", "voxel")
@@ -66,8 +68,8 @@ def surface_distances(ref: np.ndarray, pred: np.ndarray, spacing, definition: st
     find_surface = _surfels if definition == "surfel" else _boundary_voxels
     ref_points, ref_weights = find_surface(_crop_padded(ref, box), spacing)
     pred_points, pred_weights = find_surface(_crop_padded(pred, box), spacing)
-    ref_to_pred = _directed(ref_points, ref_weights, pred_points)
-    pred_to_ref = _directed(pred_points, pred_weights, ref_points)
+    ref_to_pred = _directed(ref_points, ref_weights, pred_points, spacing)
+    pred_to_ref = _directed(pred_points, pred_weights, ref_points, spacing)
     return SurfaceDistances(ref_to_pred, pred_to_ref, definition)
 
 
@@ -95,22 +97,33 @@ def _crop_padded(mask: np.ndarray, box) -> np.ndarray:
 
 
 def _surfels(padded: np.ndarray, spacing: np.ndarray):
-    """Cube centres (mm) of the cubes that straddle the border, and their surface areas.
+    """Grid positions of the cubes that straddle the border, and their surface areas (mm^2).
 
     Cube q has corners padded[q .. q+1]; the grid of cubes is the same for both masks, so
     distances between cube positions are distances between surface elements.
     """
     ndim = padded.ndim
-    codes = np.zeros(tuple(n - 1 for n in padded.shape), dtype=np.uint8)
-    for offset in np.ndindex(*(2,) * ndim):
-        bit = (2**ndim - 1) - int(np.dot(offset, [2 ** (ndim - 1 - a) for a in range(ndim)]))
-        window = tuple(slice(o, o + n) for o, n in zip(offset, codes.shape))
-        codes |= padded[window] << np.uint8(bit)
+    codes = _neighbourhood_codes(padded)
     full = 2 ** (2**ndim) - 1
     border = (codes != 0) & (codes != full)
     table = surfel_area_table_3d(spacing) if ndim == 3 else contour_length_table_2d(spacing)
     index = np.nonzero(border)
-    return np.stack(index, axis=1) * spacing, table[codes[index]]
+    return np.stack(index, axis=1), table[codes[index]]
+
+
+def _neighbourhood_codes(padded: np.ndarray) -> np.ndarray:
+    """Per cube, its corners packed into one byte: corner (i, j, k) sets bit 7 - (4i + 2j + k).
+
+    Built one axis at a time, last axis first: pairing neighbours along an axis doubles the bits
+    per entry, so three shift-and-or steps replace eight (one per corner).
+    """
+    codes = padded
+    for axis in reversed(range(padded.ndim)):
+        width = 2 ** (padded.ndim - 1 - axis)  # bits already packed for the later axes
+        low = tuple(slice(0, -1) if a == axis else slice(None) for a in range(padded.ndim))
+        high = tuple(slice(1, None) if a == axis else slice(None) for a in range(padded.ndim))
+        codes = (codes[low] << np.uint8(width)) | codes[high]
+    return codes
 
 
 def _boundary_voxels(padded: np.ndarray, spacing: np.ndarray):
@@ -126,17 +139,16 @@ def _boundary_voxels(padded: np.ndarray, spacing: np.ndarray):
             interior &= mask[shifted]
     boundary = mask[core] & ~interior
     index = np.nonzero(boundary)
-    return np.stack(index, axis=1) * spacing, np.ones(index[0].size)
+    return np.stack(index, axis=1), np.ones(index[0].size)
 
 
-def _directed(points: np.ndarray, weights: np.ndarray, targets: np.ndarray) -> DirectedDistances:
+def _directed(points: np.ndarray, weights: np.ndarray, targets: np.ndarray, spacing) -> DirectedDistances:
+    """Distances from surface points to the nearest target point; both are grid indices."""
     if points.shape[0] == 0:
         return DirectedDistances(np.zeros(0), np.zeros(0))
     if targets.shape[0] == 0:
         return DirectedDistances(np.full(points.shape[0], np.inf), weights)
-    from scipy.spatial import cKDTree
-
-    distances, _ = cKDTree(targets, leafsize=32).query(points, k=1, workers=-1)
+    distances = nearest_distances(points, targets, spacing)
     # Sorted by (distance, weight), the same order DeepMind uses, so cumulative areas match.
     order = np.lexsort((weights, distances))
     return DirectedDistances(distances[order], weights[order])

@@ -7,7 +7,11 @@ import numpy as np
 
 def label_volumes(label_map: np.ndarray, voxel_volume_mm3: float, labels) -> list[dict]:
     """One dict per label; an absent label has volume None and status 'empty'."""
-    counts = np.bincount(label_map.ravel().astype(np.int64), minlength=max(labels) + 1)
+    # order="K": NIfTI arrays are Fortran-ordered, and a C-order ravel would copy them first.
+    flat = label_map.ravel(order="K")
+    if not np.can_cast(flat.dtype, np.intp):
+        flat = flat.astype(np.int64)
+    counts = np.bincount(flat, minlength=max(labels) + 1)
     rows = []
     for label in labels:
         count = int(counts[label])
