@@ -40,3 +40,9 @@ def test_round_one_labels_mark_unselected_slices_ignore(tmp_path):
     data = json.loads((tmp_path / "dataset.json").read_text())
     assert data["labels"]["ignore"] == IGNORE == max(data["labels"].values())
     assert declared_values(data) == {0, 1, 2, 3}
+
+
+def test_a_case_missing_a_side_is_never_kept():
+    rows = [{"case": c, "max_area_ratio": 1.0, "dice_vs_previous": d} for c, d in (("a", 0.99), ("b", 0.97), ("c", 0.96))]
+    rows = selection.select_cases(rows, usable={"b", "c"})
+    assert {r["case"]: r["kept"] for r in rows} == {"a": False, "b": True, "c": True}

@@ -88,8 +88,19 @@ def train_lpm(request: LpmTrainRequest, say: Say = lambda text: None) -> Path:
         predictions = _predict_all(spec, model_dir, ras_images, round_dir / "predictions")
         rows = [{"case": c, "max_area_ratio": selection.max_area_ratio(predictions[c]),
                  "dice_vs_previous": selection.mean_dice(predictions[c], previous[c])} for c in cases]
-        rows = selection.select_cases(rows)
+        rows = selection.select_cases(rows, usable={c for c in cases if _has_both_sides(predictions[c])})
         selected = [r["case"] for r in rows if r["kept"]]
+        if not selected and round_index < request.rounds:
+            # nothing to learn from: the next round keeps the previous stage's labels (logged), rather
+            # than training nnU-Net on empty label maps
+            say(f"round {round_index}: the model found both muscles in no image (train longer: --epochs, "
+                f"--iterations-per-epoch); round {round_index + 1} reuses the previous stage's labels")
+            fallback = sorted(cases, key=lambda c: -int(_has_both_sides(previous[c])))[: max(2, len(cases) // 5)]
+            predictions = {**predictions, **{c: previous[c] for c in fallback}}
+            selected = fallback
+            for row in rows:
+                if row["case"] in fallback:
+                    row["kept"], row["reason"] = True, "fallback: previous stage labels"
         _write_log(round_dir / "selection.tsv", rows)
         dice = float(np.mean([r["dice_vs_previous"] for r in rows]))
         say(f"round {round_index}: mean Dice vs previous stage {dice:.3f}; {len(selected)} case(s) kept")
@@ -104,6 +115,10 @@ def train_lpm(request: LpmTrainRequest, say: Say = lambda text: None) -> Path:
     card["final_model"] = str(final.relative_to(output))
     (output / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return output
+
+
+def _has_both_sides(labels: np.ndarray) -> bool:
+    return bool((labels == 1).any() and (labels == 2).any())
 
 
 def _case_id(index: int) -> str:

@@ -46,13 +46,18 @@ def mean_dice(a: np.ndarray, b: np.ndarray, values=LABELS) -> float:
     return float(np.mean(scores))
 
 
-def select_cases(rows: list[dict]) -> list[dict]:
-    """rows: {case, max_area_ratio, dice_vs_previous}. Adds smooth/agrees/kept/reason; returns rows."""
+def select_cases(rows: list[dict], usable: set | None = None) -> list[dict]:
+    """rows: {case, max_area_ratio, dice_vs_previous}. Adds smooth/agrees/kept/reason; returns rows.
+
+    Cases outside `usable` (e.g. a prediction missing a side) are never kept."""
     n_keep = max(2, math.ceil(0.2 * len(rows)))
     for row in rows:
         row["smooth"] = row["max_area_ratio"] <= MAX_AREA_RATIO
         row["agrees"] = row["dice_vs_previous"] > MIN_AGREEMENT
     ranked = sorted(rows, key=lambda r: (not (r["smooth"] and r["agrees"]), -r["dice_vs_previous"]))
+    ranked = [r for r in ranked if usable is None or r["case"] in usable]
+    for row in rows:
+        row["kept"], row["reason"] = False, "a side is missing from the prediction"
     for rank, row in enumerate(ranked):
         row["kept"] = rank < n_keep
         passing = row["smooth"] and row["agrees"]
