@@ -70,7 +70,7 @@ def main() -> None:
             del phantom
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, str(files.dwi), str(files.bval), str(files.bvec), str(args.jobs)],
-                check=True, capture_output=True, text=True,
+                check=True, capture_output=True, encoding="utf-8",
             )
             r = json.loads(out.stdout.strip().splitlines()[-1])
             per_10k = r["peaks_s"] / r["brain_voxels"] * 1e4

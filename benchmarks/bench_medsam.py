@@ -97,7 +97,7 @@ def run_segkit(volume_path: Path, box, out_dir: Path, env: dict) -> float:
     command = [*segkit_command(), "segment", "-task", "medsam", "-i", str(volume_path),
                "--box", ",".join(map(str, box)), "-o", str(out_dir)]
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, encoding="utf-8")
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"segkit failed ({done.returncode}): {done.stderr.strip()[-2000:]}")

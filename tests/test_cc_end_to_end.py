@@ -26,7 +26,7 @@ SMALL_PHANTOM = dict(shape=(30, 34, 26), voxel_size=4.0)
 
 def _segkit(*args, env=None):
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([SEGKIT, *map(str, args)], capture_output=True, text=True, env=full_env)
+    return subprocess.run([SEGKIT, *map(str, args)], capture_output=True, encoding="utf-8", env=full_env)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ SEGKIT = shutil.which("segkit") or str(Path(sys.executable).with_name("segkit"))
 
 
 def _segkit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([SEGKIT, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run([SEGKIT, *args], capture_output=True, encoding="utf-8", env={**os.environ, **(env or {})}, timeout=300)
 
 
 def test_version_and_help():
@@ -44,7 +44,7 @@ def test_fast_paths_do_not_import_torch(args, segkit_home):
         "heavy = [m for m in ('torch', 'onnxruntime', 'dipy', 'SimpleITK') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", timeout=120)
     assert result.returncode == 0, result.stderr
 
 

@@ -150,5 +150,5 @@ def test_eval_and_quantify_do_not_import_torch(tmp_path):
         "    try:\n        run(argv)\n    except SystemExit as exc:\n        assert not exc.code, exc.code\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(p), str(r)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code, str(p), str(r)], capture_output=True, encoding="utf-8")
     assert done.returncode == 0, done.stderr

@@ -1,6 +1,7 @@
 """Reading images: NIfTI scaling, SimpleITK formats and DICOM geometry, squeezing, and bad input."""
 
 import gzip
+import locale
 import subprocess
 import sys
 
@@ -140,7 +141,19 @@ def test_2d_nrrd_loads_as_2d_with_its_geometry(tmp_path):
 
 
 def write_dicom_series(volume, folder):
-    """Write one DICOM file per slice with the tags a series reader needs to rebuild the geometry."""
+    """Write one DICOM file per slice with the tags a series reader needs to rebuild the geometry.
+
+    SimpleITK's DICOM writer (GDCM) switches the process locale to "C"; it is restored so that
+    later tests in this process still decode subprocess output and files as UTF-8.
+    """
+    saved_locale = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_slices(volume, folder)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved_locale)
+
+
+def _write_dicom_slices(volume, folder):
     folder.mkdir()
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
@@ -308,5 +321,5 @@ def test_bad_label_values(tmp_path, value, reason):
 
 def test_importing_the_io_layer_stays_light():
     code = "import sys, segkit.io; print(sorted(m for m in ('torch', 'SimpleITK') if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", check=True)
     assert result.stdout.strip() == "[]"

@@ -27,7 +27,7 @@ def segkit(*args: str, home: Path, cwd: Path | None = None) -> subprocess.Comple
     exe = Path(sys.executable).with_name("segkit")
     env = {**os.environ, "SEGKIT_HOME": str(home)}
     env.pop("SEGKIT_REGISTRY", None)
-    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=900, cwd=cwd)
+    return subprocess.run([str(exe), *args], env=env, capture_output=True, encoding="utf-8", timeout=900, cwd=cwd)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,7 +65,7 @@ def test_litemedsam_pseudo_labels_reach_dice_08_and_quantify_reads_them(tmp_path
         f"{Path(sys.executable).with_name('segkit')} quantify -m {out}/t{seed}_ct_lpm_right_seg.nii.gz --volume "
         f"--intensity -i {files[seed]['ct']} --fat-ratio --fat {files[seed]['fat']} --water {files[seed]['water']} | cat"
     )
-    shell = subprocess.run(pipeline, shell=True, capture_output=True, text=True, env={**os.environ, "SEGKIT_HOME": str(tmp_path / "home")})
+    shell = subprocess.run(pipeline, shell=True, capture_output=True, encoding="utf-8", env={**os.environ, "SEGKIT_HOME": str(tmp_path / "home")})
     assert shell.returncode == 0, shell.stderr
     (row,) = list(csv.DictReader(io.StringIO(shell.stdout), delimiter="\t"))
     truth = targets[seed].truth["lpm_right"]

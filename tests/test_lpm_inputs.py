@@ -18,7 +18,7 @@ def segkit(*args: str, home: Path) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("segkit")
     env = {**os.environ, "SEGKIT_HOME": str(home)}
     env.pop("SEGKIT_REGISTRY", None)
-    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([str(exe), *args], env=env, capture_output=True, encoding="utf-8", timeout=600)
 
 
 @pytest.fixture(scope="module")

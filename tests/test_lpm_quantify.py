@@ -32,7 +32,7 @@ def test_quantify_recovers_volume_hu_and_fat_ratio_in_a_pipeline(tmp_path):
         f"{Path(sys.executable).with_name('segkit')} quantify -m {files['labels']} --volume --intensity -i {files['ct']} "
         f"--fat-ratio --fat {files['fat']} --water {files['water']} | cat"
     )
-    done = subprocess.run(command, shell=True, capture_output=True, text=True, env={**os.environ, "SEGKIT_HOME": str(tmp_path)})
+    done = subprocess.run(command, shell=True, capture_output=True, encoding="utf-8", env={**os.environ, "SEGKIT_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     rows = {int(r["label"]): r for r in csv.DictReader(io.StringIO(done.stdout), delimiter="\t")}
     for value, name in LABEL_NAMES.items():

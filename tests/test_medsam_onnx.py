@@ -93,7 +93,7 @@ print(encoder.onnx_path)
 @pytest.mark.slow
 def test_concurrent_exports_leave_one_valid_file(tmp_path):
     runs = [
-        subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8")
         for _ in range(2)
     ]
     outputs = [run.communicate(timeout=300) for run in runs]

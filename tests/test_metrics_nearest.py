@@ -71,5 +71,5 @@ def test_surface_distances_do_not_import_scipy_spatial():
         "loaded = [m for m in ('scipy.spatial', 'scipy.ndimage') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8")
     assert done.returncode == 0, done.stderr

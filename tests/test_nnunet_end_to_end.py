@@ -31,7 +31,7 @@ EPOCHS = 4
 
 
 def _run(args, env, cwd=None, timeout=900):
-    return subprocess.run([*SEGKIT, *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*SEGKIT, *map(str, args)], env=env, cwd=cwd, capture_output=True, encoding="utf-8", timeout=timeout)
 
 
 def _env(home: Path, registry: Path | None = None) -> dict:
@@ -163,7 +163,7 @@ def test_segkit_equals_nnunetv2_cli_voxel_for_voxel(trained, tmp_path):
     theirs = subprocess.run(
         [cli, "-i", nn_in, "-o", tmp_path / "nn_out", "-m", trained["model_dir"], "-f", "0", "--disable_tta",
          "-device", "cpu", "-npp", "1", "-nps", "1"],
-        env={**env, "nnUNet_n_proc_DA": "0"}, capture_output=True, text=True, timeout=600,
+        env={**env, "nnUNet_n_proc_DA": "0"}, capture_output=True, encoding="utf-8", timeout=600,
     )
     assert theirs.returncode == 0, theirs.stderr[-2000:]
     reference = np.asarray(nib.load(tmp_path / "nn_out" / "case.nii.gz").dataobj)

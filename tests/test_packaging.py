@@ -13,7 +13,7 @@ from conftest import REPO_ROOT
 def test_wheel_contains_registry_and_entry_point(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(REPO_ROOT)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, encoding="utf-8", timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     wheel = next(tmp_path.glob("segkit-*.whl"))

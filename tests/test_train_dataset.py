@@ -83,7 +83,7 @@ def test_cli_bad_dataset_is_one_line_exit_2_and_starts_nothing(dataset, tmp_path
     (dataset / "imagesTr" / "cord_001_0000.nii.gz").unlink()
     out = tmp_path / "model"
     env = {**os.environ, "SEGKIT_HOME": str(tmp_path / "home")}
-    result = subprocess.run([SEGKIT, "train", "--data", str(dataset), "-o", str(out)], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run([SEGKIT, "train", "--data", str(dataset), "-o", str(out)], capture_output=True, encoding="utf-8", env=env, timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("segkit: error:") and "cord_001_0000.nii.gz: missing" in lines[0]
@@ -92,5 +92,5 @@ def test_cli_bad_dataset_is_one_line_exit_2_and_starts_nothing(dataset, tmp_path
 
 def test_cli_train_refuses_a_task_of_another_framework(dataset, tmp_path):
     env = {**os.environ, "SEGKIT_HOME": str(tmp_path / "home")}
-    result = subprocess.run([SEGKIT, "train", "-task", "medsam", "--data", str(dataset)], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run([SEGKIT, "train", "-task", "medsam", "--data", str(dataset)], capture_output=True, encoding="utf-8", env=env, timeout=120)
     assert result.returncode == 2 and "trains nnU-Net v2 tasks" in result.stderr

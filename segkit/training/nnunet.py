@@ -157,7 +157,7 @@ def _child_env(workspace: Path, request: TrainRequest) -> dict:
 def _run_worker(config: dict, env: dict, output: Path, on_event: EventFn | None) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     config_path = output / "train_config.json"
-    config_path.write_text(json.dumps(config, indent=2))
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     command = [sys.executable, "-m", "segkit.training._worker", str(config_path)]
     seen: dict = {"all": []}
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) as child:
@@ -197,10 +197,10 @@ def _record_orientation(model_dir: Path, orientation: str | None) -> None:
     if not orientation:
         return
     path = model_dir / "dataset.json"
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     data["segkit_orientation"] = orientation
     tmp = path.with_name(".dataset.json.tmp")
-    tmp.write_text(json.dumps(data, indent=4))
+    tmp.write_text(json.dumps(data, indent=4), encoding="utf-8")
     os.replace(tmp, path)
 
 

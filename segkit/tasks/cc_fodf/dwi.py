@@ -87,7 +87,7 @@ def _read_numbers(path: Path | str) -> np.ndarray:
     if not path.is_file():
         raise GradientError(f"{path}: gradient file not found")
     try:
-        rows = [line.replace(",", " ").split() for line in path.read_text().splitlines()]
+        rows = [line.replace(",", " ").split() for line in path.read_text(encoding="utf-8").splitlines()]
         rows = [[float(v) for v in row] for row in rows if row]
     except (ValueError, UnicodeDecodeError) as exc:
         raise GradientError(f"{path}: cannot parse numbers ({exc}); expected an FSL .bval/.bvec text file") from exc

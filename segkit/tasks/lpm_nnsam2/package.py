@@ -20,7 +20,7 @@ def model_folder_of(package: Path) -> Path:
     card = package / CARD
     if not card.is_file():
         raise SegkitError(f"{package}: not an lpm_nnsam2 model package (no {CARD}); train one with `segkit train -task lpm_nnsam2`")
-    data = json.loads(card.read_text())
+    data = json.loads(card.read_text(encoding="utf-8"))
     if data.get("task") != "lpm_nnsam2":
         raise SegkitError(f"{card}: this package is for task '{data.get('task')}', not lpm_nnsam2")
     folder = package / data["final_model"]

@@ -113,7 +113,7 @@ def train_lpm(request: LpmTrainRequest, say: Say = lambda text: None) -> Path:
         shutil.rmtree(final)
     shutil.copytree(model_dir, final, ignore=shutil.ignore_patterns("checkpoint_latest.pth", "checkpoint_best.pth", "validation"))
     card["final_model"] = str(final.relative_to(output))
-    (output / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    (output / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return output
 
 
@@ -140,7 +140,7 @@ def _dataset_json(root: Path, n_cases: int, modality: str, with_ignore: bool) ->
         labels["ignore"] = IGNORE  # nnU-Net v2: excluded from the loss, must be the highest value
     data = {"channel_names": {"0": "CT" if modality == "ct" else "MRI"}, "labels": labels,
             "numTraining": n_cases, "file_ending": ".nii.gz", "name": "LPMnnsam2"}
-    (root / "dataset.json").write_text(json.dumps(data, indent=2) + "\n")
+    (root / "dataset.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def _save_case(root: Path, case: str, ras_image, labels: np.ndarray) -> None:
@@ -218,4 +218,4 @@ def _predict_all(spec, model_dir: Path, ras_images: dict, folder: Path) -> dict:
 def _write_log(path: Path, rows: list[dict]) -> None:
     columns = ["case", "max_area_ratio", "dice_vs_previous", "smooth", "agrees", "kept", "reason"]
     lines = ["\t".join(columns)] + ["\t".join(str(round(r[c], 4) if isinstance(r[c], float) else r[c]) for c in columns) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
