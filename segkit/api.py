@@ -57,10 +57,17 @@ def segment(request: SegmentRequest) -> list[Path]:
     # nnsam2's few-shot pseudo-labelling needs no trained model, only the propagator's weights
     fewshot = spec.framework == "nnsam2" and request.model is None
     if not spec.weights_published and request.model is None and not fewshot and not _has_registered_model(spec.name):
+        from segkit.tasks.base import RUNNERS
+
+        how = (
+            f" Then pass --model MODEL_DIR, or register the model zip with "
+            f"`segkit install-task {spec.name} --custom-url file:///path/to/model.zip`."
+            if spec.framework in RUNNERS
+            else ""
+        )
         raise SegkitError(
             f"task '{spec.name}' has no pretrained weights published by its authors, so segkit will not "
-            f"produce an untrained mask: {spec.weights_note} Then pass --model MODEL_DIR, or register the "
-            f"model zip with `segkit install-task {spec.name} --custom-url file:///path/to/model.zip`."
+            f"produce an untrained mask: {spec.weights_note}{how}"
         )
     if request.model is not None and spec.weights_published:
         raise SegkitError(f"--model applies to tasks trained with segkit (cc_fodf, ...); task '{spec.name}' uses its registry model")
