@@ -87,62 +87,15 @@ def train(
         resume=resume,
         orientation=orientation,
     )
-    with _EpochProgress() as progress:
+    from segkit.training.progress import EpochProgress
+
+    with EpochProgress("nnU-Net", _nnunet_stats) as progress:
         result = run_training(request, on_event=progress.on_event)
     typer.echo(f"model\t{result.model_dir}")
     typer.echo(f"zip\t{result.zip_path}")
 
 
-class _EpochProgress:
-    """A rich bar of epochs (train loss, validation pseudo-Dice) on a terminal; one line per epoch otherwise."""
+def _nnunet_stats(event: dict) -> str:
+    from segkit.training.progress import number
 
-    def __init__(self) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
-        self.bar = None
-        self.task = None
-
-    def __enter__(self) -> "_EpochProgress":
-        return self
-
-    def on_event(self, event: dict) -> None:
-        kind = event.get("event")
-        if kind == "stage" and event.get("stage") == "train":
-            self._start(int(event.get("epochs") or 0), int(event.get("start_epoch") or 0))
-        elif kind == "stage":
-            self._say(f"nnU-Net: {event.get('stage')}")
-        elif kind == "epoch":
-            self._epoch(event)
-
-    def _start(self, total: int, done: int) -> None:
-        if not self.console.is_terminal:
-            self._say(f"nnU-Net: training epochs {done + 1}..{total}")
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("epoch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(), console=self.console,
-        )
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=total, completed=done, stats="")
-
-    def _epoch(self, event: dict) -> None:
-        stats = f"loss {_fmt(event.get('train_loss'))}  pseudo-Dice {_fmt(event.get('pseudo_dice'))}"
-        if self.bar is not None:
-            self.bar.update(self.task, completed=event["epoch"], stats=stats)
-        else:
-            self._say(f"epoch {event['epoch']}/{event['epochs']}  {stats}")
-
-    def _say(self, text: str) -> None:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    return f"loss {number(event.get('train_loss'))}  pseudo-Dice {number(event.get('pseudo_dice'))}"

@@ -496,7 +496,9 @@ def run_from_cli(*, data, output, epochs, batches_per_epoch, device, resume, arc
         sam_grid=sam_grid, device=device, resume=resume, batch_size=batch_size,
         epochs=epochs or TrainConfig.epochs, batches_per_epoch=batches_per_epoch or TrainConfig.batches_per_epoch,
     )
-    with EpochProgress() as progress:
+    from segkit.training.progress import EpochProgress
+
+    with EpochProgress("cc_fodf", _epoch_stats) as progress:
         result = train(config, on_event=progress.on_event)
     typer.echo(f"model\t{result.model_dir}")
     typer.echo(f"zip\t{result.zip_path}")
@@ -504,48 +506,8 @@ def run_from_cli(*, data, output, epochs, batches_per_epoch, device, resume, arc
     return result
 
 
-class EpochProgress:
-    """A rich bar of epochs with training loss and validation Dice on a terminal; one line per epoch otherwise."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
-        self.bar = None
-        self.task = None
-
-    def __enter__(self) -> "EpochProgress":
-        return self
-
-    def on_event(self, event: dict) -> None:
-        if event.get("event") == "stage" and event.get("stage") == "train":
-            self._start(int(event["epochs"]), int(event.get("start_epoch") or 0))
-        elif event.get("event") == "stage":
-            self._say(f"cc_fodf: {event.get('stage')} ({event.get('cases', '?')} cases)")
-        elif event.get("event") == "epoch":
-            stats = f"loss {event['train_loss']:.4f}  val loss {event['val_loss']:.4f}  val Dice {event['val_dice']:.4f}  best {event['best_dice']:.4f}"
-            if self.bar is not None:
-                self.bar.update(self.task, completed=event["epoch"], stats=stats)
-            else:
-                self._say(f"epoch {event['epoch']}/{event['epochs']}  {stats}")
-
-    def _start(self, total: int, done: int) -> None:
-        if not self.console.is_terminal:
-            self._say(f"cc_fodf: training epochs {done + 1}..{total}")
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("epoch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                            TimeElapsedColumn(), console=self.console)
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=total, completed=done, stats="")
-
-    def _say(self, text: str) -> None:
-        import sys
-
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+def _epoch_stats(event: dict) -> str:
+    return (
+        f"loss {event['train_loss']:.4f}  val loss {event['val_loss']:.4f}  "
+        f"val Dice {event['val_dice']:.4f}  best {event['best_dice']:.4f}"
+    )
