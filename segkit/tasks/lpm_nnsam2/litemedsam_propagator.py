@@ -118,20 +118,7 @@ class LiteMedsamPropagator:
         return logits, np.clip(ious, 0.0, 1.0)
 
     def _decode(self, embedding, box, new_size, shape) -> tuple[np.ndarray, float]:
-        import torch
-        import torch.nn.functional as F
+        from segkit.tasks.medsam.model import decode_logits
 
-        net = self.net
-        with torch.inference_mode():
-            box_t = torch.as_tensor(box, dtype=torch.float32, device=embedding.device).reshape(1, 1, 4)
-            sparse, dense = net.prompt_encoder(points=None, boxes=box_t, masks=None)
-            low_res, iou = net.mask_decoder(
-                image_embeddings=embedding,
-                image_pe=net.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )
-            low_res = low_res[..., : new_size[0], : new_size[1]]
-            logits = F.interpolate(low_res, size=tuple(shape), mode="bilinear", align_corners=False)
-        return logits[0, 0].float().cpu().numpy(), float(np.clip(iou.reshape(-1)[0].item(), 0.0, 1.0))
+        logits, iou = decode_logits(self.net, embedding, box, new_size, shape)
+        return logits, float(np.clip(iou, 0.0, 1.0))

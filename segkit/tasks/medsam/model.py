@@ -129,15 +129,16 @@ def make_encoder(net, weights_path, device: str, backend: str, cache_dir=None):
     return TorchEncoder(net, device)
 
 
-def decode_mask(net, embedding, box_256: np.ndarray, new_size: tuple[int, int], slice_shape: tuple[int, int]):
-    """Prompt + mask decoder, then the official postprocessing -> uint8 {0,1} mask of slice_shape."""
+def decode_logits(net, embedding, box_256: np.ndarray, new_size: tuple[int, int], slice_shape: tuple[int, int]):
+    """Prompt encoder + mask decoder for one box, cropped to the unpadded size and resized back to the
+    slice: returns (float32 logits of slice_shape, the decoder's predicted IoU)."""
     import torch
     import torch.nn.functional as F
 
     with torch.inference_mode():
         box = torch.as_tensor(box_256, dtype=torch.float32, device=embedding.device).reshape(1, 1, 4)
         sparse, dense = net.prompt_encoder(points=None, boxes=box, masks=None)
-        logits, _ = net.mask_decoder(
+        logits, iou = net.mask_decoder(
             image_embeddings=embedding,
             image_pe=net.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
@@ -146,4 +147,12 @@ def decode_mask(net, embedding, box_256: np.ndarray, new_size: tuple[int, int], 
         )
         logits = logits[..., : new_size[0], : new_size[1]]
         logits = F.interpolate(logits, size=tuple(slice_shape), mode="bilinear", align_corners=False)
-        return (torch.sigmoid(logits)[0, 0] > 0.5).to(torch.uint8).cpu().numpy()
+    return logits[0, 0].float().cpu().numpy(), float(iou.reshape(-1)[0].item())
+
+
+def decode_mask(net, embedding, box_256: np.ndarray, new_size: tuple[int, int], slice_shape: tuple[int, int]):
+    """decode_logits, then the official threshold: probability > 0.5 -> uint8 {0,1} mask of slice_shape."""
+    import torch
+
+    logits, _ = decode_logits(net, embedding, box_256, new_size, slice_shape)
+    return (torch.sigmoid(torch.from_numpy(logits)) > 0.5).to(torch.uint8).numpy()
