@@ -48,3 +48,11 @@ def segkit_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("SEGKIT_REGISTRY", raising=False)
     monkeypatch.setenv("SEGKIT_RETRIES", "1")
     return home
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory) -> Path:
+    """One LiteMedSAM ONNX export per test session, shared by the medsam test modules."""
+    folder = tmp_path_factory.getbasetemp() / "medsam_onnx_cache"
+    folder.mkdir(exist_ok=True)
+    return folder

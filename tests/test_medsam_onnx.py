@@ -30,14 +30,6 @@ def net(weights):
 
 
 @pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory) -> Path:
-    """One ONNX export per test session, shared by the medsam test modules."""
-    folder = tmp_path_factory.getbasetemp() / "medsam_onnx_cache"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def mni_slice() -> np.ndarray:
     from nilearn.datasets import load_mni152_template
 

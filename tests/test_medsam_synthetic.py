@@ -20,14 +20,6 @@ def weights() -> Path:
 
 
 @pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory) -> Path:
-    """One ONNX export per test session, shared by the medsam test modules."""
-    folder = tmp_path_factory.getbasetemp() / "medsam_onnx_cache"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def phantom() -> tuple[np.ndarray, np.ndarray]:
     """A bright ellipsoid (about 56 x 40 px in-plane, 17 slices) in darker Gaussian noise."""
     shape = (88, 76, 20)
