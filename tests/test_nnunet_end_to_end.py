@@ -106,6 +106,11 @@ def test_training_reports_epochs_and_exports_a_model_zip(trained):
     dataset = json.loads((trained["model_dir"] / "dataset.json").read_text())
     assert dataset["labels"] == {"background": 0, "sc": [1, 2], "lesion": 2}
     assert dataset["segkit_orientation"] == "LAS"
+    import torch
+
+    # by default nnU-Net's mirroring stays on (lpm_nnsam2's test checks --no-mirroring's None)
+    checkpoint = torch.load(trained["model_dir"] / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert tuple(checkpoint["inference_allowed_mirroring_axes"]) == (0, 1, 2)
 
 
 def test_registry_task_installs_from_loopback_and_segments_non_rpi_input(trained, tmp_path):

@@ -29,6 +29,11 @@ def train(
     configuration: str = typer.Option("3d_fullres", "--configuration", "-c", help="3d_fullres | 2d | 3d_lowres"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N] | mps"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in -o from its last checkpoint."),
+    mirroring: bool = typer.Option(
+        True, "--mirroring/--no-mirroring",
+        help="nnU-Net: flip patches in training and allow flips at inference. --no-mirroring for labels that name a side "
+             "(also limits rotations to 30 degrees); lpm_nnsam2 always trains without mirroring.",
+    ),
     architecture: str = typer.Option("sc2snet", "--architecture", help="cc_fodf: sc2snet | unet (the CNN-only baseline)."),
     slice_size: int = typer.Option(144, "--slice-size", help="cc_fodf: square slice size, a multiple of 16 (paper: 144)."),
     width: float = typer.Option(1.0, "--width", help="cc_fodf: CNN channel multiplier (1.0: 64..1024 as in the paper)."),
@@ -85,6 +90,7 @@ def train(
         val_iterations_per_epoch=val_iterations,
         device=device,
         resume=resume,
+        mirroring=mirroring,
         orientation=orientation,
     )
     from segkit.training.progress import EpochProgress

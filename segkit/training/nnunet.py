@@ -43,6 +43,7 @@ class TrainRequest:
     val_iterations_per_epoch: int | None = None
     device: str = "auto"
     resume: bool = False
+    mirroring: bool = True  # False: nnSAM2's "no mirroring" (labels that name a side), see nnunet_trainer.py
     orientation: str | None = None  # recorded in the model's dataset.json as segkit_orientation
     threads: int = 2
     extra_env: dict = field(default_factory=dict)
@@ -84,6 +85,7 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
             "num_epochs": request.epochs,
             "num_iterations_per_epoch": request.iterations_per_epoch,
             "num_val_iterations_per_epoch": request.val_iterations_per_epoch,
+            "mirroring": request.mirroring,
         },
     }
     if request.resume and not Path(config["plans_file"]).is_file() and not raw_dir.exists():

@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 # The architecture, loss and augmentation are nnUNetTrainer's, unchanged: only the schedule differs.
@@ -19,6 +20,11 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 # rebuild the network, and a class defined in segkit would not be found there. With this, segkit's
 # models load in nnUNetv2_predict_from_modelfolder and in any nnunetv2 installation.
 ARCHITECTURE_TRAINER = "nnUNetTrainer"
+
+# Rotation limit when the labels name a side: nnU-Net rotates anisotropic patches by up to 180 degrees
+# in-plane ("dummy 2D" augmentation), which, like mirroring, turns the right muscle into a left one.
+LATERAL_ROTATION_RAD = 30.0 / 360.0 * 2.0 * np.pi
+SCALE_RANGE = (0.85, 1.25)  # nnUNetTrainer's, needed to size the initial patch
 
 
 class SegkitTrainer(nnUNetTrainer):
@@ -32,6 +38,22 @@ class SegkitTrainer(nnUNetTrainer):
                 setattr(self, key, int(self.schedule[key]))
         # a checkpoint every epoch makes --resume lose at most one epoch
         self.save_every = int(self.schedule.get("save_every") or 1)
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if self.schedule.get("mirroring", True):
+            return rotation, dummy_2d, initial_patch_size, mirror_axes
+        # "no mirroring" (nnSAM2's setting for right/left labels): no flips in training, none allowed at
+        # inference (the checkpoint records None, so even --tta cannot flip), and rotations small
+        # enough that a side stays on its side
+        patch_size = self.configuration_manager.patch_size
+        rotation = (max(rotation[0], -LATERAL_ROTATION_RAD), min(rotation[1], LATERAL_ROTATION_RAD))
+        initial_patch_size = get_patch_size(patch_size, rotation, rotation, rotation, SCALE_RANGE)
+        if dummy_2d:
+            initial_patch_size[0] = patch_size[0]
+        self.inference_allowed_mirroring_axes = None
+        self.print_to_log_file(f"segkit: no mirroring, rotation limited to +-{np.degrees(rotation[1]):.0f} degrees")
+        return rotation, dummy_2d, initial_patch_size, None
 
     def on_epoch_end(self) -> None:
         epoch = self.current_epoch  # the parent increments it at the end of on_epoch_end

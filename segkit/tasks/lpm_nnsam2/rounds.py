@@ -187,7 +187,7 @@ def _train_round(request: LpmTrainRequest, dataset: Path, round_dir: Path):
     result = train(TrainRequest(
         data=dataset, output=round_dir, configuration="3d_fullres", fold="all", epochs=request.epochs,
         iterations_per_epoch=request.iterations_per_epoch, val_iterations_per_epoch=request.val_iterations_per_epoch,
-        device=request.device, orientation="RAS",
+        device=request.device, orientation="RAS", mirroring=False,  # right and left labels: no flips
     ))
     return Path(result.model_dir), Path(result.zip_path)
 
