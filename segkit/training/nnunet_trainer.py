@@ -12,6 +12,8 @@ from typing import Callable
 import numpy as np
 import torch
 from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 # The architecture, loss and augmentation are nnUNetTrainer's, unchanged: only the schedule differs.
@@ -25,6 +27,28 @@ ARCHITECTURE_TRAINER = "nnUNetTrainer"
 # in-plane ("dummy 2D" augmentation), which, like mirroring, turns the right muscle into a left one.
 LATERAL_ROTATION_RAD = 30.0 / 360.0 * 2.0 * np.pi
 SCALE_RANGE = (0.85, 1.25)  # nnUNetTrainer's, needed to size the initial patch
+
+
+class EdgeClampedDataLoader(nnUNetDataLoader):
+    """nnU-Net's training loader, with a patch centred on a chosen voxel kept inside the (padded) image.
+
+    nnU-Net centres foreground patches (and, with an ignore label, every patch) on a chosen voxel and
+    clamps only the patch's lower corner, though its comment asks for both bounds. Near the far edge
+    the patch then hangs past the image. When an image is no larger than the patch, the anatomy is
+    always shifted toward the patch's start, and the network learns that the last slices are
+    background: with nnSAM2's sparse round-1 labels every trained model left the top slice empty.
+    """
+
+    def get_bbox(self, data_shape, force_fg, class_locations, overwrite_class=None, verbose=False):
+        lower, upper = super().get_bbox(data_shape, force_fg, class_locations, overwrite_class, verbose)
+        lower, upper = list(lower), list(upper)
+        for d in range(len(data_shape)):
+            pad = max(int(self.need_to_pad[d]), int(self.patch_size[d] - data_shape[d]))
+            highest_start = int(data_shape[d]) + pad // 2 + pad % 2 - int(self.patch_size[d])
+            shift = max(0, lower[d] - highest_start)
+            lower[d] -= shift
+            upper[d] -= shift
+        return lower, upper
 
 
 class SegkitTrainer(nnUNetTrainer):
@@ -54,6 +78,15 @@ class SegkitTrainer(nnUNetTrainer):
         self.inference_allowed_mirroring_axes = None
         self.print_to_log_file(f"segkit: no mirroring, rotation limited to +-{np.degrees(rotation[1]):.0f} degrees")
         return rotation, dummy_2d, initial_patch_size, None
+
+    def get_dataloaders(self):
+        # nnUNetTrainer.get_dataloaders builds its loaders from the module's nnUNetDataLoader and starts
+        # the augmentation workers before returning, so the loader class is swapped for the call only
+        trainer_module.nnUNetDataLoader = EdgeClampedDataLoader
+        try:
+            return super().get_dataloaders()
+        finally:
+            trainer_module.nnUNetDataLoader = nnUNetDataLoader
 
     def on_epoch_end(self) -> None:
         epoch = self.current_epoch  # the parent increments it at the end of on_epoch_end
