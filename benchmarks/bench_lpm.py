@@ -136,7 +136,7 @@ def train(args, data: dict) -> list[dict]:
     """`segkit train -task lpm_nnsam2`; each round's wall time from its 'round N:' progress lines."""
     command = [SEGKIT, "train", "-task", "lpm_nnsam2", "--images", str(data["images"]), "--support", str(data["support"]),
                "--support-mask", str(data["mask"]), "--rounds", str(args.rounds), "--epochs", str(args.epochs),
-               "--iterations-per-epoch", str(args.iterations), "--val-iterations-per-epoch", "2", "--propagator",
+               "--iterations-per-epoch", str(args.iterations), "--val-iterations-per-epoch", "2", "--seed", "0", "--propagator",
                "litemedsam", "--device", "cpu", "-o", str(args.work / "package")]
     marks, start = [], time.perf_counter()
     with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as child:

@@ -29,6 +29,7 @@ def train(
     configuration: str = typer.Option("3d_fullres", "--configuration", "-c", help="3d_fullres | 2d | 3d_lowres"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N] | mps"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in -o from its last checkpoint."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="nnU-Net: seed the run (repeatable on one machine)."),
     mirroring: bool = typer.Option(
         True, "--mirroring/--no-mirroring",
         help="nnU-Net: flip patches in training and allow flips at inference. --no-mirroring for labels that name a side "
@@ -71,7 +72,7 @@ def train(
             package = train_lpm(LpmTrainRequest(
                 images=images, support=support, support_mask=support_mask, output=output, rounds=rounds,
                 propagator=propagator, epochs=epochs, iterations_per_epoch=iterations,
-                val_iterations_per_epoch=val_iterations, device=device,
+                val_iterations_per_epoch=val_iterations, seed=seed, device=device,
             ), say=lambda text: sys.stderr.write(text + "\n"))
             typer.echo(f"model\t{package}")
             return
@@ -91,6 +92,7 @@ def train(
         device=device,
         resume=resume,
         mirroring=mirroring,
+        seed=seed,
         orientation=orientation,
     )
     from segkit.training.progress import EpochProgress

@@ -56,10 +56,25 @@ def _run(config: dict, emit) -> None:
     import torch
 
     torch.set_num_threads(int(config.get("threads") or 2))
+    if config.get("seed") is not None:
+        _seed_everything(int(config["seed"]))
     dataset_id = int(config["dataset_id"])
     if not config.get("resume") or not os.path.isfile(config["plans_file"]):
         _plan_and_preprocess(dataset_id, config, emit)
     _train(dataset_id, config, emit)
+
+
+def _seed_everything(seed: int) -> None:
+    """nnU-Net seeds nothing; its patch sampling and augmentation draw from these global generators
+    (in this process when nnUNet_n_proc_DA=0, segkit's default), so a seed makes a run repeatable."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _plan_and_preprocess(dataset_id: int, config: dict, emit) -> None:

@@ -43,6 +43,7 @@ class TrainRequest:
     val_iterations_per_epoch: int | None = None
     device: str = "auto"
     resume: bool = False
+    seed: int | None = None  # seeds Python, NumPy and torch in the worker: repeatable runs on one machine
     mirroring: bool = True  # False: nnSAM2's "no mirroring" (labels that name a side), see nnunet_trainer.py
     orientation: str | None = None  # recorded in the model's dataset.json as segkit_orientation
     threads: int = 2
@@ -79,6 +80,7 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
         "device": _resolve_device(request.device),
         "resume": request.resume,
         "threads": request.threads,
+        "seed": request.seed,
         "log": str(log_path),
         "plans_file": str(workspace / "nnUNet_preprocessed" / dataset_name / "nnUNetPlans.json"),
         "schedule": {

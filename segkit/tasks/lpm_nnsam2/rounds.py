@@ -36,6 +36,7 @@ class LpmTrainRequest:
     epochs: int | None = None
     iterations_per_epoch: int | None = None
     val_iterations_per_epoch: int | None = None
+    seed: int | None = None
     device: str = "auto"
     backend: str = "auto"
 
@@ -187,7 +188,7 @@ def _train_round(request: LpmTrainRequest, dataset: Path, round_dir: Path):
     result = train(TrainRequest(
         data=dataset, output=round_dir, configuration="3d_fullres", fold="all", epochs=request.epochs,
         iterations_per_epoch=request.iterations_per_epoch, val_iterations_per_epoch=request.val_iterations_per_epoch,
-        device=request.device, orientation="RAS", mirroring=False,  # right and left labels: no flips
+        device=request.device, seed=request.seed, orientation="RAS", mirroring=False,  # right and left labels: no flips
     ))
     return Path(result.model_dir), Path(result.zip_path)
 
