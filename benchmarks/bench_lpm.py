@@ -32,8 +32,8 @@ SAM2_TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, default=Path("/tmp/segkit_lpm_bench"))
-    parser.add_argument("--shape", default="56,48,8", help="phantom array shape (RAS, axial slices last)")
-    parser.add_argument("--spacing", default="2,2,4", help="phantom voxel size in mm")
+    parser.add_argument("--shape", default="80,64,6", help="phantom array shape (RAS, axial slices last); the test size")
+    parser.add_argument("--spacing", default="1.5,1.5,4", help="phantom voxel size in mm")
     parser.add_argument("--train-images", type=int, default=8)
     parser.add_argument("--held-out", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)

@@ -18,10 +18,10 @@ import pytest
 
 from segkit.phantoms.lumbar import make_lumbar_phantom, save_lumbar_phantom, single_slice_support
 
-SHAPE, SPACING = (56, 48, 8), (2.0, 2.0, 4.0)
+SHAPE, SPACING = (80, 64, 6), (1.5, 1.5, 4.0)  # nnU-Net patch 6x64x80; pseudo-labels Dice >= 0.8 here
 TRAIN_SEEDS = tuple(range(100, 108))
 HELD_OUT_SEEDS = (900, 901)
-ROUNDS, EPOCHS, ITERATIONS = 2, 20, 20
+ROUNDS, EPOCHS, ITERATIONS = 2, 10, 20  # as benchmarks/bench_lpm.py: about 9 minutes on 2 cores
 SIDES = {1: "lpm_right", 2: "lpm_left"}
 
 
@@ -57,7 +57,7 @@ def trained(tmp_path_factory):
     done = segkit(
         "train", "-task", "lpm_nnsam2", "--images", str(images), "--support", str(support_ct),
         "--support-mask", str(support_mask), "--propagator", "litemedsam", "--rounds", str(ROUNDS),
-        "--epochs", str(EPOCHS), "--iterations-per-epoch", str(ITERATIONS), "--val-iterations-per-epoch", "2",
+        "--epochs", str(EPOCHS), "--iterations-per-epoch", str(ITERATIONS), "--val-iterations-per-epoch", "2", "--seed", "0",
         "--device", "cpu", "-o", str(package), home=root / "home",
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -124,5 +124,5 @@ def test_trained_model_reaches_the_pseudo_label_dice_on_held_out_phantoms(traine
     for value, name in SIDES.items():
         pseudo_dice, model_dice = np.mean(scores["pseudo"][value]), np.mean(scores["model"][value])
         print(f"{name}: pseudo-labels {pseudo_dice:.3f}, trained model {model_dice:.3f}")
-        assert pseudo_dice >= 0.6, f"{name}: pseudo-labels {pseudo_dice:.3f} (the few-shot test asks 0.8 at 1 mm)"
+        assert pseudo_dice >= 0.75, f"{name}: pseudo-labels {pseudo_dice:.3f} (a floor, so the rule below means something)"
         assert model_dice >= pseudo_dice - 0.05, f"{name}: model {model_dice:.3f} < pseudo-labels {pseudo_dice:.3f} - 0.05"

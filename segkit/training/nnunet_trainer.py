@@ -1,4 +1,5 @@
-"""segkit's nnU-Net trainer: nnunetv2's own trainer with a schedule set by `segkit train`.
+"""segkit's nnU-Net trainer: nnunetv2's own trainer with a schedule set by `segkit train`, optional
+"no mirroring" for labels that name a side, and training patches kept inside the image.
 
 Imported only inside the training worker process (it imports torch and nnunetv2).
 """
@@ -16,8 +17,8 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-# The architecture, loss and augmentation are nnUNetTrainer's, unchanged: only the schedule differs.
-# Checkpoints therefore name "nnUNetTrainer" as their trainer, because nnunetv2's predictor looks the
+# The architecture and loss are nnUNetTrainer's, unchanged, and so is the augmentation unless
+# mirroring is turned off. Checkpoints therefore name "nnUNetTrainer" as their trainer, because nnunetv2's predictor looks the
 # trainer class up by name inside the nnunetv2 package (recursive_find_trainer_class_by_name) to
 # rebuild the network, and a class defined in segkit would not be found there. With this, segkit's
 # models load in nnUNetv2_predict_from_modelfolder and in any nnunetv2 installation.
