@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=8)
     parser.add_argument("--held-out", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=15)  # as tests/test_lpm_train.py
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--sam2-slices", type=int, default=2, help="target slices timed with SAM2-tiny (0: skip)")
     args = parser.parse_args()

@@ -119,16 +119,24 @@ class NnunetTask:
 
     def _outputs(self, model: ModelFolder, label_map, reference, request, min_size) -> list[OutputMask]:
         suffixes = {lab.name: lab.suffix for lab in (self.spec.labels if self.spec is not None else ())}
-        outputs = []
-        for label in model.labels:
+        cleaned = {}
+        # outer regions first: region labels nest (lesion inside cord), and cleaning each mask on its
+        # own could drop a cord piece that holds lesion voxels, so an inner region is first cut to
+        # what its outer one kept, then cleaned
+        for label in sorted(model.labels, key=lambda lab: -len(lab.values)):
             mask = np.isin(label_map, label.values)
-            mask = clean_mask(
+            for outer in _enclosing_labels(label, model.labels):
+                mask &= cleaned[outer.name].astype(bool)
+            cleaned[label.name] = clean_mask(
                 mask,
                 largest=bool(getattr(request, "largest", False)),
                 fill_holes=bool(getattr(request, "fill_holes", False)),
                 remove_small=min_size,
                 voxel_volume_mm3=reference.voxel_volume_mm3,
             )
+        outputs = []
+        for label in model.labels:
+            mask = cleaned[label.name]
             outputs.append(
                 OutputMask(
                     name=label.name,
@@ -138,6 +146,12 @@ class NnunetTask:
                 )
             )
         return outputs
+
+
+def _enclosing_labels(label, labels) -> list:
+    """The other labels whose values include all of this label's (SCIseg: sc [1, 2] encloses lesion 2)."""
+    inner = set(label.values)
+    return [other for other in labels if other is not label and inner < set(other.values)]
 
 
 def _folds_of(request) -> list[str] | None:
