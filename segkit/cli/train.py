@@ -29,7 +29,10 @@ def train(
     configuration: str = typer.Option("3d_fullres", "--configuration", "-c", help="3d_fullres | 2d | 3d_lowres"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N] | mps"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in -o from its last checkpoint."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="nnU-Net: seed the run (repeatable on one machine)."),
+    seed: Optional[int] = typer.Option(
+        None, "--seed",
+        help="nnU-Net: seed Python, NumPy and torch in the training process (patch sampling, augmentation, initial weights).",
+    ),
     mirroring: bool = typer.Option(
         True, "--mirroring/--no-mirroring",
         help="nnU-Net: flip patches in training and allow flips at inference. --no-mirroring for labels that name a side "

@@ -66,7 +66,7 @@ def _run(config: dict, emit) -> None:
 
 def _seed_everything(seed: int) -> None:
     """nnU-Net seeds nothing; its patch sampling and augmentation draw from these global generators
-    (in this process when nnUNet_n_proc_DA=0, segkit's default), so a seed makes a run repeatable."""
+    (in this process when nnUNet_n_proc_DA=0, segkit's default), and torch initialises the weights."""
     import random
 
     import numpy as np

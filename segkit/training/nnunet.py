@@ -43,7 +43,7 @@ class TrainRequest:
     val_iterations_per_epoch: int | None = None
     device: str = "auto"
     resume: bool = False
-    seed: int | None = None  # seeds Python, NumPy and torch in the worker: repeatable runs on one machine
+    seed: int | None = None  # seeds Python, NumPy and torch in the worker (nnU-Net seeds nothing)
     mirroring: bool = True  # False: nnSAM2's "no mirroring" (labels that name a side), see nnunet_trainer.py
     orientation: str | None = None  # recorded in the model's dataset.json as segkit_orientation
     threads: int = 2
