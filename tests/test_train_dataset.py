@@ -94,3 +94,14 @@ def test_cli_train_refuses_a_task_of_another_framework(dataset, tmp_path):
     env = {**os.environ, "SEGKIT_HOME": str(tmp_path / "home")}
     result = subprocess.run([SEGKIT, "train", "-task", "medsam", "--data", str(dataset)], capture_output=True, encoding="utf-8", env=env, timeout=120)
     assert result.returncode == 2 and "trains nnU-Net v2 tasks" in result.stderr
+
+
+def test_cli_a_numbered_fold_needs_five_cases(dataset, tmp_path):
+    out = tmp_path / "model"
+    env = {**os.environ, "SEGKIT_HOME": str(tmp_path / "home")}
+    result = subprocess.run([SEGKIT, "train", "--data", str(dataset), "-o", str(out), "--fold", "0"],
+                            capture_output=True, encoding="utf-8", env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "3 training case(s)" in lines[0] and "--fold all" in lines[0]
+    assert not out.exists()

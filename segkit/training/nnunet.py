@@ -27,6 +27,7 @@ from segkit.training.nnunet_dataset import DatasetSummary, validate_dataset
 
 CONFIGURATIONS = ("3d_fullres", "2d", "3d_lowres")
 DEFAULT_DATASET_ID = 501
+CV_FOLDS = 5  # nnU-Net splits the training cases 5 ways when --fold is a number
 _DATASET_NAME = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
 EXPORTED_FILES = ("dataset.json", "plans.json", "dataset_fingerprint.json")
 EXPORTED_FOLD_FILES = ("checkpoint_final.pth", "debug.json", "progress.png")
@@ -66,6 +67,11 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
     """Train one fold; every user mistake is raised before the child process starts."""
     _check_request(request)
     summary = validate_dataset(request.data, orientation=request.orientation)
+    if request.fold != "all" and len(summary.cases) < CV_FOLDS:
+        raise SegkitError(
+            f"{summary.root}: {len(summary.cases)} training case(s), but --fold {request.fold} is one of nnU-Net's "
+            f"{CV_FOLDS} cross-validation folds, which need at least {CV_FOLDS} cases; use --fold all to train on every case"
+        )
     output = Path(request.output).expanduser().resolve()
     dataset_id, dataset_name = _dataset_identity(summary)
     workspace = output / "nnunet"
