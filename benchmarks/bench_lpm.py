@@ -73,9 +73,11 @@ def make_data(work: Path, shape, spacing, n_train: int, n_held_out: int) -> dict
     return {"support": paths["ct"], "mask": mask, "images": images, "held_out": held_out}
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int(np.logical_and(a, b).sum()) / total if total else 1.0
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """segkit eval's voxel Dice (both empty -> 1)."""
+    from segkit.metrics.overlap import overlap_metrics
+
+    return overlap_metrics(truth, pred, voxel_volume_mm3=1.0)["dice"]
 
 
 def time_litemedsam(data: dict) -> dict:

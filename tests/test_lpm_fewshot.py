@@ -7,6 +7,7 @@ reads the outputs in a shell pipeline (table on stdout).
 
 from __future__ import annotations
 
+from functools import partial
 import csv
 import io
 import os
@@ -18,16 +19,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from lpm_cli import run_segkit
 from segkit.phantoms.lumbar import make_lumbar_phantom, save_lumbar_phantom, single_slice_support
 
 SHAPE = (112, 96, 6)
 
 
-def segkit(*args: str, home: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("segkit")
-    env = {**os.environ, "SEGKIT_HOME": str(home)}
-    env.pop("SEGKIT_REGISTRY", None)
-    return subprocess.run([str(exe), *args], env=env, capture_output=True, encoding="utf-8", timeout=900, cwd=cwd)
+segkit = partial(run_segkit, timeout=900)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

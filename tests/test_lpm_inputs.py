@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from lpm_cli import run_segkit
 from segkit.phantoms.lumbar import make_lumbar_phantom, save_lumbar_phantom, single_slice_support
 
 
-def segkit(*args: str, home: Path) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("segkit")
-    env = {**os.environ, "SEGKIT_HOME": str(home)}
-    env.pop("SEGKIT_REGISTRY", None)
-    return subprocess.run([str(exe), *args], env=env, capture_output=True, encoding="utf-8", timeout=600)
+segkit = partial(run_segkit, timeout=600)
 
 
 @pytest.fixture(scope="module")

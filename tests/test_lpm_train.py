@@ -5,17 +5,16 @@ pseudo-labels' Dice minus 0.05 (both against the phantoms' true labels)."""
 
 from __future__ import annotations
 
+from functools import partial
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from lpm_cli import run_segkit
 from segkit.phantoms.lumbar import make_lumbar_phantom, save_lumbar_phantom, single_slice_support
 
 SHAPE, SPACING = (80, 64, 6), (1.5, 1.5, 4.0)  # nnU-Net patch 6x64x80; pseudo-labels Dice >= 0.8 here
@@ -25,11 +24,7 @@ ROUNDS, EPOCHS, ITERATIONS = 2, 15, 20  # about 12 minutes on 2 cores (benchmark
 SIDES = {1: "lpm_right", 2: "lpm_left"}
 
 
-def segkit(*args: str, home: Path) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("segkit")
-    env = {**os.environ, "SEGKIT_HOME": str(home)}
-    env.pop("SEGKIT_REGISTRY", None)
-    return subprocess.run([str(exe), *args], env=env, capture_output=True, encoding="utf-8", timeout=3600)
+segkit = partial(run_segkit, timeout=3600)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -18,9 +18,10 @@ from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 # The architecture and loss are nnUNetTrainer's, unchanged, and so is the augmentation unless
-# mirroring is turned off. Checkpoints therefore name "nnUNetTrainer" as their trainer, because nnunetv2's predictor looks the
-# trainer class up by name inside the nnunetv2 package (recursive_find_trainer_class_by_name) to
-# rebuild the network, and a class defined in segkit would not be found there. With this, segkit's
+# mirroring is turned off. Checkpoints therefore name "nnUNetTrainer" as their trainer, because
+# nnunetv2's predictor looks the trainer class up by name inside the nnunetv2 package
+# (recursive_find_trainer_class_by_name) to rebuild the network, and a class defined in segkit
+# would not be found there. With this, segkit's
 # models load in nnUNetv2_predict_from_modelfolder and in any nnunetv2 installation.
 ARCHITECTURE_TRAINER = "nnUNetTrainer"
 

@@ -101,6 +101,7 @@ class LiteMedsamPropagator:
         the highest predicted IoU wins. Walking only from neighbour boxes lets a mask shrink a little
         on every slice until it collapses; offering the seed box too lets the IoU head stop that.
         """
+        from segkit.tasks.medsam.model import decode_logits
         from segkit.tasks.medsam.preprocess import preprocess_slice
 
         tensor, new_size = preprocess_slice(frame.astype(np.float32))
@@ -112,13 +113,8 @@ class LiteMedsamPropagator:
             for j, box in enumerate(boxes):
                 if box is None:
                     continue
-                candidate, iou = self._decode(embedding, box, new_size, frame.shape)
+                candidate, iou = decode_logits(self.net, embedding, box, new_size, frame.shape)
+                iou = float(np.clip(iou, 0.0, 1.0))
                 if iou > ious[j]:
                     logits[j], ious[j] = candidate, iou
         return logits, np.clip(ious, 0.0, 1.0)
-
-    def _decode(self, embedding, box, new_size, shape) -> tuple[np.ndarray, float]:
-        from segkit.tasks.medsam.model import decode_logits
-
-        logits, iou = decode_logits(self.net, embedding, box, new_size, shape)
-        return logits, float(np.clip(iou, 0.0, 1.0))
