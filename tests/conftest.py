@@ -10,6 +10,10 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# cpu_budget: CPU seconds per test, a budget from pyproject.toml ([tool.pytest.ini_options] cpu_budget_s);
+# pytester: tests/test_cpu_budget.py runs the budget on tiny busy loops
+pytest_plugins = ("cpu_budget", "pytester")
+
 
 def task_entry(name: str, files: list[dict], **overrides) -> dict:
     """A minimal valid registry task entry whose files come from the given file dicts."""

@@ -1,0 +1,81 @@
+"""pytest plugin: a CPU-seconds budget per test, so that growth of the suite shows when it happens.
+
+A test's CPU time is user + system time, from just before its setup to the end of its teardown,
+of this process (all threads) and of the child processes it waited for (getrusage SELF +
+CHILDREN). Module- and session-scoped fixtures count on the test whose setup builds them (and on
+the test whose teardown ends them), so a costly shared fixture is seen on its first user. CPU time,
+not wall time: it does not depend on what else the machine is running.
+
+- ini option `cpu_budget_s` (pyproject.toml; 0 disables): a test over it gets an error at
+  teardown that says how many CPU seconds it used, so the run fails;
+- the terminal summary lists the tests that used the most CPU seconds (`cpu_budget_report`).
+
+Loaded by tests/conftest.py (`pytest_plugins`); tests/test_cpu_budget.py runs it on tiny busy loops.
+"""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+
+BUDGET_INI = "cpu_budget_s"
+REPORT_INI = "cpu_budget_report"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(BUDGET_INI, "CPU seconds (user+sys, this process and waited-for children) one test may use from "
+                              "setup to teardown, fixtures it triggers included; 0 = no budget", default="0")
+    parser.addini(REPORT_INI, "how many of the most CPU-hungry tests the summary lists", default="15")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its terminated, waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class CpuBudget:
+    def __init__(self, budget: float, report: int) -> None:
+        self.budget = budget
+        self.report = report
+        self.started: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem):
+        self.started[item.nodeid] = cpu_seconds()
+        try:
+            return (yield)
+        finally:
+            self.started.pop(item.nodeid, None)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        report = yield
+        if call.when == "teardown" and item.nodeid in self.started:
+            used = cpu_seconds() - self.started[item.nodeid]
+            self.used[item.nodeid] = used
+            if self.budget > 0 and used > self.budget and report.outcome != "failed":
+                report.outcome = "failed"
+                report.longrepr = (f"CPU budget exceeded: {item.nodeid} used {used:.1f} CPU s (setup + call + teardown, "
+                                   f"children included) > {BUDGET_INI} = {self.budget:g} s")
+        return report
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
+        if not self.used:
+            return
+        ranked = sorted(self.used.items(), key=lambda kv: -kv[1])
+        budget = f"{self.budget:g} CPU s per test" if self.budget > 0 else "none"
+        terminalreporter.write_sep("=", f"CPU seconds per test, slowest {min(self.report, len(ranked))} (budget: {budget})")
+        for nodeid, used in ranked[: self.report]:
+            flag = "  OVER BUDGET" if self.budget > 0 and used > self.budget else ""
+            terminalreporter.write_line(f"{used:9.1f}  {nodeid}{flag}")
+        terminalreporter.write_line(f"{sum(self.used.values()):9.1f}  total over {len(ranked)} tests")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    budget = float(config.getini(BUDGET_INI) or 0)
+    report = int(config.getini(REPORT_INI) or 0)
+    config.pluginmanager.register(CpuBudget(budget, report), "cpu_budget_tracker")
