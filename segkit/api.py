@@ -1,183 +1,180 @@
-"""segkit's Python API: what the CLI wraps. Each function validates all inputs before any compute
-and writes nothing until the result is complete (masks, then sidecar, then QC)."""
+"""segkit's Python API: one function per command, which the CLI wraps and the examples use.
+
+    segment(task, inputs, **options)   masks (+ sidecars, QC, side artifacts) for one or many cases
+    train(task, **options)             a model package for tasks that can be trained
+    evaluate(...) / quantify(...)      tables (lists of row dicts); see segkit.metrics / segkit.quantify
+    install_task(task, ...)            verified model files in the cache
+
+Every function checks its options against the task's declared options class and plans every
+output path (refusing any that would overwrite a file the command reads) before any compute.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from segkit import __version__
 from segkit.errors import SegkitError
 
 
-@dataclass
-class SegmentRequest:
-    inputs: list[Path]
-    task: str
-    output: Path | None = None
-    boxes: list[str] = field(default_factory=list)
-    boxes_mm: list[str] = field(default_factory=list)
-    prompt_mask: Path | None = None
-    slice_index: int | None = None
-    axis: int = 2
-    qc_dir: Path | None = None
-    device: str = "auto"
-    backend: str = "auto"
-    command_line: str = ""
-    # cc_fodf (diffusion): FSL gradient files and brain mask of a DWI input, keep the peaks,
-    # and a trained model package folder for tasks whose authors published no weights
-    bval: Path | None = None
-    bvec: Path | None = None
-    mask: Path | None = None
-    save_peaks: bool = False
-    model: Path | None = None
-    # nnU-Net v2 tasks (segkit.tasks.nnunet)
-    folds: list[str] = field(default_factory=list)  # empty: every fold found
-    tta: bool = False  # test-time mirroring (the main CPU cost)
-    largest: bool = False
-    fill_holes: bool = False
-    remove_small: str | None = None  # "5mm3" or "5vox"
-    model_dir: Path | None = None  # a trained nnU-Net folder, bypassing the registry
-    # lpm_nnsam2 few-shot: a support image and its mask with one (or a few) annotated slices
-    support: Path | None = None
-    support_mask: Path | None = None
-    propagator: str = "sam2"  # sam2 | litemedsam
+# ------------------------------------------------------------------------------ tasks
 
 
-def segment(request: SegmentRequest) -> list[Path]:
-    """Run `request.task` and return the paths written (masks, sidecars, QC images)."""
+def resolve_task(task: str | None, model: Path | str | None = None):
+    """The registry entry for `task`; without a name, the task a trained --model records."""
     from segkit.registry.schema import load_registry
-    from segkit.tasks.base import runner_for
 
-    if request.model_dir is not None:
-        return _segment_model_dir(request)
-    spec = load_registry().get(request.task)
-    # nnsam2's few-shot pseudo-labelling needs no trained model, only the propagator's weights
-    fewshot = spec.framework == "nnsam2" and request.model is None
-    if not spec.weights_published and request.model is None and not fewshot and not _has_registered_model(spec.name):
-        from segkit.tasks.base import RUNNERS
+    if task:
+        return load_registry().get(task)
+    if model is None:
+        raise SegkitError("Missing option '-task' (see `segkit list-tasks`), or give --model with a trained model")
+    from segkit.training.package import task_of_model
 
-        how = (
-            f" Then pass --model MODEL_DIR, or register the model zip with "
-            f"`segkit install-task {spec.name} --custom-url file:///path/to/model.zip`."
-            if spec.framework in RUNNERS
-            else ""
-        )
-        raise SegkitError(
-            f"task '{spec.name}' has no pretrained weights published by its authors, so segkit will not "
-            f"produce an untrained mask: {spec.weights_note}{how}"
-        )
-    if request.model is not None and spec.weights_published:
-        raise SegkitError(f"--model applies to tasks trained with segkit (cc_fodf, ...); task '{spec.name}' uses its registry model")
-    runner = runner_for(spec)
-    if hasattr(runner, "predict_all"):  # one output set per -i target (lpm_nnsam2)
-        return _segment_each_target(runner, request, spec.name)
-    started = time.perf_counter()
-    with _slice_progress(spec.name) as progress:
-        prediction = runner.predict(request, progress)
-    runtime = time.perf_counter() - started
-    extra = [Path(p) for p in prediction.info.pop("extra_outputs", [])]  # e.g. --save-peaks, already written
-    return write_prediction(prediction, request, spec.name, runtime) + extra
+    name = task_of_model(Path(model))
+    if name is not None:
+        return load_registry().get(name)
+    from segkit.tasks.nnunet.task import adhoc_spec  # a plain nnU-Net folder: its own json describes it
+
+    return adhoc_spec(Path(model))
 
 
-def _segment_each_target(runner, request: SegmentRequest, task: str) -> list[Path]:
-    """Every target is predicted before anything is written, then each gets its own outputs."""
-    from dataclasses import replace
+def make_runner(task: str | None = None, *, inputs=(), output=None, qc=None, device: str = "auto",
+                largest: bool = False, fill_holes: bool = False, remove_small: str | None = None, **task_options):
+    """A task runner with its options checked (nothing read, nothing loaded): for batch use."""
+    from segkit.postprocess import parse_min_size
+    from segkit.tasks.catalog import load_target, not_runnable, segment_options_class
+    from segkit.tasks.common_options import SegmentCommon
+    from segkit.tasks.options import build_options
 
-    if len(request.inputs) > 1 and request.output is not None and str(request.output).endswith((".nii", ".nii.gz")):
-        raise SegkitError(f"{len(request.inputs)} targets write several files each: give -o a folder, not {request.output}")
-    started = time.perf_counter()
-    with _slice_progress(task) as progress:
-        predictions = runner.predict_all(request, progress)
-    runtime = (time.perf_counter() - started) / max(1, len(predictions))
+    spec = resolve_task(task, task_options.get("model"))
+    common = build_options(SegmentCommon, "segment", dict(
+        inputs=list(inputs), task=spec.name, output=output, qc=qc, device=device, largest=largest,
+        fill_holes=fill_holes, remove_small=remove_small,
+    ))
+    parse_min_size(remove_small)
+    options_class = segment_options_class(spec)
+    if options_class is None:
+        raise not_runnable(spec, "run")
+    options = build_options(options_class, spec.name, task_options)
+    return load_target(options_class.runner)(spec, options, common)
+
+
+def segment(task: str | None = None, inputs=(), *, command_line: str = "",
+            progress: Callable[[int, int], None] | None = None, **options) -> list[Path]:
+    """Run `task` on each case in `inputs` and return every path written.
+
+    `options` are the common ones (output, qc, device, largest, fill_holes, remove_small) and the
+    task's own (see `segkit segment -task TASK --help`, or the task's options.py).
+    """
+    runner = make_runner(task, inputs=inputs, **options)
+    cases = runner.cases(runner.common.inputs)
+    plans = [plan_outputs(runner, case, len(cases)) for case in cases]
+    check_outputs_spare_inputs([p for plan in plans for p in plan.paths()], files_read_by(runner))
     written: list[Path] = []
-    for prediction in predictions:
-        one = replace(request, inputs=[Path(prediction.reference.path)])
-        tables = prediction.info.pop("side_tables", {})
-        written += write_prediction(prediction, one, task, runtime)
-        written += _write_side_tables(tables, one, len(prediction.outputs))
+    started = time.perf_counter()
+    for prediction, plan in zip(runner.predict_many(cases, progress), plans):
+        runtime = time.perf_counter() - started
+        written += write_prediction(prediction, plan, runner, runtime, command_line)
+        started = time.perf_counter()
     return written
 
 
-def _write_side_tables(tables: dict, request: SegmentRequest, n_outputs: int) -> list[Path]:
-    """Tables that belong beside the masks (e.g. lpm_nnsam2's per-slice IoU), named <stem><suffix>."""
-    from segkit.io.writer import atomic_write_text, output_path_for, output_stem
-
-    written = []
-    source = Path(request.inputs[0])
-    for suffix, text in tables.items():
-        folder = output_path_for(source, "", _output_for(request, n_outputs)).parent
-        path = folder / f"{output_stem(source)}{suffix}"
-        _refuse_input_overwrite(path, request.inputs)
-        atomic_write_text(path, text)
-        written.append(path)
-    return written
+def files_read_by(runner) -> list[Path]:
+    return [*runner.common.files_read(), *runner.options.files_read()]
 
 
-def _has_registered_model(task: str) -> bool:
-    """A user-trained model registered with `install-task TASK --custom-url` counts as weights."""
-    from segkit.registry.store import is_installed
-
-    return is_installed(task)
+# ------------------------------------------------------------------------------ output planning
 
 
-def _segment_model_dir(request: SegmentRequest) -> list[Path]:
-    """`segment --model-dir DIR`: run a trained nnU-Net folder directly; labels and channels from its json."""
-    from segkit.registry.schema import load_registry
-    from segkit.tasks.nnunet.task import NnunetTask
+class OutputPlan:
+    """Where one case's outputs go, decided before any compute."""
 
-    # with -task too, the registry entry supplies orientation and output suffixes
-    spec = load_registry().get(request.task) if request.task else None
-    if spec is not None and spec.framework != "nnunetv2":
-        raise SegkitError(f"--model-dir runs nnU-Net v2 models; task '{spec.name}' is a {spec.framework} task")
-    runner = NnunetTask(spec, model_dir=request.model_dir)
-    started = time.perf_counter()
-    prediction = runner.predict(request, None)
-    name = request.task or f"model-dir:{Path(request.model_dir).name}"
-    return write_prediction(prediction, request, name, time.perf_counter() - started)
+    def __init__(self, masks: dict, artifacts: dict, qc_dir: Path | None):
+        self.masks = masks  # label name -> mask path
+        self.artifacts = artifacts  # artifact name -> path
+        self.qc_dir = qc_dir
+
+    def paths(self) -> list[Path]:
+        return [*self.masks.values(), *(sidecar_path(p) for p in self.masks.values()), *self.artifacts.values()]
 
 
-def write_prediction(prediction, request: SegmentRequest, task: str, runtime_s: float) -> list[Path]:
-    """Write every output mask and its sidecar (and QC), after checking no path hits an input."""
-    from segkit.io.writer import atomic_write_text, output_path_for, save_label_map
+def plan_outputs(runner, case, n_cases: int) -> OutputPlan:
+    from segkit.io.writer import output_path_for, output_stem
 
-    source = Path(request.inputs[0])
-    planned = [(out, output_path_for(source, out.suffix, _output_for(request, len(prediction.outputs)))) for out in prediction.outputs]
-    for _, path in planned:
-        _refuse_input_overwrite(path, request.inputs)
+    labels = runner.labels()
+    out = runner.common.output
+    if out is not None and str(out).endswith((".nii", ".nii.gz")):
+        if n_cases > 1:
+            raise SegkitError(f"{n_cases} inputs write several files each: give -o a folder, not {out}")
+        if len(labels) > 1:
+            raise SegkitError(f"this task writes {len(labels)} files: give -o a folder, not {out}")
+    masks = {lab.name: output_path_for(case.source, lab.suffix, out) for lab in labels}
+    folder = output_path_for(case.source, "", out).parent
+    stem = output_stem(case.source)
+    artifacts = {a.name: folder / f"{stem}{a.suffix}{a.extension}" for a in runner.planned_artifacts()}
+    return OutputPlan(masks, artifacts, None if runner.common.qc is None else Path(runner.common.qc))
+
+
+def check_outputs_spare_inputs(outputs: list[Path], inputs: list[Path]) -> None:
+    """Refuse any output path that is (after resolving links) a file the command reads."""
+    import os
+
+    read = {Path(p).resolve() for p in inputs}
+    for out in outputs:
+        target = Path(out).resolve()
+        hit = target in read or any(
+            Path(p).exists() and target.exists() and os.path.samefile(p, target) for p in inputs
+        )
+        if hit:
+            raise SegkitError(f"output {out} would overwrite an input of this command; choose another -o")
+    if len(set(map(Path.resolve, map(Path, outputs)))) != len(outputs):
+        raise SegkitError("two outputs of this command would have the same path; give each input its own name or -o")
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def write_prediction(prediction, plan: OutputPlan, runner, runtime_s: float, command_line: str) -> list[Path]:
+    """Write each mask, its sidecar and QC, then the side artifacts: every file atomically."""
+    from segkit.io.writer import atomic_write_text, save_label_map
+
     written: list[Path] = []
-    for out, path in planned:
+    for out in prediction.outputs:
+        path = plan.masks[out.name]
         written.append(save_label_map(out.mask, prediction.reference, path))
         sidecar = {
             "tool": "segkit",
             "segkit_version": __version__,
-            "task": task,
+            "task": runner.spec.name,
             "label": {"name": out.name, "value": out.value, "suffix": out.suffix},
-            "inputs": [str(Path(p).resolve()) for p in request.inputs],
+            "inputs": [str(Path(p).resolve()) for p in prediction.case.inputs],
             "output": str(path.resolve()),
             "runtime_s": round(runtime_s, 3),
-            "command_line": request.command_line,
+            "command_line": command_line,
             **prediction.info,
         }
-        sidecar_path = _sidecar_path(path)
-        atomic_write_text(sidecar_path, json.dumps(sidecar, indent=2, default=_json_default) + "\n")
-        written.append(sidecar_path)
-        if request.qc_dir is not None:
+        sidecar.update({f"{name}_file": str(p) for name, p in plan.artifacts.items()})
+        atomic_write_text(sidecar_path(path), json.dumps(sidecar, indent=2, default=_json_default) + "\n")
+        written.append(sidecar_path(path))
+        if plan.qc_dir is not None:
             from segkit.qc.overlay import write_qc_pngs
 
-            stem = _sidecar_path(path).stem
-            written.extend(write_qc_pngs(prediction.reference.data, out.mask, Path(request.qc_dir), stem))
+            written += write_qc_pngs(prediction.reference.data, out.mask, plan.qc_dir, sidecar_path(path).stem)
+    for name, path in plan.artifacts.items():
+        prediction.artifacts[name](path)
+        written.append(path)
     return written
 
 
-def _output_for(request: SegmentRequest, n_outputs: int) -> Path | None:
-    """-o names a file only when there is one output; with several it must be a folder."""
-    out = request.output
-    if out is not None and n_outputs > 1 and str(out).endswith((".nii", ".nii.gz")):
-        raise SegkitError(f"this task writes {n_outputs} files: give -o a folder, not {out}")
-    return out
+def sidecar_path(mask_path: Path) -> Path:
+    name = Path(mask_path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return Path(mask_path).with_name(name[: -len(ext)] + ".json")
+    return Path(mask_path).with_name(name + ".json")
 
 
 def _json_default(value):
@@ -186,47 +183,77 @@ def _json_default(value):
     return str(value)
 
 
-def _sidecar_path(mask_path: Path) -> Path:
-    name = mask_path.name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return mask_path.with_name(name[: -len(ext)] + ".json")
-    return mask_path.with_name(name + ".json")
+# ------------------------------------------------------------------------------ train
 
 
-def _refuse_input_overwrite(out_path: Path, inputs: list[Path]) -> None:
-    target = Path(out_path).resolve()
-    for source in inputs:
-        if Path(source).resolve() == target:
-            raise SegkitError(f"output {out_path} would overwrite the input; choose another -o")
+def train(task: str | None = None, *, say: Callable[[str], None] = lambda text: None, **options) -> dict:
+    """Train a model for `task` (or a plain nnU-Net dataset without one); returns {name: path} written."""
+    from segkit.tasks.catalog import load_target, not_runnable, train_options_class
+    from segkit.tasks.common_options import TrainCommon
+    from segkit.tasks.options import build_options
+
+    spec = _train_spec(task)
+    common_names = {"output", "epochs", "device", "resume", "seed"}
+    common = build_options(TrainCommon, "train", {"task": task, **{k: v for k, v in options.items() if k in common_names}})
+    options_class = train_options_class(spec)
+    if options_class is None:
+        raise not_runnable(spec, "trained")
+    own = build_options(options_class, spec.name, {k: v for k, v in options.items() if k not in common_names})
+    return load_target(options_class.trainer)(spec if task else None, common, own, say)
 
 
-class _slice_progress:
-    """A rich bar of slices on stderr, shown only when stderr is a terminal."""
+def _train_spec(task: str | None):
+    """The task to train; without one, a plain nnU-Net v2 dataset (segkit.tasks.nnunet's trainer)."""
+    if task:
+        return resolve_task(task)
+    from segkit.tasks.nnunet.task import plain_dataset_spec
 
-    def __init__(self, label: str):
-        self.label = label
-        self._progress = None
-        self._task = None
+    return plain_dataset_spec()
 
-    def __enter__(self):
-        from rich.console import Console
 
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+# ------------------------------------------------------------------------------ eval, quantify, install
 
-        self._progress = Progress(
-            TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        )
-        self._progress.start()
-        self._task = self._progress.add_task(self.label, total=None)
-        return self.update
 
-    def update(self, done: int, total: int) -> None:
-        self._progress.update(self._task, completed=done, total=total)
+def evaluate(pairs, *, regions=None, metrics="all", tolerance_mm: float = 2.0, surface: str = "surfel",
+             lesions: bool = False, resample_pred: bool = False) -> tuple[list[dict], list[dict]]:
+    """(metric rows, lesion rows) for each (case, pred, ref) in `pairs`; case may be None."""
+    from segkit.metrics.evaluate import EvalError, EvalOptions, evaluate_files, parse_metrics
 
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+    if surface not in ("surfel", "voxel"):
+        raise EvalError(f"--surface {surface!r}: choose surfel or voxel")
+    if not tolerance_mm >= 0:
+        raise EvalError(f"--tolerance-mm {tolerance_mm}: must be >= 0")
+    options = EvalOptions(parse_metrics(metrics), tolerance_mm, surface, lesions)
+    rows, lesion_rows = [], []
+    for case, pred, ref in pairs:
+        case_rows, case_lesions = evaluate_files(pred, ref, regions, options, resample_pred)
+        prefix = {"case": case} if case is not None else {}
+        rows += [{**prefix, **row} for row in case_rows]
+        lesion_rows += [{**prefix, **row} for row in case_lesions]
+    return rows, lesion_rows
+
+
+def quantify(subjects, measures) -> list[dict]:
+    """Rows of numbers for each segkit.quantify.subjects.Subject under the given Measures."""
+    from segkit.quantify.subjects import quantify_subject
+
+    return [row for subject in subjects for row in quantify_subject(subject, measures)]
+
+
+def install_task(task: str, *, custom_url: str | None = None, sha256: str | None = None, force: bool = False,
+                 progress=None):
+    """Fetch and verify a task's files (or register any nnU-Net zip under a new name with custom_url)."""
+    import re
+
+    from segkit.registry.schema import load_registry
+    from segkit.registry.store import NullProgress, install_task as install
+
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise SegkitError(f"--sha256 must be 64 hexadecimal digits, got '{sha256}'")
+    progress = progress or NullProgress()
+    registry = load_registry()
+    if task not in registry.tasks and custom_url:
+        from segkit.registry.local import install_local_task
+
+        return install_local_task(task, custom_url, sha256, force=force, progress=progress)
+    return install(registry.get(task), custom_url=custom_url, custom_sha256=sha256, force=force, progress=progress)

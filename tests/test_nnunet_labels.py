@@ -11,7 +11,7 @@ import pytest
 from segkit.errors import SegkitError
 from segkit.tasks.nnunet.labels import channel_names, declared_values, is_region_based, parse_labels
 from segkit.tasks.nnunet.model_folder import load_model_folder
-from segkit.tasks.nnunet.postprocess import MinSize, clean_mask, parse_min_size
+from segkit.postprocess import MinSize, clean_mask, parse_min_size
 
 
 def test_nested_region_labels_like_sciseg():

@@ -42,9 +42,14 @@ def _main(
     _state["debug"] = debug
 
 
-def _register_commands() -> None:
-    # Imported for their side effect of adding commands to `app`; each module is light.
+def _register_commands(argv: list[str] | None = None) -> None:
+    """Add every command to `app`. segment and train are rebuilt for the registry in force now (and
+    for `-task X --help`, with X's options only); the other modules register themselves on import."""
     from segkit.cli import eval, install, list_tasks, quantify, segment, train  # noqa: F401
+
+    app.registered_commands[:] = [c for c in app.registered_commands if c.name not in ("segment", "train")]
+    segment.register(app, list(argv or []))
+    train.register(app, list(argv or []))
 
 
 def _fail(message: str, code: int) -> None:
@@ -56,10 +61,10 @@ def _fail(message: str, code: int) -> None:
 
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: maps user errors to exit 2, internal errors to exit 1."""
-    _register_commands()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
+        _register_commands(args)
         app(args=args, prog_name="segkit", standalone_mode=False)
     except SegkitError as exc:
         if debug:

@@ -30,6 +30,16 @@ class LabelSpec:
 
 
 @dataclass(frozen=True)
+class ArtifactSpec:
+    """A side output a task writes beside its masks: `<input stem><suffix><extension>`."""
+
+    name: str  # e.g. "peaks"
+    suffix: str  # e.g. "_peaks" (a public API, like label suffixes)
+    extension: str  # ".nii.gz", ".tsv", ...
+    when: str | None = None  # the option that asks for it (e.g. "save_peaks"); None: whenever the runner makes it
+
+
+@dataclass(frozen=True)
 class FileSpec:
     name: str
     version: str
@@ -39,10 +49,6 @@ class FileSpec:
     mirrors: tuple[str, ...]
     checksum_published: bool = True
     role: str = "model"
-
-    @property
-    def pins_on_first_install(self) -> bool:
-        return self.sha256 is None
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,15 @@ class TaskSpec:
     labels: tuple[LabelSpec, ...]
     files: tuple[FileSpec, ...]
     weights_note: str = ""
+    artifacts: tuple[ArtifactSpec, ...] = ()
+    threshold: float | None = None  # probability cut-off of the model's output, where it has one
+    package: str | None = None  # Python package serving the task, when not the framework's own
+
+    def artifact(self, name: str) -> ArtifactSpec:
+        for artifact in self.artifacts:
+            if artifact.name == name:
+                return artifact
+        raise KeyError(f"task '{self.name}' declares no artifact '{name}' in the registry")
 
 
 @dataclass(frozen=True)
@@ -138,6 +153,18 @@ def _parse_label(raw: Any, where: str) -> LabelSpec:
     return LabelSpec(name=name, values=values, suffix=suffix)
 
 
+def _parse_artifact(raw: Any, where: str) -> ArtifactSpec:
+    f = _Field(raw, where)
+    suffix = f.text("suffix")
+    if not suffix.startswith("_") or "/" in suffix:
+        raise f.fail("suffix", "must start with '_' and contain no '/'")
+    extension = f.text("extension")
+    if not extension.startswith("."):
+        raise f.fail("extension", "must start with '.' (e.g. .nii.gz, .tsv)")
+    return ArtifactSpec(name=f.text("name"), suffix=suffix, extension=extension,
+                        when=f.get("when", str, required=False, default=None))
+
+
 def _parse_file(raw: Any, where: str) -> FileSpec:
     f = _Field(raw, where)
     name = f.text("name")
@@ -202,8 +229,9 @@ def _parse_task(name: str, raw: Any) -> TaskSpec:
         raise RegistryError(f"{where}: task names are lowercase letters, digits and '_'")
     f = _Field(raw, where)
     framework = f.text("framework")
-    if framework not in KNOWN_FRAMEWORKS:
-        raise f.fail("framework", f"'{framework}' is not one of {', '.join(KNOWN_FRAMEWORKS)}")
+    package = f.get("package", str, required=False, default=None)
+    if framework not in KNOWN_FRAMEWORKS and package is None:
+        raise f.fail("framework", f"'{framework}' is not one of {', '.join(KNOWN_FRAMEWORKS)} (or name a `package`)")
     labels = f.get("labels", list)
     if not labels:
         raise f.fail("labels", "must list at least one label")
@@ -213,9 +241,14 @@ def _parse_task(name: str, raw: Any) -> TaskSpec:
     if not weights_published and not weights_note.strip():
         raise f.fail("weights_note", "is required when weights_published is false (say how to get a model)")
     parsed_labels = tuple(_parse_label(lab, f"{where}, labels[{i}]") for i, lab in enumerate(labels))
-    suffixes = [lab.suffix for lab in parsed_labels]
+    artifacts = tuple(_parse_artifact(a, f"{where}, artifacts[{i}]")
+                      for i, a in enumerate(f.get("artifacts", list, required=False, default=[])))
+    suffixes = [lab.suffix for lab in parsed_labels] + [a.suffix for a in artifacts]
     if len(set(suffixes)) != len(suffixes):
-        raise f.fail("labels", "output suffixes must be unique")
+        raise f.fail("labels", "output suffixes (labels and artifacts) must be unique")
+    threshold = f.get("threshold", (int, float), required=False, default=None)
+    if threshold is not None and not 0 < threshold < 1:
+        raise f.fail("threshold", "must lie between 0 and 1")
     return TaskSpec(
         name=name,
         description=f.text("description"),
@@ -226,6 +259,9 @@ def _parse_task(name: str, raw: Any) -> TaskSpec:
         labels=parsed_labels,
         files=tuple(_parse_file(fl, f"{where}, files[{i}]") for i, fl in enumerate(files)),
         weights_note=weights_note,
+        artifacts=artifacts,
+        threshold=None if threshold is None else float(threshold),
+        package=package,
     )
 
 

@@ -1,25 +1,63 @@
-"""The task protocol: what every task runner provides, so the CLI never special-cases a task.
+"""The staged task runner: the plumbing every task shares, done once.
 
-A runner is built from its registry entry (and its installed files). `predict` reads the inputs
-it needs from the request, runs preprocess -> model -> postprocess, and returns one binary mask per
-output label in the geometry of a reference input image. Writing files (masks, sidecars, QC) is
-done once, for all tasks, by `segkit.api`.
+    load     the model, once per process, keyed by its verified sha256 (and device)
+    prepare  read the channels the registry's input contract names, check they share one grid,
+             reorient to the registry's orientation and keep the inverse
+    infer    arrays in, arrays out (a label map in the model's orientation): the only device stage
+    finish   back to the input's orientation, one mask per registry label (post-processed, nested
+             labels kept nested), provenance, side artifacts
+
+A task subclasses `TaskRunner` and writes only what is its own (usually `load_model` and `infer`).
+Many cases are the normal path: `predict_many` prepares (checks) every case before the model is
+loaded, then infers them one by one with the same model. Writing files is `segkit.api`'s job.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from segkit.errors import SegkitError
 
 if TYPE_CHECKING:  # only for type hints: keep this module free of numpy/torch imports
     import numpy as np
 
-    from segkit.api import SegmentRequest
     from segkit.io.image import Image
-    from segkit.registry.schema import TaskSpec
+    from segkit.io.orientation import Reorientation
+    from segkit.registry.schema import LabelSpec, TaskSpec
+    from segkit.tasks.common_options import SegmentCommon
+    from segkit.tasks.options import TaskOptions
 
 ProgressFn = Callable[[int, int], None]
+GRID_TOLERANCE_MM = 1e-4  # channels of one case must share a voxel grid to within this
+
+
+@dataclass(frozen=True)
+class Case:
+    """The inputs of one output set: its channels, in the input contract's order."""
+
+    inputs: tuple[Path, ...]
+
+    @property
+    def source(self) -> Path:
+        return self.inputs[0]
+
+
+@dataclass
+class Prepared:
+    case: Case
+    reference: "Image"  # the input whose shape and affine every output takes
+    arrays: list  # channels in the model's orientation
+    reorientation: "Reorientation | None" = None  # None: the model sees the file's own array order
+    extra: dict = field(default_factory=dict)  # task-specific checked inputs (prompts, support, ...)
+
+
+@dataclass
+class Inferred:
+    label_map: "np.ndarray"  # the model's orientation; values are the registry's label values
+    info: dict = field(default_factory=dict)
+    artifacts: dict[str, Callable[[Path], None]] = field(default_factory=dict)  # name -> atomic writer
 
 
 @dataclass
@@ -32,31 +70,145 @@ class OutputMask:
 
 @dataclass
 class Prediction:
-    reference: "Image"  # the input whose shape and affine every output takes
+    case: Case
+    reference: "Image"
     outputs: list[OutputMask]
     info: dict = field(default_factory=dict)  # sidecar facts: model, sha256, device, backend, prompts, ...
+    artifacts: dict[str, Callable[[Path], None]] = field(default_factory=dict)
 
 
-class TaskRunner(Protocol):
-    spec: "TaskSpec"
-
-    def predict(self, request: "SegmentRequest", progress: ProgressFn | None) -> Prediction: ...
+_LOADED_MODELS: dict[tuple, object] = {}
+_MAX_LOADED = 2
 
 
-# framework name in the registry -> "module:Class" of its runner (imported only when used)
-RUNNERS = {
-    "litemedsam": "segkit.tasks.medsam.task:MedsamTask",
-    "sc2snet": "segkit.tasks.cc_fodf.task:CcFodfTask",
-    "nnunetv2": "segkit.tasks.nnunet.task:NnunetTask",
-    "nnsam2": "segkit.tasks.lpm_nnsam2.task:LpmNnsam2Task",
-}
+class TaskRunner:
+    """Base of every runner. `spec` is the registry entry, `options` the task's own, `common` the rest."""
+
+    input_ndim: tuple[int, ...] = (3,)
+
+    def __init__(self, spec: "TaskSpec", options: "TaskOptions", common: "SegmentCommon"):
+        self.spec = spec
+        self.options = options
+        self.common = common
+
+    # ------------------------------------------------------------------ what a task may override
+
+    def labels(self) -> tuple["LabelSpec", ...]:
+        """The output labels, known before any compute (so every output path can be planned)."""
+        return self.spec.labels
+
+    def channel_names(self) -> list[str]:
+        return [str(channel.get("name")) for channel in self.spec.input.channels]
+
+    def orientation(self) -> str:
+        return self.spec.input.orientation
+
+    def model_key(self) -> tuple:
+        """What identifies the loaded model: the verified sha256 of its files, and the device."""
+        return ()
+
+    def load_model(self):
+        return None
+
+    def infer(self, model, prepared: Prepared, progress: ProgressFn | None) -> Inferred:
+        raise NotImplementedError
+
+    def provenance(self) -> dict:
+        """Sidecar facts shared by every case (model, device, ...)."""
+        return {}
+
+    # ------------------------------------------------------------------ the shared stages
+
+    def cases(self, inputs: list[Path]) -> list[Case]:
+        """One case per input for single-channel tasks; else consecutive groups of the channel count."""
+        names = self.channel_names()
+        inputs = [Path(p) for p in inputs]
+        if not inputs:
+            raise SegkitError("give at least one input image with -i")
+        if len(names) == 1:
+            return [Case((path,)) for path in inputs]
+        if len(inputs) % len(names):
+            listed = ", ".join(f"_{i:04d} {n}" for i, n in enumerate(names))
+            raise SegkitError(
+                f"this model takes {len(names)} channel(s) ({listed}); give one -i per channel in that order, "
+                f"got {len(inputs)}"
+            )
+        return [Case(tuple(inputs[i : i + len(names)])) for i in range(0, len(inputs), len(names))]
+
+    def prepare(self, case: Case) -> Prepared:
+        from segkit.io.image import load_image
+
+        images = [load_image(path, allowed_ndim=self.input_ndim) for path in case.inputs]
+        check_same_grid(images)
+        reference = images[0]
+        if self.orientation() == "native":
+            return Prepared(case, reference, [img.data for img in images])
+        from segkit.io.orientation import reorientation_to
+
+        reorient = reorientation_to(reference.affine, reference.shape, self.orientation())
+        return Prepared(case, reference, [reorient.to_canonical(img.data) for img in images], reorient)
+
+    def finish(self, prepared: Prepared, inferred: Inferred) -> Prediction:
+        from segkit.postprocess import parse_min_size, split_labels
+
+        label_map = inferred.label_map
+        if prepared.reorientation is not None:
+            label_map = prepared.reorientation.from_canonical(label_map)
+        masks = split_labels(
+            label_map, self.labels(), largest=self.common.largest, fill_holes=self.common.fill_holes,
+            remove_small=parse_min_size(self.common.remove_small),
+            voxel_volume_mm3=prepared.reference.voxel_volume_mm3,
+        )
+        outputs = [
+            OutputMask(name=lab.name, suffix=lab.suffix, mask=masks[lab.name],
+                       value=lab.values[0] if len(lab.values) == 1 else 1)
+            for lab in self.labels()
+        ]
+        info = {**self.provenance(), **inferred.info}
+        return Prediction(prepared.case, prepared.reference, outputs, info, inferred.artifacts)
+
+    def model(self):
+        """The loaded model, shared by every runner of this class in this process with the same key."""
+        key = (type(self).__module__, type(self).__qualname__, *self.model_key())
+        if key not in _LOADED_MODELS:
+            while len(_LOADED_MODELS) >= _MAX_LOADED:
+                _LOADED_MODELS.pop(next(iter(_LOADED_MODELS)))
+            _LOADED_MODELS[key] = self.load_model()
+        return _LOADED_MODELS[key]
+
+    def predict_many(self, cases: list[Case], progress: ProgressFn | None = None) -> Iterator[Prediction]:
+        """Every case is read and checked before the model loads; then each is inferred in turn."""
+        prepared = [self.prepare(case) for case in cases]
+        model = self.model()
+        for one in prepared:
+            yield self.finish(one, self.infer(model, one, progress))
+
+    def planned_artifacts(self) -> list:
+        """The registry's side outputs this run will write (those whose `when` option is set)."""
+        return [a for a in self.spec.artifacts if a.when is None or getattr(self.options, a.when, None)]
 
 
-def runner_for(spec: "TaskSpec", **kwargs) -> TaskRunner:
-    from segkit.errors import SegkitError
+def check_same_grid(images) -> None:
+    """All channels of a case share one voxel grid (shape, and affine to GRID_TOLERANCE_MM)."""
+    import numpy as np
 
-    target = RUNNERS.get(spec.framework)
-    if target is None:
-        raise SegkitError(f"task '{spec.name}' (framework {spec.framework}) cannot be run by this segkit version yet")
-    module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)(spec, **kwargs)
+    first = images[0]
+    for other in images[1:]:
+        if other.shape != first.shape or not np.allclose(other.affine, first.affine, atol=GRID_TOLERANCE_MM):
+            raise SegkitError(
+                f"{other.path}: shape/affine differ from {first.path}; all channels must share one voxel grid"
+            )
+
+
+def no_weights_error(spec: "TaskSpec") -> SegkitError:
+    return SegkitError(
+        f"task '{spec.name}' has no pretrained weights published by its authors, so segkit will not produce an "
+        f"untrained mask: {spec.weights_note} Then pass --model MODEL_DIR, or register the model zip with "
+        f"`segkit install-task {spec.name} --custom-url file:///path/to/model.zip`."
+    )
+
+
+def file_identity(installed, name: str) -> dict:
+    """{name, sha256, url, version} of one installed, verified file (from the store's manifest)."""
+    entry = next(f for f in installed.manifest["files"] if f["name"] == name)
+    return {"name": name, "sha256": entry["sha256"], "url": entry["url"], "version": entry["version"]}

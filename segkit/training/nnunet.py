@@ -63,6 +63,28 @@ class TrainResult:
 EventFn = Callable[[dict], None]
 
 
+def train_task(spec, common, options, say) -> list[tuple]:
+    """`segkit train` for nnU-Net v2 tasks (or, with spec None, a plain nnU-Net v2 dataset)."""
+    from segkit.training.progress import EpochProgress, number
+
+    if options.data is None:
+        raise SegkitError("Missing option '--data' (an nnU-Net v2 dataset folder)")
+    orientation = spec.input.orientation if spec is not None and spec.input.orientation != "native" else None
+    request = TrainRequest(
+        data=options.data, output=common.output, configuration=options.configuration, fold=options.fold,
+        epochs=common.epochs, iterations_per_epoch=options.iterations_per_epoch,
+        val_iterations_per_epoch=options.val_iterations_per_epoch, device=common.device, resume=common.resume,
+        mirroring=options.mirroring, seed=common.seed, orientation=orientation,
+    )
+
+    def stats(event: dict) -> str:
+        return f"loss {number(event.get('train_loss'))}  pseudo-Dice {number(event.get('pseudo_dice'))}"
+
+    with EpochProgress("nnU-Net", stats) as progress:
+        result = train(request, on_event=progress.on_event)
+    return [("model", result.model_dir), ("zip", result.zip_path)]
+
+
 def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult:
     """Train one fold; every user mistake is raised before the child process starts."""
     _check_request(request)

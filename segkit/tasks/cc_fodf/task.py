@@ -22,27 +22,17 @@ import numpy as np
 
 from segkit.errors import SegkitError
 
-if TYPE_CHECKING:
-    from segkit.api import SegmentRequest
-    from segkit.registry.schema import TaskSpec
-    from segkit.tasks.base import Prediction, ProgressFn
+from segkit.tasks.base import Case, Inferred, Prepared, TaskRunner
 
-CANONICAL = "RAS"
-THRESHOLD = 0.5
+if TYPE_CHECKING:
+    from segkit.registry.schema import TaskSpec
+
 CARD_NAME = "model_card.json"
 PACKAGE_FORMAT = "segkit-cc_fodf-model"
 
 
 class ModelPackageError(SegkitError):
     """A --model folder that is not a usable cc_fodf model package."""
-
-
-def no_model_message(spec: "TaskSpec") -> str:
-    return (
-        f"task '{spec.name}' has no pretrained weights published by its authors, so segkit will not produce an "
-        f"untrained mask: train one with `segkit train -task {spec.name} --data DATASET -o OUT` and pass "
-        f"`--model OUT/model`, or register its zip with `segkit install-task {spec.name} --custom-url file:///.../cc_fodf_model.zip`"
-    )
 
 
 # ------------------------------------------------------------------------------ model packages
@@ -66,12 +56,14 @@ def find_model_folder(spec: "TaskSpec", model: Path | str | None) -> Path:
         return _package_root(Path(model), f"--model {model}")
     from segkit.registry.store import read_manifest
 
+    from segkit.tasks.base import no_weights_error
+
     installed = read_manifest(spec.name)
     if installed is None:
-        raise SegkitError(no_model_message(spec))
+        raise no_weights_error(spec)
     for entry in installed.manifest["files"]:
         return _package_root(installed.root / entry["local_path"], f"the installed {spec.name} model")
-    raise SegkitError(no_model_message(spec))
+    raise no_weights_error(spec)
 
 
 def _package_root(path: Path, what: str) -> Path:
@@ -199,7 +191,7 @@ def canonical_peaks(image, bval=None, bvec=None, mask=None, *, cache: Path | Non
     `cache`: an .npz where peaks computed from a DWI are kept (training reuses them on --resume).
     """
     from segkit.tasks.cc_fodf.inputs import load_cc_input, peaks_for_input
-    from segkit.tasks.cc_fodf.peak_frames import reorient_peaks
+    from segkit.tasks.cc_fodf.peak_frames import CANONICAL_AXCODES, reorient_peaks
 
     cc_input = load_cc_input(image, bval, bvec, mask)
     if cache is not None and Path(cache).is_file():
@@ -213,7 +205,7 @@ def canonical_peaks(image, bval=None, bvec=None, mask=None, *, cache: Path | Non
             tmp = Path(cache).with_name(Path(cache).stem + ".tmp.npz")
             np.savez_compressed(tmp, peaks=world, affine=affine)
             tmp.replace(cache)
-    canonical, _ = reorient_peaks(np.asarray(world, dtype=np.float32), affine, CANONICAL, frame="world")
+    canonical, _ = reorient_peaks(np.asarray(world, dtype=np.float32), affine, CANONICAL_AXCODES, frame="world")
     return canonical, _spatial_reference(cc_input.image)
 
 
@@ -233,63 +225,60 @@ def _spatial_reference(image):
 # ------------------------------------------------------------------------------ the runner
 
 
-class CcFodfTask:
-    """Runner for framework `sc2snet` (task cc_fodf), following segkit.tasks.base.TaskRunner."""
+class CcFodfRunner(TaskRunner):
+    """Peaks or DWI in (checked before the model is looked for), corpus callosum mask out."""
 
-    def __init__(self, spec: "TaskSpec", **_ignored):
-        self.spec = spec
+    def prepare(self, case: Case) -> Prepared:
+        from segkit.tasks.cc_fodf.inputs import load_cc_input
 
-    def predict(self, request: "SegmentRequest", progress: "ProgressFn | None" = None) -> "Prediction":
+        options = self.options
+        cc_input = load_cc_input(case.source, options.bval, options.bvec, options.mask)
+        if options.save_peaks and cc_input.kind != "dwi":
+            raise SegkitError(f"--save-peaks: {case.source} already is a peaks file; nothing to save")
+        # the vectors turn with the axes, so the reorientation is made with the peaks, in `infer`
+        return Prepared(case, _spatial_reference(cc_input.image), [], None, {"cc_input": cc_input})
+
+    def _folder(self) -> Path:
+        return find_model_folder(self.spec, self.options.model)
+
+    def model_key(self) -> tuple:
+        from segkit.runtime.device import resolve_device
+
+        card = json.loads((self._folder() / CARD_NAME).read_text(encoding="utf-8"))
+        return (card.get("weights", {}).get("sha256"), resolve_device(self.common.device))
+
+    def load_model(self) -> LoadedModel:
+        from segkit.runtime.device import resolve_device
+
+        return load_model_package(self._folder(), resolve_device(self.common.device))
+
+    def infer(self, model: LoadedModel, prepared: Prepared, progress) -> Inferred:
         import time
 
-        from segkit.runtime.device import resolve_device
-        from segkit.tasks.base import OutputMask, Prediction
-        from segkit.tasks.cc_fodf.inputs import load_cc_input, peaks_for_input
+        from segkit.tasks.cc_fodf.inputs import peaks_for_input
         from segkit.tasks.cc_fodf.peak_frames import reorient_peaks
 
-        if len(request.inputs) != 1:
-            raise SegkitError(f"task {self.spec.name} takes one input (peaks or DWI), got {len(request.inputs)}")
-        folder = find_model_folder(self.spec, getattr(request, "model", None))
-        source = Path(request.inputs[0])
-        cc_input = load_cc_input(source, getattr(request, "bval", None), getattr(request, "bvec", None), getattr(request, "mask", None))
-        peaks_path = self._peaks_path(request, cc_input)
-        device = resolve_device(request.device)
-        model = load_model_package(folder, device)
-
+        cc_input = prepared.extra["cc_input"]
+        device = str(next(model.net.parameters()).device)
         peaks = peaks_for_input(cc_input)
         started = time.perf_counter()
-        canonical, reorientation = reorient_peaks(np.asarray(peaks.peaks, dtype=np.float32), peaks.affine, CANONICAL, frame="world")
+        canonical, reorientation = reorient_peaks(np.asarray(peaks.peaks, dtype=np.float32), peaks.affine,
+                                                  self.orientation(), frame="world")
         cube, box = fit_to_cube(canonical, model.slice_size)
         probability = predict_cube(model.net, cube, device=device, batch_size=32, progress=progress)
         full = restore_from_cube(probability, box, canonical.shape[:3])
-        mask = reorientation.from_canonical((full >= THRESHOLD).astype(np.uint8))
-        inference_s = time.perf_counter() - started
-
+        mask = reorientation.from_canonical((full >= self.spec.threshold).astype(np.uint8))
         info = {
-            "model": {"folder": str(folder.resolve()), "sha256": model.sha256, "network": model.card["network"],
+            "model": {"folder": str(model.folder.resolve()), "sha256": model.sha256, "network": model.card["network"],
                       "validation_dice": model.card.get("validation", {}).get("dice_mean")},
             "device": device,
-            "inference": {"axes": "x,y,z", "fusion": "mean probability", "threshold": THRESHOLD, "seconds": round(inference_s, 3)},
+            "inference": {"axes": "x,y,z", "fusion": "mean probability", "threshold": self.spec.threshold,
+                          "seconds": round(time.perf_counter() - started, 3)},
             **peaks.info(),
         }
-        if peaks_path is not None:  # written last, once the mask exists, so a failure leaves nothing behind
+        artifacts = {}
+        if self.options.save_peaks:
             from segkit.tasks.cc_fodf.peaks import save_peaks
 
-            info["peaks_file"] = str(save_peaks(peaks.peaks, cc_input.image, peaks_path))
-            info["extra_outputs"] = [info["peaks_file"]]
-        label = self.spec.labels[0]
-        output = OutputMask(name=label.name, suffix=label.suffix, mask=mask, value=label.values[0])
-        return Prediction(reference=_spatial_reference(cc_input.image), outputs=[output], info=info)
-
-    @staticmethod
-    def _peaks_path(request, cc_input) -> Path | None:
-        if not getattr(request, "save_peaks", False):
-            return None
-        if cc_input.kind != "dwi":
-            raise SegkitError(f"--save-peaks: {request.inputs[0]} already is a peaks file; nothing to save")
-        from segkit.io.writer import output_path_for
-
-        out = request.output
-        if out is not None and str(out).endswith((".nii", ".nii.gz")):
-            out = Path(out).parent  # -o names the mask file: the peaks go beside it
-        return output_path_for(request.inputs[0], "_peaks", out)
+            artifacts["peaks"] = lambda path: save_peaks(peaks.peaks, cc_input.image, path)
+        return Inferred(mask * self.spec.labels[0].values[0], info, artifacts)

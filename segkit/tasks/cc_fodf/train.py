@@ -486,24 +486,25 @@ def config_as_dict(config: TrainConfig) -> dict:
 # ------------------------------------------------------------------------------ command line
 
 
-def run_from_cli(*, data, output, epochs, batches_per_epoch, device, resume, architecture, slice_size, width,
-                 sam_grid, batch_size) -> TrainResult:
-    """`segkit train -task cc_fodf`: train with a progress bar on stderr, print the package paths."""
-    import typer
+def train_task(spec, common, options, say) -> list[tuple]:
+    """`segkit train -task cc_fodf`: train with a progress bar on stderr; rows for stdout."""
+    from segkit.errors import SegkitError
 
+    if options.data is None:
+        raise SegkitError("Missing option '--data' (the training dataset folder)")
     config = TrainConfig(
-        data=Path(data), output=Path(output), architecture=architecture, slice_size=slice_size, width=width,
-        sam_grid=sam_grid, device=device, resume=resume, batch_size=batch_size,
-        epochs=epochs or TrainConfig.epochs, batches_per_epoch=batches_per_epoch or TrainConfig.batches_per_epoch,
+        data=Path(options.data), output=Path(common.output), architecture=options.architecture,
+        slice_size=options.slice_size, width=options.width, sam_grid=options.sam_grid, device=common.device,
+        resume=common.resume, batch_size=options.batch_size, epochs=common.epochs or TrainConfig.epochs,
+        batches_per_epoch=options.iterations_per_epoch or TrainConfig.batches_per_epoch,
+        seed=TrainConfig.seed if common.seed is None else common.seed,
     )
     from segkit.training.progress import EpochProgress
 
     with EpochProgress("cc_fodf", _epoch_stats) as progress:
         result = train(config, on_event=progress.on_event)
-    typer.echo(f"model\t{result.model_dir}")
-    typer.echo(f"zip\t{result.zip_path}")
-    typer.echo(f"best_epoch\t{result.best_epoch}\tval_dice\t{result.best_dice:.4f}")
-    return result
+    return [("model", result.model_dir), ("zip", result.zip_path),
+            ("best_epoch", result.best_epoch, "val_dice", f"{result.best_dice:.4f}")]
 
 
 def _epoch_stats(event: dict) -> str:

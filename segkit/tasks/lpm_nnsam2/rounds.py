@@ -32,7 +32,7 @@ class LpmTrainRequest:
     support_mask: Path
     output: Path
     rounds: int = 3
-    propagator: str = "litemedsam"
+    propagator: str = "sam2"
     epochs: int | None = None
     iterations_per_epoch: int | None = None
     val_iterations_per_epoch: int | None = None
@@ -42,6 +42,19 @@ class LpmTrainRequest:
 
 
 Say = Callable[[str], None]
+
+
+def train_task(spec, common, options, say: Say) -> list[tuple]:
+    """`segkit train -task lpm_nnsam2`: pseudo-labels, then nnU-Net rounds; rows for stdout."""
+    if options.images is None or options.support is None or options.support_mask is None:
+        raise SegkitError("train -task lpm_nnsam2 needs --images DIR --support IMAGE --support-mask MASK")
+    package = train_lpm(LpmTrainRequest(
+        images=options.images, support=options.support, support_mask=options.support_mask, output=common.output,
+        rounds=options.rounds, propagator=options.propagator, epochs=common.epochs,
+        iterations_per_epoch=options.iterations_per_epoch, val_iterations_per_epoch=options.val_iterations_per_epoch,
+        seed=common.seed, device=common.device,
+    ), say=say)
+    return [("model", package)]
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -194,25 +207,28 @@ def _train_round(request: LpmTrainRequest, dataset: Path, round_dir: Path):
 
 
 def _predict_all(spec, model_dir: Path, ras_images: dict, folder: Path) -> dict:
-    """Each case segmented by the round's model (RAS arrays; files written for the log)."""
+    """Each case segmented by the round's model, loaded once (RAS arrays; files written for the log)."""
     import nibabel as nib
 
-    from segkit.api import SegmentRequest
-    from segkit.tasks.nnunet.task import NnunetTask
+    from segkit.tasks.base import Case
+    from segkit.tasks.common_options import SegmentCommon
+    from segkit.tasks.nnunet.options import SegmentOptions
+    from segkit.tasks.nnunet.task import NnunetRunner
 
     folder.mkdir(parents=True, exist_ok=True)
-    runner = NnunetTask(spec, model_dir=model_dir)
-    predictions = {}
+    runner = NnunetRunner(spec, SegmentOptions(model=model_dir), SegmentCommon(device="cpu"))
+    paths = {}
     for case, (array, affine) in ras_images.items():
-        path = folder / f"{case}.nii.gz"
-        nib.save(nib.Nifti1Image(array, affine), str(path))
-        prediction = runner.predict(SegmentRequest(inputs=[path], task="lpm_nnsam2", device="cpu"), None)
-        labels = np.zeros(array.shape, dtype=np.uint8)
+        paths[case] = folder / f"{case}.nii.gz"
+        nib.save(nib.Nifti1Image(array, affine), str(paths[case]))
+    predictions = {}
+    for case, prediction in zip(paths, runner.predict_many([Case((p,)) for p in paths.values()])):
+        labels = np.zeros(prediction.reference.shape, dtype=np.uint8)
         for out in prediction.outputs:
             labels[out.mask > 0] = out.value
         predictions[case] = labels
-        path.unlink()
-        nib.save(nib.Nifti1Image(labels, affine), str(folder / f"{case}_seg.nii.gz"))
+        paths[case].unlink()
+        nib.save(nib.Nifti1Image(labels, ras_images[case][1]), str(folder / f"{case}_seg.nii.gz"))
     return predictions
 
 

@@ -12,90 +12,85 @@ Several -i targets give one output set per target. Every input is checked before
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from segkit.errors import SegkitError
-from segkit.tasks.base import OutputMask, Prediction
-
-PROPAGATORS = ("sam2", "litemedsam")
-TABLE_SUFFIX = "_lpm_iou.tsv"
+from segkit.tasks.base import Case, Inferred, Prepared, TaskRunner
 
 
-class LpmNnsam2Task:
-    def __init__(self, spec):
-        self.spec = spec
-
-    def predict(self, request, progress=None) -> Prediction:
-        return self.predict_all(request, progress)[0]
-
-    def predict_all(self, request, progress=None) -> list[Prediction]:
-        if getattr(request, "model", None) is not None:
-            return self._predict_with_model(request, progress)
-        return self._predict_fewshot(request, progress)
-
-    # ------------------------------------------------------------------ trained model
-
-    def _predict_with_model(self, request, progress) -> list[Prediction]:
-        from segkit.tasks.lpm_nnsam2.package import model_folder_of
-        from segkit.tasks.nnunet.task import NnunetTask
-
-        folder = model_folder_of(Path(request.model))
-        runner = NnunetTask(self.spec, model_dir=folder)
-        predictions = []
-        for target in request.inputs:
-            prediction = runner.predict(replace(request, inputs=[Path(target)], model_dir=None), None)
-            prediction.info.update({"framework": "nnsam2", "model_package": str(Path(request.model).resolve())})
-            predictions.append(prediction)
-        return predictions
-
-    # ------------------------------------------------------------------ few-shot
-
-    def _predict_fewshot(self, request, progress) -> list[Prediction]:
-        from segkit.tasks.lpm_nnsam2.fewshot import prepare_support, pseudo_label, table_text
-        from segkit.tasks.lpm_nnsam2.inputs import load_support, load_targets
-
-        support_path, mask_path = getattr(request, "support", None), getattr(request, "support_mask", None)
-        if support_path is None or mask_path is None:
+class LpmRunner(TaskRunner):
+    def __init__(self, spec, options, common):
+        super().__init__(spec, options, common)
+        self.trained = self._trained_model_runner() if options.model is not None else None
+        if self.trained is None and (options.support is None or options.support_mask is None):
             raise SegkitError(
                 "lpm_nnsam2 needs --support IMAGE --support-mask MASK (one annotated slice), or --model DIR "
                 "from `segkit train -task lpm_nnsam2`"
             )
-        name = getattr(request, "propagator", None) or "sam2"
-        if name not in PROPAGATORS:
-            raise SegkitError(f"--propagator {name!r}: choose sam2 or litemedsam")
-        image, mask, seeds = load_support(support_path, mask_path)
-        targets = load_targets(request.inputs)
-        propagator = make_propagator(name, self.spec, getattr(request, "device", "auto"), getattr(request, "backend", "auto"))
-        support = prepare_support(image, mask, seeds)
-        total = len(targets)
-        done = 0
-        predictions = []
-        for target in targets:
-            result = pseudo_label(target, support, propagator)
-            done += 1
-            if progress is not None:
-                progress(done, total)
-            info = {
-                "framework": "nnsam2",
-                "propagator": name,
-                "support": str(Path(support_path).resolve()),
-                "support_mask": str(Path(mask_path).resolve()),
-                "seed_slices_ras": seeds,
-                "support_modality": support.modality,
-                **result.info,
-                "side_tables": {TABLE_SUFFIX: table_text(result.table_rows())},
-            }
-            predictions.append(Prediction(reference=target, outputs=self._outputs(result.labels), info=info))
-        return predictions
+        self._support = None
+        self._done = 0
 
-    def _outputs(self, labels: np.ndarray) -> list[OutputMask]:
-        return [
-            OutputMask(name=lab.name, suffix=lab.suffix, mask=(labels == lab.values[0]).astype(np.uint8), value=lab.values[0])
-            for lab in self.spec.labels
-        ]
+    # ------------------------------------------------------------------ trained model
+
+    def _trained_model_runner(self):
+        from segkit.tasks.lpm_nnsam2.package import model_folder_of
+        from segkit.tasks.nnunet.options import SegmentOptions as NnunetOptions
+        from segkit.tasks.nnunet.task import NnunetRunner
+
+        folder = model_folder_of(Path(self.options.model))
+        return NnunetRunner(self.spec, NnunetOptions(model=folder), self.common)
+
+    def labels(self):
+        return self.trained.labels() if self.trained is not None else self.spec.labels
+
+    def predict_many(self, cases, progress=None):
+        if self.trained is None:
+            yield from super().predict_many(cases, progress)
+            return
+        for prediction in self.trained.predict_many(cases, None):
+            prediction.info.update({"framework": "nnsam2", "model_package": str(Path(self.options.model).resolve())})
+            yield prediction
+
+    # ------------------------------------------------------------------ few-shot
+
+    def prepare(self, case: Case) -> Prepared:
+        from segkit.tasks.lpm_nnsam2.fewshot import prepare_support
+        from segkit.tasks.lpm_nnsam2.inputs import load_support, load_targets
+
+        if self._support is None:  # one support for every target, checked with the first
+            self._support = prepare_support(*load_support(self.options.support, self.options.support_mask))
+        target = load_targets([case.source])[0]
+        # the few-shot path takes its own RAS axial frames (slices.py), so no reorientation here
+        return Prepared(case, target, [target.data])
+
+    def model_key(self) -> tuple:
+        from segkit.runtime.device import resolve_device
+
+        return (self.options.propagator, resolve_device(self.common.device), self.options.backend)
+
+    def load_model(self):
+        return make_propagator(self.options.propagator, self.spec, self.common.device, self.options.backend)
+
+    def infer(self, propagator, prepared: Prepared, progress) -> Inferred:
+        from segkit.io.writer import atomic_write_text
+        from segkit.tasks.lpm_nnsam2.fewshot import pseudo_label, table_text
+
+        support = self._support
+        result = pseudo_label(prepared.reference, support, propagator)
+        self._done += 1
+        if progress is not None:
+            progress(self._done, None)
+        info = {
+            "framework": "nnsam2",
+            "propagator": self.options.propagator,
+            "support": str(Path(self.options.support).resolve()),
+            "support_mask": str(Path(self.options.support_mask).resolve()),
+            "seed_slices_ras": support.seeds,
+            "support_modality": support.modality,
+            **result.info,
+        }
+        table = table_text(result.table_rows())
+        return Inferred(result.labels, info, {"iou_table": lambda path: atomic_write_text(path, table)})
 
 
 def make_propagator(name: str, spec, device: str = "auto", backend: str = "auto"):

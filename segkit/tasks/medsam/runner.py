@@ -37,17 +37,23 @@ def segment_medsam(
     indices in the array's order. `progress(done, total)` is called once per slice segmented.
     """
     from segkit.runtime.device import resolve_device
-    from segkit.tasks.medsam.propagate import SliceSegmenter, segment_box
 
-    started = time.perf_counter()
     image = _checked_image(image_array)
     boxes = _checked_boxes(boxes, image.shape)
     if image.ndim == 3 and slice_axis not in (0, 1, 2):
         raise PromptError(f"--axis {slice_axis}: must be 0, 1 or 2")
     torch_device = resolve_device(device)
     net, encoder = loaded_model(weights_path, torch_device, backend, onnx_cache_dir)
-    segmenter = SliceSegmenter(net, encoder, image, slice_axis)
+    return segment_with_model(net, encoder, image, boxes, slice_axis=slice_axis, device=torch_device, progress=progress)
 
+
+def segment_with_model(net, encoder, image: np.ndarray, boxes: list[Box], *, slice_axis: int, device: str,
+                       progress: Callable[[int, int], None] | None = None) -> MedsamResult:
+    """`segment_medsam` with a loaded (network, encoder): the model-once path of batch runs."""
+    from segkit.tasks.medsam.propagate import SliceSegmenter, segment_box
+
+    started = time.perf_counter()
+    segmenter = SliceSegmenter(net, encoder, image, slice_axis)
     total = sum(_n_slices(b, image.ndim, slice_axis) for b in boxes)
     done = 0
 
@@ -62,7 +68,7 @@ def segment_medsam(
         mask |= segment_box(segmenter, box, step)
     info = {
         "backend": encoder.name,
-        "device": torch_device,
+        "device": device,
         "onnx_providers": list(getattr(getattr(encoder, "module", None), "providers", []) or []),
         "slice_axis": slice_axis if image.ndim == 3 else None,
         "n_slices_segmented": total,

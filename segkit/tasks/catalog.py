@@ -1,0 +1,80 @@
+"""Which code serves a task: its registry entry names a framework (or its own `package`), and the
+package's `options` module names everything else. Light on purpose: no torch, no numpy.
+
+A task package holds:
+    options.py   SegmentOptions (with `runner = "module:Class"`) and, if it can be trained,
+                 TrainOptions (with `trainer = "module:function"`)
+    the runner and trainer they name, imported only when a command runs them.
+So a new task is a folder and a registry entry; the CLI and the API are built from these.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from segkit.errors import SegkitError
+
+if TYPE_CHECKING:
+    from segkit.registry.schema import TaskSpec
+
+# framework named in the registry -> the package that serves it
+FRAMEWORK_PACKAGES = {
+    "litemedsam": "segkit.tasks.medsam",
+    "nnunetv2": "segkit.tasks.nnunet",
+    "sc2snet": "segkit.tasks.cc_fodf",
+    "nnsam2": "segkit.tasks.lpm_nnsam2",
+}
+
+
+def task_package(spec: "TaskSpec") -> str | None:
+    return spec.package or FRAMEWORK_PACKAGES.get(spec.framework)
+
+
+def _options_module(spec: "TaskSpec"):
+    package = task_package(spec)
+    return None if package is None else importlib.import_module(f"{package}.options")
+
+
+def segment_options_class(spec: "TaskSpec") -> type | None:
+    """The task's SegmentOptions, or None when this segkit cannot run the task yet."""
+    module = _options_module(spec)
+    return getattr(module, "SegmentOptions", None) if module is not None else None
+
+
+def train_options_class(spec: "TaskSpec") -> type | None:
+    """The task's TrainOptions, or None when this segkit cannot train it."""
+    module = _options_module(spec)
+    return getattr(module, "TrainOptions", None) if module is not None else None
+
+
+def load_target(target: str):
+    """Import "module:attribute" (a runner class or a trainer function named by an options class)."""
+    module_name, attribute = target.split(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def runnable_specs(registry) -> list[tuple["TaskSpec", type]]:
+    """(spec, SegmentOptions) of every task this segkit can run, in registry order."""
+    found = []
+    for spec in registry.tasks.values():
+        options = segment_options_class(spec)
+        if options is not None:
+            found.append((spec, options))
+    return found
+
+
+def trainable_specs(registry) -> list[tuple["TaskSpec", type]]:
+    found = []
+    for spec in registry.tasks.values():
+        options = train_options_class(spec)
+        if options is not None:
+            found.append((spec, options))
+    return found
+
+
+def not_runnable(spec: "TaskSpec", command: str) -> SegkitError:
+    return SegkitError(
+        f"task '{spec.name}' (framework {spec.framework}) cannot be {command} by this segkit version yet: "
+        f"{spec.weights_note or 'no runner is built for it'}"
+    )
