@@ -14,14 +14,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from segkit.api import SegmentRequest  # noqa: E402
+from segkit.api import make_runner  # noqa: E402
 from segkit.phantoms.cc_dwi import make_cc_phantom, write_cc_dataset, write_cc_subject  # noqa: E402
-from segkit.registry.schema import load_registry  # noqa: E402
 from segkit.tasks.cc_fodf import train as cc_train  # noqa: E402
-from segkit.tasks.cc_fodf.task import CcFodfTask  # noqa: E402
 
 SEGKIT = str(Path(sys.executable).with_name("segkit"))
 SMALL_PHANTOM = dict(shape=(30, 34, 26), voxel_size=4.0)
+
+
+def predict_one(files, model_dir, **options):
+    """One cc_fodf prediction in process, through the task's runner (nothing written)."""
+    runner = make_runner("cc_fodf", inputs=[files.dwi], device="cpu", bval=files.bval, bvec=files.bvec,
+                         model=model_dir, **options)
+    [prediction] = runner.predict_many(runner.cases(runner.common.inputs))
+    return prediction
 
 
 def _segkit(*args, env=None):
@@ -83,13 +89,10 @@ def test_dwi_to_mask_in_the_input_geometry_then_quantify_cc(tmp_path, segkit_hom
 
 def test_the_mask_does_not_depend_on_how_the_dwi_is_stored(tmp_path, segkit_home, tiny_model):
     """The same subject stored RAS and LAS (FSL bvecs follow the storage) gives the same mask."""
-    runner = CcFodfTask(load_registry().get("cc_fodf"))
     masks = {}
     for axcodes in ("RAS", "LAS"):
         files = write_cc_subject(make_cc_phantom(4, axcodes=axcodes, **SMALL_PHANTOM), tmp_path / axcodes, "sub")
-        request = SegmentRequest(inputs=[files.dwi], task="cc_fodf", bval=files.bval, bvec=files.bvec,
-                                 mask=files.brain_mask, model=tiny_model.model_dir, device="cpu")
-        prediction = runner.predict(request, None)
+        prediction = predict_one(files, tiny_model.model_dir, mask=files.brain_mask)
         assert prediction.outputs[0].mask.shape == nib.load(str(files.dwi)).shape[:3]
         masks[axcodes] = prediction.outputs[0].mask
     # LAS stores the first axis flipped: flip it back to compare voxel by voxel
@@ -137,8 +140,6 @@ def test_proof_cpu_trained_sc2snet_segments_a_held_out_phantom_from_raw_dwi(tmp_
                                   width=0.25, sam_grid=14, epochs=12, batches_per_epoch=8, batch_size=16, device="cpu")
     model = cc_train.train(config)
     files = write_cc_subject(make_cc_phantom(100), tmp_path / "test", "sub-100")
-    request = SegmentRequest(inputs=[files.dwi], task="cc_fodf", bval=files.bval, bvec=files.bvec,
-                             model=model.model_dir, device="cpu")
-    prediction = CcFodfTask(load_registry().get("cc_fodf")).predict(request, None)
+    prediction = predict_one(files, model.model_dir)
     truth = np.asarray(nib.load(str(files.cc_mask)).dataobj) > 0
     assert cc_train.dice(prediction.outputs[0].mask, truth) >= 0.8

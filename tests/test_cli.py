@@ -63,10 +63,11 @@ def test_list_tasks_shows_every_task_and_its_status(segkit_home):
 
 @pytest.mark.parametrize("flag", ["-task", "--task", "-t"])
 def test_segment_parses_sct_style_task_flag(flag, segkit_home):
+    # the input is checked before the model is looked for: a missing file is named first
     result = _segkit("segment", "-i", "sub-001_T2w.nii.gz", flag, "cc_fodf")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cc_fodf" in lines[0] and "no pretrained weights" in lines[0]
+    assert len(lines) == 1 and "sub-001_T2w.nii.gz" in lines[0] and "not found" in lines[0]
     assert "Traceback" not in result.stderr
 
 

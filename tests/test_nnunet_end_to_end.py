@@ -185,7 +185,7 @@ def test_4d_input_and_wrong_channel_count_exit_2(trained, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 2), np.float32), np.eye(4)), four_d)
     for args, needle in (
         (["-i", four_d], "4D"),
-        (["-i", image, "-i", image], "channel"),
+        (["-i", image, "-i", image], "same path"),  # two -i of a 1-channel model are two cases: one output each
     ):
         result = _run(["segment", *args, "--model-dir", trained["model_dir"], "-o", tmp_path / "x/"], env)
         assert result.returncode == 2, result.stderr

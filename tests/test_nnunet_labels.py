@@ -107,22 +107,17 @@ def test_remove_small_largest_and_fill_holes():
 
 def test_cleanup_keeps_an_inner_region_inside_its_outer_one():
     """--largest on the cord may drop a cord piece that holds lesion voxels; the lesion goes with it."""
-    from types import SimpleNamespace
-
+    from segkit.postprocess import split_labels
     from segkit.tasks.nnunet.labels import NnunetLabel
-    from segkit.tasks.nnunet.task import NnunetTask
 
     label_map = np.zeros((20, 20, 20), dtype=np.uint8)
     label_map[2:12, 2:12, 2:12] = 1  # the cord's big piece
     label_map[5:7, 5:7, 5:7] = 2  # a lesion inside it
     label_map[15:18, 15:18, 15:18] = 2  # a small detached piece that is all lesion
-    model = SimpleNamespace(labels=[NnunetLabel("sc", (1, 2)), NnunetLabel("lesion", (2,))])
-    reference = SimpleNamespace(voxel_volume_mm3=1.0)
-    request = SimpleNamespace(largest=True, fill_holes=False)
-    outputs = {o.name: o.mask for o in NnunetTask()._outputs(model, label_map, reference, request, None)}
+    labels = [NnunetLabel("sc", (1, 2)), NnunetLabel("lesion", (2,))]
+    outputs = split_labels(label_map, labels, largest=True)
     assert not outputs["sc"][15:18, 15:18, 15:18].any()
     assert outputs["lesion"].sum() == 8 and not (outputs["lesion"] & ~outputs["sc"]).any()
     # without cleanup nothing changes: the label map already nests
-    request = SimpleNamespace(largest=False, fill_holes=False)
-    outputs = {o.name: o.mask for o in NnunetTask()._outputs(model, label_map, reference, request, None)}
+    outputs = split_labels(label_map, labels)
     assert outputs["lesion"].sum() == 8 + 27 and outputs["sc"].sum() == 1000 + 27

@@ -68,7 +68,7 @@ def _good() -> dict:
         (lambda t: t["t1"]["input"].update(orientation="XYZ"), "task 't1', input, field 'orientation'"),
         (lambda t: t["t1"]["input"].pop("channels"), "task 't1', input, field 'channels': is missing"),
         (lambda t: t["t1"].update(weights_published=False), "task 't1', field 'weights_note'"),
-        (lambda t: t["t1"].update(labels=[{"name": "a", "value": 1, "suffix": "_x"}, {"name": "b", "value": 2, "suffix": "_x"}]), "task 't1', field 'labels': output suffixes must be unique"),
+        (lambda t: t["t1"].update(labels=[{"name": "a", "value": 1, "suffix": "_x"}, {"name": "b", "value": 2, "suffix": "_x"}]), "task 't1', field 'labels': output suffixes (labels and artifacts) must be unique"),
     ],
 )
 def test_schema_errors_name_entry_and_field(mutate, expected):
