@@ -233,6 +233,13 @@ def evaluate(pairs, *, regions=None, metrics="all", tolerance_mm: float = 2.0, s
     return rows, lesion_rows
 
 
+def eval_columns(metrics: str = "all", lesions: bool = False) -> list[str]:
+    """The metric columns `evaluate` fills for these options, in table order."""
+    from segkit.metrics.evaluate import EvalOptions, parse_metrics
+
+    return EvalOptions(parse_metrics(metrics), 2.0, "surfel", lesions).metric_columns()
+
+
 def quantify(subjects, measures) -> list[dict]:
     """Rows of numbers for each segkit.quantify.subjects.Subject under the given Measures."""
     from segkit.quantify.subjects import quantify_subject

@@ -76,30 +76,24 @@ def eval_command(
     fmt: str = typer.Option("tsv", "--format", help="tsv, csv or json."),
 ) -> None:
     """Compare predictions with references: overlap, surface distances (mm) and lesion-wise metrics."""
-    from segkit.metrics.evaluate import EvalError, EvalOptions, evaluate_files, parse_metrics, summarize
+    from segkit import api
+    from segkit.metrics.evaluate import EvalError, parse_metrics, summarize
     from segkit.tables import TABLE_FORMATS, columns_of, save_table, write_table
 
     if fmt not in TABLE_FORMATS:
         raise EvalError(f"--format {fmt!r}: choose tsv, csv or json")
-    if surface not in ("surfel", "voxel"):
-        raise EvalError(f"--surface {surface!r}: choose surfel or voxel")
-    if not tolerance_mm >= 0:
-        raise EvalError(f"--tolerance-mm {tolerance_mm}: must be >= 0")
     if lesion_table and not lesions:
         raise EvalError("--lesion-table needs --lesions")
-    options = EvalOptions(parse_metrics(metrics), tolerance_mm, surface, lesions)
     region_map = _regions(labels, regions, brats_legacy)
     mode, cases = _cases(pred, ref, pred_dir, ref_dir, manifest)
-
-    rows, lesion_rows = [], []
-    for case, pred_path, ref_path in cases:
-        case_rows, case_lesions = evaluate_files(pred_path, ref_path, region_map, options, resample_pred)
-        prefix = {"case": case} if mode else {}
-        rows += [{**prefix, **row} for row in case_rows]
-        lesion_rows += [{**prefix, **row} for row in case_lesions]
-    first = (["case"] if mode else []) + ["label", "status"] + options.metric_columns()
+    if lesion_table:
+        api.check_outputs_spare_inputs([lesion_table], [p for _, pred_path, ref_path in cases for p in (pred_path, ref_path)])
+    rows, lesion_rows = api.evaluate(cases, regions=region_map, metrics=metrics, tolerance_mm=tolerance_mm,
+                                     surface=surface, lesions=lesions, resample_pred=resample_pred)
+    options_columns = api.eval_columns(metrics, lesions)
+    first = (["case"] if mode else []) + ["label", "status"] + options_columns
     if mode and not no_summary:
-        rows += summarize(rows, options.metric_columns())
+        rows += summarize(rows, options_columns)
     if lesion_table:
         save_table(lesion_rows, lesion_table, columns=columns_of(lesion_rows, (["case"] if mode else []) + ["label", "source", "lesion", "volume_ml", "overlap_voxels", "detected"]))
     write_table(rows, sys.stdout, fmt, columns_of(rows, first))

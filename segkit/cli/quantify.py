@@ -74,7 +74,8 @@ def quantify_command(
     fmt: str = typer.Option("tsv", "--format", help="tsv, csv or json."),
 ) -> None:
     """Quantify masks: one row per (subject, label[, lesion]); units are in the column names."""
-    from segkit.quantify.subjects import Measures, QuantifyError, quantify_subject
+    from segkit import api
+    from segkit.quantify.subjects import Measures, QuantifyError
     from segkit.tables import TABLE_FORMATS, columns_of, write_table
 
     if fmt not in TABLE_FORMATS:
@@ -102,6 +103,6 @@ def quantify_command(
             raise QuantifyError(f"{subject.mask}: --intensity needs an image (-i IMAGE, one per -m)")
         if fat_ratio and subject.ff is None and (subject.fat is None or subject.water is None):
             raise QuantifyError(f"{subject.mask}: --fat-ratio needs --fat F --water W (Dixon) or --ff FF (fat-fraction map)")
-    rows = [row for subject in subjects for row in quantify_subject(subject, measures)]
+    rows = api.quantify(subjects, measures)
     first = ["subject", "label", "lesion", "status"] if lesions else ["subject", "label", "status"]
     write_table(rows, sys.stdout, fmt, columns_of(rows, first))
