@@ -111,9 +111,9 @@ def test_install_task_custom_url_registers_the_trained_zip(tmp_path, segkit_home
     installed = _segkit("install-task", "cc_fodf", "--custom-url", tiny_model.zip_path.resolve().as_uri())
     assert installed.returncode == 0, installed.stderr
     peaks = tmp_path / "sub_peaks.nii.gz"
-    from segkit.phantoms.cc_dwi import _write_peaks  # the generator's own peaks writer
+    from segkit.phantoms.cc_dwi import write_phantom_peaks  # the generator's own peaks writer
 
-    _write_peaks(make_cc_phantom(5, **SMALL_PHANTOM), peaks)
+    write_phantom_peaks(make_cc_phantom(5, **SMALL_PHANTOM), peaks)
     result = _segkit("segment", "-i", peaks, "-task", "cc_fodf", "--device", "cpu")  # no --model: the registered one
     assert result.returncode == 0, result.stderr
     sidecar = json.loads((tmp_path / "sub_peaks_cc_seg.json").read_text())

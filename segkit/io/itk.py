@@ -72,11 +72,3 @@ def affine_from_sitk(sitk_image) -> np.ndarray:
     lps[:n, 3] = origin
     return LPS_TO_RAS @ lps
 
-
-def sitk_geometry_from_affine(affine: np.ndarray, ndim: int = 3) -> tuple[tuple, tuple, tuple]:
-    """(origin, spacing, direction) in SimpleITK's LPS terms for a RAS affine (inverse of affine_from_sitk)."""
-    lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
-    columns = lps[:ndim, :ndim]
-    spacing = np.sqrt((columns**2).sum(axis=0))
-    direction = columns / spacing
-    return tuple(lps[:ndim, 3]), tuple(spacing), tuple(direction.ravel())

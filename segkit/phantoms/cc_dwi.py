@@ -37,7 +37,6 @@ WM_EVALS = (1.3e-3, 0.55e-3)
 GM_EVALS = (0.95e-3, 0.75e-3)
 CSF_DIFFUSIVITY = 3.0e-3
 S0_WM, S0_GM, S0_CSF = 1000.0, 1300.0, 2200.0
-B0_VALUE = 0.0
 
 
 class CCPhantom(NamedTuple):
@@ -438,8 +437,6 @@ def write_phantom_peaks(phantom: CCPhantom, path) -> Path:
     _write_nifti(result.peaks, phantom.affine, path)
     return path
 
-
-_write_peaks = write_phantom_peaks  # older private name, still used by some callers
 
 
 def _write_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:

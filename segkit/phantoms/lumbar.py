@@ -42,10 +42,6 @@ class LumbarPhantom:
     affine: np.ndarray
     truth: dict = field(default_factory=dict)  # per label name: volume_ml, mean_hu, fat_fraction
 
-    @property
-    def voxel_volume_ml(self) -> float:
-        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
-
 
 def make_lumbar_phantom(
     seed: int,

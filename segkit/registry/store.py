@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import zipfile
@@ -494,10 +493,6 @@ class RichProgress(NullProgress):
         if self._progress is not None:
             self._progress.advance(self._task, n)
 
-    def set_total(self, total: int) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, total=total or None)
-
     def restart(self) -> None:
         if self._progress is not None:
             self._progress.reset(self._task)
@@ -517,7 +512,6 @@ class _PoochAdapter:
     def __init__(self, owner: RichProgress, name: str):
         self.owner = owner
         self.name = name
-        self._started = False
 
     @property
     def total(self) -> int:
@@ -526,7 +520,6 @@ class _PoochAdapter:
     @total.setter
     def total(self, value: int) -> None:
         self.owner.start(self.name, value)
-        self._started = True
 
     def update(self, n: int) -> None:
         self.owner.advance(n)
@@ -537,6 +530,3 @@ class _PoochAdapter:
     def close(self) -> None:
         self.owner.stop()
 
-
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
