@@ -7,7 +7,8 @@ the test whose teardown ends them), so a costly shared fixture is seen on its fi
 not wall time: it does not depend on what else the machine is running.
 
 - ini option `cpu_budget_s` (pyproject.toml; 0 disables): a test over it gets an error at
-  teardown that says how many CPU seconds it used, so the run fails;
+  teardown that says how many CPU seconds it used, so the run fails; tests carrying one of the
+  markers in `cpu_budget_exempt_markers` (the opt-in full-size proofs) are measured, not limited;
 - the terminal summary lists the tests that used the most CPU seconds (`cpu_budget_report`).
 
 Loaded by tests/conftest.py (`pytest_plugins`); tests/test_cpu_budget.py runs it on tiny busy loops.
@@ -21,12 +22,15 @@ import pytest
 
 BUDGET_INI = "cpu_budget_s"
 REPORT_INI = "cpu_budget_report"
+EXEMPT_INI = "cpu_budget_exempt_markers"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(BUDGET_INI, "CPU seconds (user+sys, this process and waited-for children) one test may use from "
                               "setup to teardown, fixtures it triggers included; 0 = no budget", default="0")
     parser.addini(REPORT_INI, "how many of the most CPU-hungry tests the summary lists", default="15")
+    parser.addini(EXEMPT_INI, "markers of opt-in tests the budget does not apply to (they are still listed)",
+                  type="args", default=[])
 
 
 def cpu_seconds() -> float:
@@ -37,11 +41,13 @@ def cpu_seconds() -> float:
 
 
 class CpuBudget:
-    def __init__(self, budget: float, report: int) -> None:
+    def __init__(self, budget: float, report: int, exempt_markers: list[str]) -> None:
         self.budget = budget
         self.report = report
+        self.exempt_markers = exempt_markers
         self.started: dict[str, float] = {}
         self.used: dict[str, float] = {}
+        self.exempt: set[str] = set()
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem):
@@ -57,7 +63,10 @@ class CpuBudget:
         if call.when == "teardown" and item.nodeid in self.started:
             used = cpu_seconds() - self.started[item.nodeid]
             self.used[item.nodeid] = used
-            if self.budget > 0 and used > self.budget and report.outcome != "failed":
+            exempt = any(item.get_closest_marker(name) for name in self.exempt_markers)
+            if exempt:
+                self.exempt.add(item.nodeid)
+            if self.budget > 0 and used > self.budget and not exempt and report.outcome != "failed":
                 report.outcome = "failed"
                 report.longrepr = (f"CPU budget exceeded: {item.nodeid} used {used:.1f} CPU s (setup + call + teardown, "
                                    f"children included) > {BUDGET_INI} = {self.budget:g} s")
@@ -70,7 +79,7 @@ class CpuBudget:
         budget = f"{self.budget:g} CPU s per test" if self.budget > 0 else "none"
         terminalreporter.write_sep("=", f"CPU seconds per test, slowest {min(self.report, len(ranked))} (budget: {budget})")
         for nodeid, used in ranked[: self.report]:
-            flag = "  OVER BUDGET" if self.budget > 0 and used > self.budget else ""
+            flag = "  (exempt)" if nodeid in self.exempt else "  OVER BUDGET" if self.budget > 0 and used > self.budget else ""
             terminalreporter.write_line(f"{used:9.1f}  {nodeid}{flag}")
         terminalreporter.write_line(f"{sum(self.used.values()):9.1f}  total over {len(ranked)} tests")
 
@@ -78,4 +87,5 @@ class CpuBudget:
 def pytest_configure(config: pytest.Config) -> None:
     budget = float(config.getini(BUDGET_INI) or 0)
     report = int(config.getini(REPORT_INI) or 0)
-    config.pluginmanager.register(CpuBudget(budget, report), "cpu_budget_tracker")
+    exempt = list(config.getini(EXEMPT_INI))
+    config.pluginmanager.register(CpuBudget(budget, report, exempt), "cpu_budget_tracker")

@@ -19,9 +19,9 @@ def burn(seconds):
 """
 
 
-def run(pytester: pytest.Pytester, budget: str, body: str) -> pytest.RunResult:
+def run(pytester: pytest.Pytester, budget: str, body: str, *options: str) -> pytest.RunResult:
     pytester.makepyfile(test_busy=BURN + body)
-    return pytester.runpytest("-p", "cpu_budget", "-o", f"cpu_budget_s={budget}", "-o", "cpu_budget_report=5")
+    return pytester.runpytest("-p", "cpu_budget", "-o", f"cpu_budget_s={budget}", "-o", "cpu_budget_report=5", *options)
 
 
 def test_a_test_over_the_budget_fails_the_run_and_says_why(pytester):
@@ -86,3 +86,19 @@ def test_second(model):
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*CPU budget exceeded: test_busy.py::test_first used*"])
     assert "test_second used" not in result.stdout.str()
+
+
+def test_a_test_with_an_exempt_marker_is_listed_but_not_limited(pytester):
+    result = run(pytester, "0.4", """
+@pytest.mark.fullsize
+def test_full():
+    burn(1.0)
+
+
+def test_reduced():
+    burn(1.0)
+""", "-o", "cpu_budget_exempt_markers=fullsize", "-o", "markers=fullsize: opt-in")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*CPU budget exceeded: test_busy.py::test_reduced used*"])
+    assert "test_full used" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_busy.py::test_full  (exempt)"])
