@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from segkit.tasks.lpm_nnsam2 import selection
-from segkit.tasks.nnunet.labels import declared_values
+from segkit.engines.nnunet.labels import declared_values
 
 
 def test_top_decile_threshold_keeps_a_tenth_of_the_frames():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from segkit.errors import SegkitError
-from segkit.tasks.nnunet.labels import channel_names, declared_values, is_region_based, parse_labels
-from segkit.tasks.nnunet.model_folder import load_model_folder
+from segkit.engines.nnunet.labels import channel_names, declared_values, is_region_based, parse_labels
+from segkit.engines.nnunet.model_folder import load_model_folder
 from segkit.postprocess import MinSize, clean_mask, parse_min_size
 
 
@@ -108,7 +108,7 @@ def test_remove_small_largest_and_fill_holes():
 def test_cleanup_keeps_an_inner_region_inside_its_outer_one():
     """--largest on the cord may drop a cord piece that holds lesion voxels; the lesion goes with it."""
     from segkit.postprocess import split_labels
-    from segkit.tasks.nnunet.labels import NnunetLabel
+    from segkit.engines.nnunet.labels import NnunetLabel
 
     label_map = np.zeros((20, 20, 20), dtype=np.uint8)
     label_map[2:12, 2:12, 2:12] = 1  # the cord's big piece

@@ -11,7 +11,7 @@ pytest.importorskip("nnunetv2")
 
 def clamped_loader(patch_size, need_to_pad=(0, 0, 0), has_ignore=False):
     """The loader's bbox logic only: get_bbox reads these four attributes, not the dataset."""
-    from segkit.training.nnunet_trainer import EdgeClampedDataLoader
+    from segkit.engines.nnunet.trainer import EdgeClampedDataLoader
 
     loader = object.__new__(EdgeClampedDataLoader)
     loader.patch_size = np.array(patch_size)

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from segkit.training.nnunet_dataset import DatasetError, validate_dataset
+from segkit.engines.nnunet.dataset import DatasetError, validate_dataset
 from synthetic_cord import LAS_AFFINE, write_dataset
 
 SEGKIT = str(Path(sys.executable).with_name("segkit"))
@@ -93,7 +93,10 @@ def test_cli_bad_dataset_is_one_line_exit_2_and_starts_nothing(dataset, tmp_path
 def test_cli_train_refuses_a_task_of_another_framework(dataset, tmp_path):
     env = {**os.environ, "SEGKIT_HOME": str(tmp_path / "home")}
     result = subprocess.run([SEGKIT, "train", "-task", "medsam", "--data", str(dataset)], capture_output=True, encoding="utf-8", env=env, timeout=120)
-    assert result.returncode == 2 and "trains nnU-Net v2 tasks" in result.stderr
+    assert result.returncode == 2 and "task 'medsam' runs its published weights; segkit has no trainer" in result.stderr
+    unbuilt = subprocess.run([SEGKIT, "train", "-task", "ais_ncct", "--data", str(dataset)], capture_output=True,
+                             encoding="utf-8", env=env, timeout=120)
+    assert unbuilt.returncode == 2 and "cannot be trained by this segkit version yet" in unbuilt.stderr
 
 
 def test_cli_a_numbered_fold_needs_five_cases(dataset, tmp_path):

@@ -77,7 +77,7 @@ def eval_command(
 ) -> None:
     """Compare predictions with references: overlap, surface distances (mm) and lesion-wise metrics."""
     from segkit import api
-    from segkit.metrics.evaluate import EvalError, parse_metrics, summarize
+    from segkit.metrics.evaluate import EvalError, summarize
     from segkit.tables import TABLE_FORMATS, columns_of, save_table, write_table
 
     if fmt not in TABLE_FORMATS:

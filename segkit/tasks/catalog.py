@@ -74,7 +74,11 @@ def trainable_specs(registry) -> list[tuple["TaskSpec", type]]:
 
 
 def not_runnable(spec: "TaskSpec", command: str) -> SegkitError:
+    """Why `segment` ("run") or `train` ("trained") cannot serve this task."""
+    if command == "trained" and spec.weights_published:
+        return SegkitError(f"task '{spec.name}' runs its published weights; segkit has no trainer for it "
+                           f"(framework {spec.framework})")
     return SegkitError(
-        f"task '{spec.name}' (framework {spec.framework}) cannot be {command} by this segkit version yet: "
-        f"{spec.weights_note or 'no runner is built for it'}"
+        f"task '{spec.name}' (framework {spec.framework}) cannot be {command} by this segkit version yet"
+        + (f": {spec.weights_note}" if spec.weights_note else "")
     )

@@ -1,1 +1,1 @@
-"""Training drivers. `segkit.training.nnunet` trains nnU-Net v2 models through nnunetv2's own API."""
+"""Training drivers. `segkit.engines.nnunet.train` trains nnU-Net v2 models through nnunetv2's own API."""

@@ -196,7 +196,7 @@ def _next_round_dataset(root: Path, cases, predictions, selected, ras_images, mo
 
 
 def _train_round(request: LpmTrainRequest, dataset: Path, round_dir: Path):
-    from segkit.training.nnunet import TrainRequest, train
+    from segkit.engines.nnunet.train import TrainRequest, train
 
     result = train(TrainRequest(
         data=dataset, output=round_dir, configuration="3d_fullres", fold="all", epochs=request.epochs,

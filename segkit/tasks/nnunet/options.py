@@ -21,7 +21,7 @@ class SegmentOptions(TaskOptions):
 
 @dataclass(frozen=True)
 class TrainOptions(TaskOptions):
-    trainer = "segkit.training.nnunet:train_task"
+    trainer = "segkit.engines.nnunet.train:train_task"
 
     data: Path | None = data_option()
     fold: str = option("0", "--fold", help="Cross-validation fold 0-4, or 'all' to train on every case.")

@@ -1,30 +1,22 @@
-"""Run a trained nnU-Net v2 model with nnunetv2's own predictor, in the input's exact geometry.
+"""nnU-Net v2 tasks (SCIseg, models registered with install-task --custom-url, --model folders).
 
 The base runner reads the channels (repeated -i, in channel order) and reorients them to the task
-orientation (SCIseg: nibabel "LAS" == SCT "RPI"). Here the arrays are handed to nnunetv2 in the
-axis order its SimpleITK/nibabel readers produce ((z, y, x), spacing reversed) and predicted with
-predict_single_npy_array (tile step 0.5, Gaussian weighting, mirroring only with --tta). The
-predictor is built once per process and model; the base runner then reorients back and splits
-one binary mask per dataset.json label ("sc": [1, 2] -> values {1, 2}).
+orientation (SCIseg: nibabel "LAS" == SCT "RPI"); the engine (segkit/engines/nnunet) predicts with
+nnunetv2's own predictor, built once per process and model; the base runner then reorients back
+and splits one binary mask per dataset.json label ("sc": [1, 2] -> values {1, 2}).
 
 nnunetv2's predictor needs none of the nnUNet_* environment variables, so inference runs in
-process; training (which needs them) runs in a child process, see segkit/training/_worker.py.
+process; training (which needs them) runs in a child process, see segkit/engines/nnunet/_worker.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 
-import numpy as np
-
-from segkit.errors import SegkitError
+from segkit.engines.nnunet.model_folder import load_model_folder
+from segkit.engines.nnunet.predictor import TILE_STEP_SIZE
 from segkit.registry.schema import InputContract, LabelSpec, TaskSpec
 from segkit.tasks.base import Inferred, Prepared, TaskRunner
-from segkit.tasks.nnunet.model_folder import ModelFolder, load_model_folder
-
-TILE_STEP_SIZE = 0.5
 
 
 def adhoc_spec(model_path: Path) -> TaskSpec:
@@ -79,8 +71,9 @@ class NnunetRunner(TaskRunner):
         return tuple(sha256_of(self.folder.path / f"fold_{fold}" / self.folder.checkpoint) for fold in self.folder.folds)
 
     def load_model(self):
-        with contextlib.redirect_stdout(sys.stderr):  # nnunetv2 prints notes; stdout is for results
-            return _build_predictor(self.folder, self.common.device, self.options.tta)
+        from segkit.engines.nnunet.predictor import build_predictor
+
+        return build_predictor(self.folder, self.common.device, self.options.tta)
 
     def provenance(self) -> dict:
         return {
@@ -108,13 +101,10 @@ class NnunetRunner(TaskRunner):
     # ------------------------------------------------------------------ inference
 
     def infer(self, predictor, prepared: Prepared, progress) -> Inferred:
+        from segkit.engines.nnunet.predictor import predict_label_map
+
         affine = prepared.reorientation.canonical_affine if prepared.reorientation else prepared.reference.affine
-        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-        # nnU-Net's readers hand the network (channel, z, y, x) with the spacing reversed
-        stacked = np.stack([a.transpose(2, 1, 0) for a in prepared.arrays]).astype(np.float32, copy=False)
-        with contextlib.redirect_stdout(sys.stderr):
-            label_map = predictor.predict_single_npy_array(stacked, {"spacing": [float(s) for s in spacing[::-1]]})
-        return Inferred(np.asarray(label_map).transpose(2, 1, 0))
+        return Inferred(predict_label_map(predictor, prepared.arrays, affine))
 
 
 def _primary_file(spec):
@@ -122,31 +112,6 @@ def _primary_file(spec):
         if file.role == "model":
             return file
     return spec.files[0]
-
-
-def _build_predictor(model: ModelFolder, device_name: str, tta: bool):
-    import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    from segkit.runtime.device import resolve_device
-
-    device = torch.device(resolve_device(device_name))
-    predictor = nnUNetPredictor(
-        tile_step_size=TILE_STEP_SIZE,
-        use_gaussian=True,
-        use_mirroring=tta,
-        perform_everything_on_device=device.type == "cuda",
-        device=device,
-        verbose=False,
-        verbose_preprocessing=False,
-        allow_tqdm=False,
-    )
-    folds = tuple(int(f) if f.isdigit() else f for f in model.folds)
-    try:
-        predictor.initialize_from_trained_model_folder(str(model.path), use_folds=folds, checkpoint_name=model.checkpoint)
-    except (KeyError, RuntimeError, FileNotFoundError) as exc:
-        raise SegkitError(f"{model.path}: cannot load the nnU-Net model ({type(exc).__name__}: {exc})") from None
-    return predictor
 
 
 def plain_dataset_spec() -> TaskSpec:

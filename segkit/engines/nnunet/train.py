@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from segkit.errors import SegkitError
-from segkit.training.nnunet_dataset import DatasetSummary, validate_dataset
+from segkit.engines.nnunet.dataset import DatasetSummary, validate_dataset
 
 CONFIGURATIONS = ("3d_fullres", "2d", "3d_lowres")
 DEFAULT_DATASET_ID = 501
@@ -190,7 +190,7 @@ def _run_worker(config: dict, env: dict, output: Path, on_event: EventFn | None)
     output.mkdir(parents=True, exist_ok=True)
     config_path = output / "train_config.json"
     config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    command = [sys.executable, "-m", "segkit.training._worker", str(config_path)]
+    command = [sys.executable, "-m", "segkit.engines.nnunet._worker", str(config_path)]
     seen: dict = {"all": []}
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) as child:
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from segkit.errors import SegkitError
-from segkit.tasks.nnunet.labels import channel_names, declared_values, read_json
+from segkit.engines.nnunet.labels import channel_names, declared_values, read_json
 
 SPACING_TOLERANCE = 1e-3  # relative; nnU-Net's own integrity check is about this strict
 

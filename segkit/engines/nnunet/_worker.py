@@ -1,4 +1,4 @@
-"""The child process that runs nnU-Net: `python -m segkit.training._worker CONFIG.json`.
+"""The child process that runs nnU-Net: `python -m segkit.engines.nnunet._worker CONFIG.json`.
 
 Why a child process: nnunetv2 reads nnUNet_raw / nnUNet_preprocessed / nnUNet_results (and
 nnUNet_n_proc_DA, nnUNet_def_n_proc) from os.environ, and older releases copy them into module
@@ -103,7 +103,7 @@ def _train(dataset_id: int, config: dict, emit) -> None:
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
-    from segkit.training.nnunet_trainer import SegkitTrainer
+    from segkit.engines.nnunet.trainer import SegkitTrainer
 
     plans = load_json(config["plans_file"])
     plans["continue_training"] = bool(config.get("resume"))

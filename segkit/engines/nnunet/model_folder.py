@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segkit.errors import SegkitError
-from segkit.tasks.nnunet.labels import NnunetLabel, channel_names, parse_labels, read_json
+from segkit.engines.nnunet.labels import NnunetLabel, channel_names, parse_labels, read_json
 
 CHECKPOINT_PREFERENCE = ("checkpoint_final.pth", "checkpoint_best.pth")
 

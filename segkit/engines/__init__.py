@@ -1,0 +1,1 @@
+"""Engines: external frameworks segkit drives for several tasks (inference and training together)."""
