@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from segkit.errors import SegkitError
 from segkit.io.image import load_image
-from segkit.io.writer import atomic_output, atomic_write_text, output_path_for, save_label_map
+from segkit.io.writer import atomic_output, atomic_write_json, atomic_write_text, output_path_for, save_label_map
 
 SHAPE = (5, 6, 7)
 ORIENTATIONS = [
@@ -213,6 +213,12 @@ def test_atomic_write_text_and_normal_permissions(tmp_path):
         os.umask(previous)
     assert (tmp_path / "side.json").read_text(encoding="utf-8") == '{"task": "medsam"}\n'
     assert (tmp_path / "side.json").stat().st_mode & 0o777 == 0o644
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_write_json_is_indented_with_a_final_newline(tmp_path):
+    atomic_write_json(tmp_path / "m.json", {"b": 1, "a": [1, 2]}, sort_keys=True)
+    assert (tmp_path / "m.json").read_text(encoding="utf-8") == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
     assert leftovers(tmp_path) == []
 
 

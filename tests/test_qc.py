@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image as PILImage
@@ -52,3 +54,14 @@ def test_shape_mismatch_is_refused(tmp_path):
     with pytest.raises(ValueError, match="same"):
         write_qc_pngs(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), tmp_path, "x")
     assert not list(tmp_path.iterdir())
+
+
+def test_pngs_are_readable_by_others_and_leave_no_temp_file(tmp_path):
+    image, mask = _volume()
+    previous = os.umask(0o022)
+    try:
+        written = write_qc_pngs(image, mask, tmp_path, "sub")
+    finally:
+        os.umask(previous)
+    assert {p.stat().st_mode & 0o777 for p in written} == {0o644}  # QC pictures are for sharing
+    assert sorted(tmp_path.iterdir()) == sorted(written)

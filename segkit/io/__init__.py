@@ -2,12 +2,13 @@
 
 from segkit.io.image import Image, load_image, load_label_map
 from segkit.io.orientation import Reorientation, reorientation_to
-from segkit.io.writer import atomic_output, atomic_write_text, output_path_for, save_label_map
+from segkit.io.writer import atomic_output, atomic_write_json, atomic_write_text, output_path_for, save_label_map
 
 __all__ = [
     "Image",
     "Reorientation",
     "atomic_output",
+    "atomic_write_json",
     "atomic_write_text",
     "load_image",
     "load_label_map",

@@ -1,13 +1,15 @@
-"""Write outputs atomically: label maps as NIfTI with the input's exact shape and geometry, and text.
+"""Write outputs atomically: label maps as NIfTI with the input's exact shape and geometry, text, JSON.
 
 Every write goes to a hidden temp file in the destination folder, is fsynced, then renamed over
-the destination with os.replace, so a crash never leaves a partial file. The input is never
-overwritten.
+the destination with os.replace, so a crash never leaves a partial file. Files get the usual
+permissions (0666 less the umask), so shared caches and QC pictures stay readable by others. The
+input is never overwritten.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import secrets
 from contextlib import contextmanager
@@ -86,6 +88,11 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     """Write a UTF-8 text file (e.g. a JSON sidecar) atomically."""
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(path: Path | str, data, **dumps_options) -> None:
+    """Write `data` as indented JSON with a final newline, atomically (json.dumps options pass through)."""
+    atomic_write_text(path, json.dumps(data, indent=2, **dumps_options) + "\n")
 
 
 @contextmanager

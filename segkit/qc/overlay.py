@@ -8,8 +8,6 @@ reorientation is attempted, so the pictures follow the file's own array order.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -83,17 +81,10 @@ def _enlarge(rgb: np.ndarray) -> np.ndarray:
 
 
 def _save_png(rgb: np.ndarray, path: Path) -> None:
-    """Write via a temporary file in the same folder and os.replace, so no half PNG is ever seen."""
+    """Write atomically, so no half PNG is ever seen; world-readable like any file (QC is for sharing)."""
     from PIL import Image as PILImage
 
-    from segkit.runtime.onnx_backend import public_file_mode
+    from segkit.io.writer import atomic_output
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            PILImage.fromarray(rgb).save(handle, format="PNG")
-        os.chmod(tmp_name, public_file_mode())  # mkstemp makes 0600; a QC picture is for sharing
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with atomic_output(path) as tmp:
+        PILImage.fromarray(rgb).save(tmp, format="PNG")

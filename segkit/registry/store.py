@@ -131,19 +131,11 @@ def read_pins(task: str) -> dict[str, str]:
         return {}
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_json(path: Path, data: dict) -> None:
+    # imported here: the io layer loads nibabel, which `list-tasks` (is_installed) does not need
+    from segkit.io.writer import atomic_write_json
+
+    atomic_write_json(path, data, sort_keys=True)
 
 
 # ---------------------------------------------------------------------------- fetching
@@ -392,10 +384,10 @@ def install_task(
                 "installed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "files": entries,
             }
-            _write_json_atomic(staging / MANIFEST, manifest)
+            _write_json(staging / MANIFEST, manifest)
             _swap_into_place(staging, task_dir(spec.name))
             if new_pins:
-                _write_json_atomic(_pins_path(spec.name), {**read_pins(spec.name), **new_pins})
+                _write_json(_pins_path(spec.name), {**read_pins(spec.name), **new_pins})
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     installed = read_manifest(spec.name)

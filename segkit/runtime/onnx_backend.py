@@ -1,15 +1,13 @@
 """Run a torch module's forward through ONNX Runtime, exported once and cached on disk.
 
-The cache file is named by the caller's key (for LiteMedSAM: the weights' sha256), written to a
-temporary file in the cache folder and moved in place with os.replace, so a reader sees either no
-file or a complete one. Processes that race both export and the last rename wins with an identical
-graph; a file that fails to load (e.g. truncated by a crash of an older version) is re-exported.
+The cache file is named by the caller's key (for LiteMedSAM: the weights' sha256) and written
+atomically (segkit.io.writer.atomic_output), so a reader sees either no file or a complete one.
+Processes that race both export and the last rename wins with an identical graph; a file that
+fails to load (e.g. truncated by a crash of an older version) is re-exported.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,29 +34,15 @@ def export_onnx(module, example_input, path: Path) -> None:
 
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # The tracer warns about Python-int shape reads that are fixed for a fixed input size.
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, (example_input,), tmp_name, dynamo=False, opset_version=ONNX_OPSET,
-                input_names=["input"], output_names=["output"],
-            )
-        os.chmod(tmp_name, public_file_mode())  # mkstemp makes 0600; the cache is shared like any file
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    from segkit.io.writer import atomic_output
 
-
-def public_file_mode() -> int:
-    """0666 less the process umask: the mode a plain open() would have given the file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    # The tracer warns about Python-int shape reads that are fixed for a fixed input size.
+    with atomic_output(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (example_input,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
+            input_names=["input"], output_names=["output"],
+        )
 
 
 def onnx_providers(device: str) -> list[str]:
