@@ -191,7 +191,8 @@ def canonical_peaks(image, bval=None, bvec=None, mask=None, *, cache: Path | Non
     `cache`: an .npz where peaks computed from a DWI are kept (training reuses them on --resume).
     """
     from segkit.tasks.cc_fodf.inputs import load_cc_input, peaks_for_input
-    from segkit.tasks.cc_fodf.peak_frames import CANONICAL_AXCODES, reorient_peaks
+    from segkit.tasks.cc_fodf.peak_frames import reorient_peaks
+    from segkit.tasks.facts import orientation
 
     cc_input = load_cc_input(image, bval, bvec, mask)
     if cache is not None and Path(cache).is_file():
@@ -205,7 +206,7 @@ def canonical_peaks(image, bval=None, bvec=None, mask=None, *, cache: Path | Non
             tmp = Path(cache).with_name(Path(cache).stem + ".tmp.npz")
             np.savez_compressed(tmp, peaks=world, affine=affine)
             tmp.replace(cache)
-    canonical, _ = reorient_peaks(np.asarray(world, dtype=np.float32), affine, CANONICAL_AXCODES, frame="world")
+    canonical, _ = reorient_peaks(np.asarray(world, dtype=np.float32), affine, orientation("cc_fodf"), frame="world")
     return canonical, _spatial_reference(cc_input.image)
 
 

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from segkit.errors import SegkitError
+from segkit.tasks.facts import orientation
 
 PACKAGE_FORMAT = "segkit-cc_fodf-model"
 PACKAGE_FORMAT_VERSION = 1
@@ -149,7 +150,7 @@ def load_subject(case: Case, slice_size: int, cache_dir: Path | None = None) -> 
         raise SegkitError(f"{case.label}: shape/affine differ from its image {case.image}; labels must share the image grid")
     from segkit.io import reorientation_to
 
-    mask = reorientation_to(label.affine, label.spatial_shape, "RAS").to_canonical(np.asarray(label.data) > 0)
+    mask = reorientation_to(label.affine, label.spatial_shape, orientation("cc_fodf")).to_canonical(np.asarray(label.data) > 0)
     cube_peaks, box = fit_to_cube(peaks, slice_size)
     cube_mask, _ = fit_to_cube(mask.astype(np.uint8), slice_size, box=box)
     return Subject(case.name, cube_peaks.astype(np.float32), cube_mask.astype(np.uint8), tuple(peaks.shape[:3]))
@@ -434,7 +435,7 @@ def write_model_package(output: Path, config: TrainConfig, net_config, train_sub
         "weights": {"file": WEIGHTS_NAME, "sha256": sha256_of(weights_path), "epoch": best["epoch"]},
         "input": {
             "channels": "9 peak channels (3 peaks x x,y,z), TractSeg/MRtrix convention",
-            "orientation": "RAS",
+            "orientation": orientation("cc_fodf"),
             "normalisation": "zero mean / unit variance per 2D slice over all channels",
         },
         "inference": {"axes": ["x", "y", "z"], "fusion": "mean probability", "threshold": 0.5},

@@ -7,7 +7,8 @@ from typing import Callable
 
 import numpy as np
 
-from segkit.tasks.lpm_nnsam2.inputs import DECLARED_LABELS
+from segkit.tasks.facts import label_values
+from segkit.tasks.lpm_nnsam2.inputs import TASK
 from segkit.tasks.lpm_nnsam2.propagation import Propagation
 from segkit.tasks.lpm_nnsam2.rebuild import frames_to_labels
 from segkit.tasks.lpm_nnsam2.slices import FrameGrid, detect_modality, frames_from_ras, label_frames_from_ras, ras_volume
@@ -53,7 +54,7 @@ def prepare_support(image, mask, seeds: list[int]) -> Support:
     ras, _ = ras_volume(image)
     ras_mask, _ = ras_volume(mask)
     modality = detect_modality(ras)
-    return Support(frames_from_ras(ras, modality), label_frames_from_ras(ras_mask, DECLARED_LABELS), seeds, modality)
+    return Support(frames_from_ras(ras, modality), label_frames_from_ras(ras_mask, label_values(TASK)), seeds, modality)
 
 
 def pseudo_label(
@@ -67,12 +68,12 @@ def pseudo_label(
         support_labels=support.labels,
         seed_slices=support.seeds,
         target_frames=frames,
-        object_ids=DECLARED_LABELS,
+        object_ids=label_values(TASK),
         n_support_slices=support.labels.shape[0],
         progress=progress,
         support_frames=support.frames,
     )
-    labels = frames_to_labels(propagation.labels, grid, DECLARED_LABELS)
+    labels = frames_to_labels(propagation.labels, grid, label_values(TASK))
     return TargetResult(target, labels, propagation, grid, modality, {"modality": modality, **propagation.info})
 
 

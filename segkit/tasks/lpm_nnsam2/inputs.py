@@ -8,7 +8,14 @@ import numpy as np
 
 from segkit.errors import ImageError, PromptError
 
-DECLARED_LABELS = (1, 2)  # 1 lpm_right, 2 lpm_left (nnSAM2's two-class form)
+TASK = "lpm_nnsam2"
+
+
+def lpm_labels() -> tuple[int, ...]:
+    """The output label values, from the registry (nnSAM2's two-class form: 1 right, 2 left LPM)."""
+    from segkit.tasks.facts import label_values
+
+    return label_values(TASK)
 UNLABELLED = 255  # optional marker for 'not annotated' voxels in a support mask; treated as 0
 GRID_TOLERANCE_MM = 1e-3
 
@@ -21,8 +28,11 @@ def load_support(image_path: Path | str, mask_path: Path | str):
     image = load_image(image_path, allowed_ndim=(3,))
     mask = load_label_map(mask_path, allowed_ndim=(3,))
     check_same_grid(image, mask)
+    from segkit.tasks.facts import label_values
+
+    declared = label_values(TASK)  # 1 lpm_right, 2 lpm_left (nnSAM2's two-class form)
     values = set(np.unique(mask.data).tolist()) - {0, UNLABELLED}
-    undeclared = sorted(values - set(DECLARED_LABELS))
+    undeclared = sorted(values - set(declared))
     if undeclared:
         raise PromptError(
             f"{mask.path}: label value(s) {undeclared} are not declared; the support mask holds 1 (right LPM) and "
@@ -34,10 +44,10 @@ def load_support(image_path: Path | str, mask_path: Path | str):
     if not seeds:
         raise PromptError(f"{mask.path}: no labelled slice; annotate right (1) and left (2) LPM on at least one axial slice")
     for k in seeds:
-        missing = [v for v in DECLARED_LABELS if not (ras_mask[:, :, k] == v).any()]
+        missing = [v for v in declared if not (ras_mask[:, :, k] == v).any()]
         if missing:
             raise PromptError(
-                f"{mask.path}: axial slice {k} (RAS) labels only {sorted(set(DECLARED_LABELS) - set(missing))}; "
+                f"{mask.path}: axial slice {k} (RAS) labels only {sorted(set(declared) - set(missing))}; "
                 f"every annotated slice needs both 1 (right LPM) and 2 (left LPM)"
             )
     return image, mask, seeds

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from segkit.tasks.lpm_nnsam2.inputs import lpm_labels
 from segkit.tasks.lpm_nnsam2.propagation import Propagation, labels_from_logits
 from segkit.tasks.lpm_nnsam2.sequence import interleave, start_targets, walk_order
 
@@ -54,11 +55,12 @@ class LiteMedsamPropagator:
         support_labels: np.ndarray,
         seed_slices: list[int],
         target_frames: np.ndarray,
-        object_ids=(1, 2),
+        object_ids=None,
         n_support_slices: int | None = None,
         progress: Callable[[], None] | None = None,
         support_frames: np.ndarray | None = None,  # unused: box prompts need only the support mask
     ) -> Propagation:
+        object_ids = object_ids or lpm_labels()
         n_target = target_frames.shape[0]
         sequence = interleave(seed_slices, n_support_slices or support_labels.shape[0], n_target)
         starts = start_targets(sequence)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from segkit.tasks.lpm_nnsam2.inputs import lpm_labels
 from segkit.tasks.lpm_nnsam2.sequence import SequenceFrame
 
 
@@ -21,8 +22,9 @@ class Propagation:
     info: dict = field(default_factory=dict)
 
 
-def labels_from_logits(logits: np.ndarray, object_ids=(1, 2)) -> np.ndarray:
+def labels_from_logits(logits: np.ndarray, object_ids=None) -> np.ndarray:
     """(n_objects, H, W) logits -> label frame: an object where its logit is > 0 and the largest."""
+    object_ids = object_ids or lpm_labels()
     best = np.argmax(logits, axis=0)
     positive = logits.max(axis=0) > 0
     return np.where(positive, np.asarray(object_ids, dtype=np.uint8)[best], 0).astype(np.uint8)

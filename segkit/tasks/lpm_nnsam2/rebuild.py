@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-LABELS = (1, 2)
+from segkit.tasks.lpm_nnsam2.inputs import lpm_labels
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -25,8 +25,9 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return components == (int(np.argmax(sizes)) + 1)
 
 
-def clean_frame_labels(frame_labels: np.ndarray, labels=LABELS) -> np.ndarray:
+def clean_frame_labels(frame_labels: np.ndarray, labels=None) -> np.ndarray:
     """(n, H, W) label frames -> same, with each class's largest component per frame, holes filled."""
+    labels = labels or lpm_labels()
     from scipy import ndimage
 
     cleaned = np.zeros_like(frame_labels)
@@ -39,14 +40,16 @@ def clean_frame_labels(frame_labels: np.ndarray, labels=LABELS) -> np.ndarray:
     return cleaned
 
 
-def keep_largest_3d(label_volume: np.ndarray, labels=LABELS) -> np.ndarray:
+def keep_largest_3d(label_volume: np.ndarray, labels=None) -> np.ndarray:
+    labels = labels or lpm_labels()
     out = np.zeros_like(label_volume)
     for value in labels:
         out[largest_component(label_volume == value)] = value
     return out
 
 
-def frames_to_labels(frame_labels: np.ndarray, grid, labels=LABELS) -> np.ndarray:
+def frames_to_labels(frame_labels: np.ndarray, grid, labels=None) -> np.ndarray:
     """Cleaned frames -> label map in the grid's input file order, largest 3D component per class."""
+    labels = labels or lpm_labels()
     volume = grid.label_volume(clean_frame_labels(frame_labels, labels), labels)
     return keep_largest_3d(volume, labels)

@@ -18,6 +18,8 @@ from typing import Callable
 import numpy as np
 
 from segkit.errors import SegkitError
+from segkit.tasks.facts import orientation
+from segkit.tasks.lpm_nnsam2.inputs import TASK
 from segkit.tasks.lpm_nnsam2 import selection
 from segkit.tasks.lpm_nnsam2.package import CARD
 
@@ -201,7 +203,7 @@ def _train_round(request: LpmTrainRequest, dataset: Path, round_dir: Path):
     result = train(TrainRequest(
         data=dataset, output=round_dir, configuration="3d_fullres", fold="all", epochs=request.epochs,
         iterations_per_epoch=request.iterations_per_epoch, val_iterations_per_epoch=request.val_iterations_per_epoch,
-        device=request.device, seed=request.seed, orientation="RAS", mirroring=False,  # right and left labels: no flips
+        device=request.device, seed=request.seed, orientation=orientation(TASK), mirroring=False,  # right and left labels: no flips
     ))
     return Path(result.model_dir), Path(result.zip_path)
 

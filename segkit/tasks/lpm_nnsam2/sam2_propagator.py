@@ -26,6 +26,8 @@ from typing import Callable
 
 import numpy as np
 
+from segkit.tasks.lpm_nnsam2.inputs import lpm_labels
+
 from segkit.errors import TaskNotInstalledError
 from segkit.tasks.lpm_nnsam2.propagation import Propagation, labels_from_logits
 from segkit.tasks.lpm_nnsam2.sequence import interleave
@@ -124,11 +126,12 @@ class Sam2Propagator:
         support_labels: np.ndarray,
         seed_slices: list[int],
         target_frames: np.ndarray,
-        object_ids=(1, 2),
+        object_ids=None,
         n_support_slices: int | None = None,
         progress: Callable[[], None] | None = None,
         support_frames: np.ndarray | None = None,
     ) -> Propagation:
+        object_ids = object_ids or lpm_labels()
         import torch
 
         if support_frames is None:

@@ -14,10 +14,11 @@ import math
 
 import numpy as np
 
+from segkit.tasks.lpm_nnsam2.inputs import lpm_labels
+
 TOP_FRACTION = 0.10  # top decile of summed IoU
 MAX_AREA_RATIO = 1.25
 MIN_AGREEMENT = 0.95
-LABELS = (1, 2)
 
 
 def iou_threshold(all_iou_sums: np.ndarray) -> float:
@@ -25,8 +26,9 @@ def iou_threshold(all_iou_sums: np.ndarray) -> float:
     return float(np.quantile(np.asarray(all_iou_sums, dtype=np.float64), 1.0 - TOP_FRACTION))
 
 
-def max_area_ratio(labels: np.ndarray, slice_axis: int = 2, values=LABELS) -> float:
+def max_area_ratio(labels: np.ndarray, slice_axis: int = 2, values=None) -> float:
     """Largest ratio between the areas of consecutive labelled slices, over classes (1 = smooth)."""
+    values = values or lpm_labels()
     worst = 1.0
     for value in values:
         areas = np.moveaxis(labels == value, slice_axis, 0).reshape(labels.shape[slice_axis], -1).sum(axis=1)
@@ -37,7 +39,8 @@ def max_area_ratio(labels: np.ndarray, slice_axis: int = 2, values=LABELS) -> fl
     return worst
 
 
-def mean_dice(a: np.ndarray, b: np.ndarray, values=LABELS) -> float:
+def mean_dice(a: np.ndarray, b: np.ndarray, values=None) -> float:
+    values = values or lpm_labels()
     scores = []
     for value in values:
         x, y = a == value, b == value

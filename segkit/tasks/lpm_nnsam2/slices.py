@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segkit.tasks.facts import orientation
+from segkit.tasks.lpm_nnsam2.inputs import TASK, lpm_labels
+
 FRAME_SIZE = 256
 CT_WINDOW = (-30.0, 150.0)
 MRI_PERCENTILES = (0.5, 99.5)
-ORIENTATION = "RAS"
 
 
 def detect_modality(volume: np.ndarray) -> str:
@@ -71,8 +73,9 @@ class FrameGrid:
                 volume[:, :, k] = resize_2d(frame_masks[k].astype(np.float32), self.in_plane) >= 0.5
         return self.reorient.from_canonical(volume)
 
-    def label_volume(self, frame_labels: np.ndarray, labels=(1, 2)) -> np.ndarray:
+    def label_volume(self, frame_labels: np.ndarray, labels=None) -> np.ndarray:
         """Frames of labels -> label volume in the input's grid; overlaps go to the larger resized value."""
+        labels = labels or lpm_labels()
         stack = []
         for value in labels:
             resized = np.zeros((*self.in_plane, self.n_slices), dtype=np.float32)
@@ -90,7 +93,7 @@ def ras_volume(image) -> tuple[np.ndarray, FrameGrid]:
     """An Image's array in RAS order and the FrameGrid that maps frames back to its grid."""
     from segkit.io.orientation import reorientation_to
 
-    reorient = reorientation_to(image.affine, image.shape, ORIENTATION)
+    reorient = reorientation_to(image.affine, image.shape, orientation(TASK))
     ras = reorient.to_canonical(np.asarray(image.data))
     return ras, FrameGrid(reorient=reorient, in_plane=(int(ras.shape[0]), int(ras.shape[1])))
 
@@ -104,8 +107,9 @@ def frames_from_ras(ras: np.ndarray, modality: str) -> np.ndarray:
     return frames
 
 
-def label_frames_from_ras(ras_labels: np.ndarray, labels=(1, 2)) -> np.ndarray:
+def label_frames_from_ras(ras_labels: np.ndarray, labels=None) -> np.ndarray:
     """Label slices -> (n_slices, 256, 256) label frames (each label resized as a mask, 0.5 cut)."""
+    labels = labels or lpm_labels()
     frames = np.zeros((ras_labels.shape[2], FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
     for k in range(ras_labels.shape[2]):
         for value in labels:
