@@ -1,29 +1,44 @@
 """Exact Euclidean distance from grid points to the nearest of a set of target grid points.
 
-Surface distances only ever compare points of one voxel grid, which allows an exact search that
-needs numpy alone (importing scipy costs about 0.3 s, a third of a whole `segkit eval` run):
+Surface distances only ever compare points of one voxel grid. Everything here is exact and
+needs numpy alone (importing scipy costs about 0.3 s, a third of a whole `segkit eval` run).
+Four stages, each for the points the previous one leaves:
 
-- Targets are grouped into lines along the axis with the finest spacing. Inside one line, the
-  target nearest to a position is found by binary search over sorted line keys.
-- A point's squared distance is the minimum, over in-plane offsets o between its own line and a
-  target's line, of (gap along the line x spacing)^2 + |o|^2 (|o| in mm). Offsets are visited in
-  order of increasing |o|, so a point is final as soon as its best squared distance is no larger
-  than the next |o|^2: every later line is at least that far away.
+1. Whole planes of targets (a mask that fills the field of view has whole faces): the distance
+   to such a plane is the perpendicular one, and its targets leave the search.
+2. Few points or few targets (a one-voxel mask): every point against every target.
+3. Points near the other surface, the usual case: a search along grid lines. Targets are grouped
+   into lines along the axis with the finest spacing; inside a line, the target nearest to a
+   position is found by binary search over sorted keys. A point's squared distance is the
+   minimum, over in-plane offsets o between its line and a target's line, of (gap along the
+   line x spacing)^2 + |o|^2 (mm). Offsets are visited in order of increasing |o|, so a point is
+   final as soon as its best squared distance is no larger than the next |o|^2. The work per
+   point grows with the square of its distance, so it stops after a fixed budget.
+4. The points left (a hole in the prediction, a missed lesion, a leak, disjoint masks): an exact
+   distance transform of the targets, restricted to the planes that hold those points. In each
+   plane, the squared distance along the plane's normal to the nearest target of every grid line
+   comes from the same sorted keys; then one lower envelope of parabolas per in-plane axis
+   (Felzenszwalb and Huttenlocher's separable transform) gives, for every position of the plane,
+   which target is nearest. Its cost is proportional to the area of those planes, whatever the
+   distances, and it runs over a few planes at a time to bound memory.
 
-The work per point grows with the square of its distance, which is small for the segmentations
-eval compares. Points still unresolved after a fixed work budget (two far-apart masks) go to a
-k-d tree, which is exact too; only then is scipy imported.
+Every stage returns the offset to the nearest target, and the distance is computed from those
+integer offsets by one formula (`_squared_mm`), so equal geometric distances give equal floats
+whichever stage found them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-_CHUNK_ELEMENTS = 1 << 18  # (points x offsets) evaluated per vectorised step
-# Line look-ups (about 25 ns each) before the rest goes to the k-d tree. Typical segmentations
-# need about 25 per point; the floor is about 0.1 s, a third of what importing scipy costs.
-_BUDGET_PER_POINT = 60
-_MIN_BUDGET = 4_000_000
+_CHUNK_ELEMENTS = 1 << 18  # (points x offsets) evaluated per vectorised step of the line search
+# Line look-ups (about 25 ns each) before the rest goes to the plane transform. Typical
+# segmentations need about 25 per point.
+_BUDGET_PER_POINT = 40
+_MIN_BUDGET = 2_000_000
+_BRUTE_FORCE_PAIRS = 1 << 22  # points x targets below which every pair is compared
+_PLANE_BATCH_PIXELS = 1 << 21  # grid positions per batch of the plane transform (about 60 B each)
+_DENSE_PLANE = 16  # a plane holding at least 1/16 of its positions as points is solved on its own
 _SENTINEL = np.int64(1) << 62
 _NO_TARGET = np.int64(1) << 40
 
@@ -38,21 +53,81 @@ def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.nd
     spacing = np.asarray(spacing, dtype=np.float64)
     if points.shape[0] == 0:
         return np.zeros(0)
-    search = _LineSearch(targets, np.maximum(points.max(axis=0), targets.max(axis=0)) + 1, spacing)
-    squared = search.squared_distances(points, budget=max(_MIN_BUDGET, _BUDGET_PER_POINT * points.shape[0]))
-    unresolved = np.flatnonzero(np.isnan(squared))
-    if unresolved.size:
-        squared[unresolved] = _kdtree_squared(points[unresolved], targets, spacing)
+    metric = _Metric(spacing)
+    extent = np.maximum(points.max(axis=0), targets.max(axis=0)) + 1
+    squared, targets = _whole_planes(points, targets, extent, metric)
+    if targets.shape[0] == 0:
+        return np.sqrt(squared)
+    if points.shape[0] * targets.shape[0] <= _BRUTE_FORCE_PAIRS:
+        return np.sqrt(np.minimum(squared, _brute_force_squared(points, targets, metric)))
+    search = _LineSearch(targets, extent, metric)
+    budget = max(_MIN_BUDGET, _BUDGET_PER_POINT * points.shape[0])
+    squared, resolved = search.squared_distances(points, budget, squared)
+    left = np.flatnonzero(~resolved)
+    if left.size:
+        found = _transform_squared(points[left], targets, extent, metric, squared[left])
+        squared[left] = np.minimum(squared[left], found)
     return np.sqrt(squared)
+
+
+class _Metric:
+    """Squared distance in mm of integer grid offsets, always summed in the same order."""
+
+    def __init__(self, spacing: np.ndarray) -> None:
+        self.spacing = spacing
+        self.axis = int(np.argmin(spacing))  # the line axis of the search
+        self.others = [a for a in range(spacing.size) if a != self.axis]
+
+    def squared_mm(self, offsets: np.ndarray) -> np.ndarray:
+        """(..., ndim) integer offsets -> (...) squared mm: line axis first, then the in-plane sum."""
+        along = offsets[..., self.axis] * self.spacing[self.axis]
+        across = np.sum((offsets[..., self.others] * self.spacing[self.others]) ** 2, axis=-1)
+        return along * along + across
+
+
+def _whole_planes(points, targets, extent, metric: _Metric):
+    """Squared distance to the nearest plane made entirely of targets, and the other targets."""
+    squared = np.full(points.shape[0], np.inf)
+    ndim = targets.shape[1]
+    areas = [int(np.prod(np.delete(extent, axis))) for axis in range(ndim)]
+    if not any(np.bincount(targets[:, a], minlength=int(extent[a])).max() >= areas[a] for a in range(ndim)):
+        return squared, targets
+    targets = np.unique(targets, axis=0)  # a plane counts as whole only with distinct targets
+    in_whole_plane = np.zeros(targets.shape[0], dtype=bool)
+    for axis in range(ndim):
+        counts = np.bincount(targets[:, axis], minlength=int(extent[axis]))
+        planes = np.flatnonzero(counts == areas[axis])
+        if planes.size == 0:
+            continue
+        in_whole_plane |= np.isin(targets[:, axis], planes)
+        slot = np.searchsorted(planes, points[:, axis])
+        gap = np.minimum(
+            np.abs(points[:, axis] - planes[np.minimum(slot, planes.size - 1)]),
+            np.abs(points[:, axis] - planes[np.maximum(slot - 1, 0)]),
+        )
+        offsets = np.zeros_like(points)
+        offsets[:, axis] = gap
+        squared = np.minimum(squared, metric.squared_mm(offsets))
+    return squared, targets[~in_whole_plane]
+
+
+def _brute_force_squared(points, targets, metric: _Metric) -> np.ndarray:
+    squared = np.empty(points.shape[0])
+    step = max(1, (1 << 20) // targets.shape[0])
+    for start in range(0, points.shape[0], step):
+        chunk = points[start:start + step]
+        squared[start:start + step] = metric.squared_mm(chunk[:, None, :] - targets[None, :, :]).min(axis=1)
+    return squared
 
 
 class _LineSearch:
     """Targets sorted by (line, position along the line) for binary search."""
 
-    def __init__(self, targets: np.ndarray, extent: np.ndarray, spacing: np.ndarray) -> None:
-        self.spacing = spacing
-        self.axis = int(np.argmin(spacing))  # fewest in-plane offsets per mm of search radius
-        self.others = [a for a in range(targets.shape[1]) if a != self.axis]
+    def __init__(self, targets: np.ndarray, extent: np.ndarray, metric: _Metric) -> None:
+        self.metric = metric
+        self.spacing = metric.spacing
+        self.axis = metric.axis  # fewest in-plane offsets per mm of search radius
+        self.others = metric.others
         self.extent = extent
         self.line_length = int(extent[self.axis])
         # Line ids index a grid three times wider than the image along each in-plane axis, with
@@ -67,19 +142,22 @@ class _LineSearch:
         in_plane = indices[:, self.others] + self.extent[self.others]
         return (in_plane @ self.strides) * self.line_length + indices[:, self.axis]
 
-    def squared_distances(self, points: np.ndarray, budget: int) -> np.ndarray:
-        """Squared distance (mm^2) per point; NaN for the points left when the budget ran out."""
+    def squared_distances(self, points: np.ndarray, budget: int, initial: np.ndarray):
+        """(squared distance per point, resolved): where not resolved, the first value is only an
+        upper bound (inf if no target was seen), left when the budget ran out; `initial` holds
+        upper bounds known beforehand."""
         # Points in key order make every batch of queries sorted, which binary search serves
         # from cache: several times faster than the same queries in random order.
         keys = self._keys(points)
         order = np.argsort(keys, kind="stable")
         keys, position = keys[order], points[order, self.axis]
-        best = np.full(points.shape[0], np.inf)
+        best = initial[order].copy()
+        resolved = np.ones(points.shape[0], dtype=bool)
         active = np.arange(points.shape[0])
         spent = 0
         for shift, radius2, next_radius2 in self._offset_chunks(lambda: active.size):
             if spent > budget:
-                best[active] = np.nan
+                resolved[active] = False
                 break
             spent += active.size * shift.size
             found = self._chunk_minimum(keys[active], position[active], shift, radius2)
@@ -88,9 +166,9 @@ class _LineSearch:
             if active.size == 0:
                 break
         # Without a break, every line in the image was visited: all distances are exact.
-        unsorted = np.empty_like(best)
-        unsorted[order] = best
-        return unsorted
+        unsorted, unsorted_resolved = np.empty_like(best), np.empty_like(resolved)
+        unsorted[order], unsorted_resolved[order] = best, resolved
+        return unsorted, unsorted_resolved
 
     def _chunk_minimum(self, keys, position, shift, radius2) -> np.ndarray:
         """Per point, the smallest squared distance to a target in the lines `shift` away."""
@@ -137,8 +215,175 @@ def _ring(inner2: float, outer: float, spacing: np.ndarray, reach: np.ndarray):
     return offsets[keep][order], radius2[keep][order]
 
 
-def _kdtree_squared(points: np.ndarray, targets: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    from scipy.spatial import cKDTree
+# --- stage 4: distance transform over the planes that hold the remaining points -------------
 
-    distances, _ = cKDTree(targets * spacing, leafsize=32).query(points * spacing, k=1, workers=-1)
-    return distances * distances
+
+def _transform_squared(points, targets, extent, metric: _Metric, bound) -> np.ndarray:
+    """Exact squared distances for points far from the targets; `bound` holds upper bounds (or inf).
+
+    Points are grouped by planes: first the planes that are densely covered with points (the
+    faces of a mask that fills the image), each along its own axis, then all others along the
+    one axis that makes the transform smallest.
+    """
+    ndim = points.shape[1]
+    squared = np.full(points.shape[0], np.inf)
+    todo = np.ones(points.shape[0], dtype=bool)
+    for axis in range(ndim):
+        area = int(np.prod(np.delete(extent, axis)))
+        counts = np.bincount(points[todo, axis], minlength=int(extent[axis]))
+        members = todo & (counts * _DENSE_PLANE >= area)[points[:, axis]]
+        if members.any():
+            planes = _PlaneTransform(targets, extent, metric, axis)
+            squared[members] = planes.squared(points[members], bound[members])
+            todo &= ~members
+    if todo.any():
+        rest, rest_bound = points[todo], bound[todo]
+        costs = [_PlaneTransform.cost(rest, rest_bound, extent, metric, axis) for axis in range(ndim)]
+        planes = _PlaneTransform(targets, extent, metric, int(np.argmin(costs)))
+        squared[todo] = planes.squared(rest, rest_bound)
+    return squared
+
+
+class _PlaneTransform:
+    """Exact nearest targets for every position of a stack of planes normal to one axis."""
+
+    def __init__(self, targets, extent, metric: _Metric, axis: int) -> None:
+        self.metric, self.axis, self.extent = metric, axis, extent
+        self.others = [a for a in range(extent.size) if a != axis]
+        self.length = int(extent[axis])
+        keys = np.sort(self._line_ids(targets[:, self.others]) * self.length + targets[:, axis])
+        self.sorted_keys = np.concatenate(([-_SENTINEL], keys, [_SENTINEL]))
+
+    def _line_ids(self, in_plane: np.ndarray) -> np.ndarray:
+        return np.ravel_multi_index(tuple(in_plane.T), tuple(int(e) for e in self.extent[self.others]))
+
+    @staticmethod
+    def _window(points, bound, extent, metric: _Metric, axis: int):
+        """In-plane box (lo, hi inclusive) that holds every target within the bounds of the points."""
+        others = [a for a in range(extent.size) if a != axis]
+        top = extent[others] - 1
+        reach = float(np.sqrt(np.max(bound)))
+        if not np.isfinite(reach):
+            return np.zeros(len(others), dtype=np.int64), top
+        margin = np.ceil(reach / metric.spacing[others]).astype(np.int64)
+        lo = np.maximum(points[:, others].min(axis=0) - margin, 0)
+        hi = np.minimum(points[:, others].max(axis=0) + margin, top)
+        return lo, hi
+
+    @staticmethod
+    def cost(points, bound, extent, metric: _Metric, axis: int) -> float:
+        lo, hi = _PlaneTransform._window(points, bound, extent, metric, axis)
+        return float(np.unique(points[:, axis]).size) * float(np.prod(hi - lo + 1))
+
+    def squared(self, points: np.ndarray, bound: np.ndarray) -> np.ndarray:
+        lo, hi = self._window(points, bound, self.extent, self.metric, self.axis)
+        shape = tuple(int(v) for v in hi - lo + 1)
+        per_batch = max(1, _PLANE_BATCH_PIXELS // int(np.prod(shape)))
+        order = np.argsort(points[:, self.axis], kind="stable")
+        sorted_planes = points[order, self.axis]
+        planes = np.unique(sorted_planes)
+        squared = np.empty(points.shape[0])
+        for start in range(0, planes.size, per_batch):
+            batch = planes[start:start + per_batch]
+            first, stop = np.searchsorted(sorted_planes, [batch[0], batch[-1] + 1])
+            members = order[first:stop]
+            squared[members] = self._solve(batch, lo, shape, points[members])
+        return squared
+
+    def _solve(self, planes, lo, shape, points) -> np.ndarray:
+        """Squared distances of `points` (all lying in `planes`) over the in-plane box lo + shape."""
+        # Along the normal: per grid line of the box and per plane, the nearest target on the line.
+        grid = np.indices(shape, dtype=np.int64).reshape(len(shape), -1).T + lo
+        query = self._line_ids(grid)[:, None] * self.length + planes[None, :]  # sorted, row-major
+        slot = np.searchsorted(self.sorted_keys, query)
+        after = self.sorted_keys[slot] - query
+        before = query - self.sorted_keys[slot - 1]
+        after = np.where(after < self.length - planes, after, _NO_TARGET)
+        before = np.where(before <= planes, before, _NO_TARGET)
+        del slot
+        target_at = np.where(after < before, planes + after, planes - before)
+        target_at[np.minimum(after, before) == _NO_TARGET] = -1
+        along = np.minimum(after, before).astype(np.float64) * self.metric.spacing[self.axis]
+        values = np.where(target_at >= 0, along * along, np.inf).reshape(shape + (planes.size,))
+        del after, before, query, along
+        target_at = target_at.astype(np.int32).reshape(shape + (planes.size,))
+        # Across the plane: one lower envelope of parabolas per in-plane axis.
+        nearest = []
+        for k, axis in enumerate(self.others):
+            weight = float(self.metric.spacing[axis]) ** 2
+            moved = np.moveaxis(values, k, 0)
+            flat = np.ascontiguousarray(moved).reshape(shape[k], -1)
+            position = np.arange(shape[k], dtype=np.float64)[:, None]
+            argmin = _envelope_argmin(flat + weight * position * position, weight)
+            nearest.append(np.moveaxis(argmin.reshape(moved.shape), 0, k))
+            if k + 1 < len(self.others):
+                chosen = np.take_along_axis(flat, np.maximum(argmin, 0), axis=0)
+                flat = np.where(argmin >= 0, chosen + weight * (position - argmin) ** 2, np.inf)
+                values = np.moveaxis(flat.reshape(moved.shape), 0, k)
+        # Trace each point back through the envelopes to its target.
+        plane_index = np.searchsorted(planes, points[:, self.axis])
+        local = [points[:, a] - lo[k] for k, a in enumerate(self.others)]
+        coords = list(local)
+        for k in reversed(range(len(self.others))):
+            coords[k] = nearest[k][tuple(coords) + (plane_index,)].astype(np.int64)
+            if np.any(coords[k] < 0):  # no target in the window: only possible with an empty window
+                coords[k] = np.maximum(coords[k], 0)
+        along_target = target_at[tuple(coords) + (plane_index,)].astype(np.int64)
+        offsets = np.zeros_like(points)
+        offsets[:, self.axis] = points[:, self.axis] - along_target
+        for k, a in enumerate(self.others):
+            offsets[:, a] = local[k] - coords[k]
+        squared = self.metric.squared_mm(offsets)
+        squared[along_target < 0] = np.inf
+        return squared
+
+
+def _envelope_argmin(lifted: np.ndarray, weight: float) -> np.ndarray:
+    """Per column of `lifted` (n, m), for each row j the row i minimising f_i + weight (j - i)^2.
+
+    `lifted` holds f_i + weight i^2 (inf where f is empty). Felzenszwalb and Huttenlocher's
+    lower envelope, vectorised across columns: one pass builds each column's envelope (vertex
+    rows and the boundaries between them), one pass reads it. Empty columns give -1.
+    """
+    n, m = lifted.shape
+    vertex = np.zeros((n, m), dtype=np.int32)
+    bound = np.empty((n + 1, m))
+    top = np.full(m, -1, dtype=np.int64)  # stack height - 1 per column
+    vertex_flat, bound_flat, lifted_flat = vertex.reshape(-1), bound.reshape(-1), lifted.reshape(-1)
+    two_weight = 2.0 * weight
+    for row in range(n):
+        current = lifted[row]
+        columns = np.flatnonzero(current < np.inf)
+        if columns.size == 0:
+            continue
+        height = top[columns]
+        value = current[columns]
+        start = np.full(columns.size, -np.inf)  # where the new parabola starts to be lowest
+        pending = np.flatnonzero(height >= 0)
+        while pending.size:
+            slot = height[pending] * m + columns[pending]
+            previous = vertex_flat[slot]
+            crossing = (value[pending] - lifted_flat[previous * m + columns[pending]]) / (two_weight * (row - previous))
+            start[pending] = crossing
+            hidden = crossing <= bound_flat[slot]  # the previous parabola is never lowest: drop it
+            pending = pending[hidden]
+            height[pending] -= 1
+            start[pending[height[pending] < 0]] = -np.inf
+            pending = pending[height[pending] >= 0]
+        height += 1
+        slot = height * m + columns
+        vertex_flat[slot] = row
+        bound_flat[slot] = start
+        bound_flat[slot + m] = np.inf
+        top[columns] = height
+    nearest = np.full((n, m), -1, dtype=np.int32)
+    filled = np.flatnonzero(top >= 0)
+    reading = np.zeros(filled.size, dtype=np.int64)
+    for row in range(n):
+        moving = np.arange(filled.size)
+        while moving.size:
+            ahead = bound_flat[(reading[moving] + 1) * m + filled[moving]] < row
+            moving = moving[ahead]
+            reading[moving] += 1
+        nearest[row, filled] = vertex_flat[reading * m + filled]
+    return nearest
