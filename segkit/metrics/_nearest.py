@@ -7,6 +7,7 @@ Four stages, each for the points the previous one leaves:
 1. Whole planes of targets (a mask that fills the field of view has whole faces): the distance
    to such a plane is the perpendicular one, and its targets leave the search.
 2. Few points or few targets (a one-voxel mask): every point against every target.
+   Points in planes crowded with points (the faces of a mask that fills the image) go to stage 4.
 3. Points near the other surface, the usual case: a search along grid lines. Targets are grouped
    into lines along the axis with the finest spacing; inside a line, the target nearest to a
    position is found by binary search over sorted keys. A point's squared distance is the
@@ -36,6 +37,12 @@ _CHUNK_ELEMENTS = 1 << 18  # (points x offsets) evaluated per vectorised step of
 # segmentations need about 25 per point.
 _BUDGET_PER_POINT = 40
 _MIN_BUDGET = 2_000_000
+# Before each ring of offsets (after the first): stop searching if the ring would take more
+# look-ups than this many times the grid positions the plane transform needs for the points left
+# (a look-up costs about 25 ns, a position of the transform about 100 ns). Checked only for
+# rings of more than _RING_CHECK look-ups.
+_RING_VS_TRANSFORM = 4
+_RING_CHECK = 1 << 20
 _BRUTE_FORCE_PAIRS = 1 << 22  # points x targets below which every pair is compared
 _PLANE_BATCH_PIXELS = 1 << 21  # grid positions per batch of the plane transform (about 60 B each)
 _DENSE_PLANE = 16  # a plane holding at least 1/16 of its positions as points is solved on its own
@@ -60,10 +67,24 @@ def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.nd
         return np.sqrt(squared)
     if points.shape[0] * targets.shape[0] <= _BRUTE_FORCE_PAIRS:
         return np.sqrt(np.minimum(squared, _brute_force_squared(points, targets, metric)))
+    # Planes crowded with points (the faces of a mask that fills the image) go straight to the
+    # transform, which costs at most _DENSE_PLANE positions per point there; the rest is searched.
+    crowded = np.zeros(points.shape[0], dtype=bool)
+    for axis, members in _crowded_planes(points, extent):
+        found = _PlaneTransform(targets, extent, metric, axis).squared(points[members], squared[members])
+        squared[members] = np.minimum(squared[members], found)
+        crowded |= members
+    rest = np.flatnonzero(~crowded)
+    if rest.size == 0:
+        return np.sqrt(squared)
     search = _LineSearch(targets, extent, metric)
-    budget = max(_MIN_BUDGET, _BUDGET_PER_POINT * points.shape[0])
-    squared, resolved = search.squared_distances(points, budget, squared)
-    left = np.flatnonzero(~resolved)
+    budget = max(_MIN_BUDGET, _BUDGET_PER_POINT * rest.size)
+
+    def transform_cost(active_points, bound):  # positions the transform would cover for them
+        return min(_PlaneTransform.cost(active_points, bound, extent, metric, a) for a in range(points.shape[1]))
+
+    squared[rest], resolved = search.squared_distances(points[rest], budget, squared[rest], transform_cost)
+    left = rest[~resolved]
     if left.size:
         found = _transform_squared(points[left], targets, extent, metric, squared[left])
         squared[left] = np.minimum(squared[left], found)
@@ -92,7 +113,9 @@ def _whole_planes(points, targets, extent, metric: _Metric):
     areas = [int(np.prod(np.delete(extent, axis))) for axis in range(ndim)]
     if not any(np.bincount(targets[:, a], minlength=int(extent[a])).max() >= areas[a] for a in range(ndim)):
         return squared, targets
-    targets = np.unique(targets, axis=0)  # a plane counts as whole only with distinct targets
+    # A plane counts as whole only with distinct targets.
+    dims = tuple(int(e) for e in extent)
+    targets = np.stack(np.unravel_index(_distinct(np.ravel_multi_index(tuple(targets.T), dims)), dims), axis=1)
     in_whole_plane = np.zeros(targets.shape[0], dtype=bool)
     for axis in range(ndim):
         counts = np.bincount(targets[:, axis], minlength=int(extent[axis]))
@@ -109,6 +132,12 @@ def _whole_planes(points, targets, extent, metric: _Metric):
         offsets[:, axis] = gap
         squared = np.minimum(squared, metric.squared_mm(offsets))
     return squared, targets[~in_whole_plane]
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (np.unique, without its hash table: faster for these int arrays)."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
 
 
 def _brute_force_squared(points, targets, metric: _Metric) -> np.ndarray:
@@ -142,22 +171,31 @@ class _LineSearch:
         in_plane = indices[:, self.others] + self.extent[self.others]
         return (in_plane @ self.strides) * self.line_length + indices[:, self.axis]
 
-    def squared_distances(self, points: np.ndarray, budget: int, initial: np.ndarray):
+    def squared_distances(self, points: np.ndarray, budget: int, initial: np.ndarray, transform_cost=None):
         """(squared distance per point, resolved): where not resolved, the first value is only an
-        upper bound (inf if no target was seen), left when the budget ran out; `initial` holds
-        upper bounds known beforehand."""
+        upper bound (inf if no target was seen). `initial` holds upper bounds known beforehand.
+
+        The search stops when it has spent `budget` look-ups, or before a ring of offsets whose
+        look-ups would exceed _RING_VS_TRANSFORM times the grid positions that the plane
+        transform needs for the points still open (`transform_cost(points, upper bounds)`).
+        """
         # Points in key order make every batch of queries sorted, which binary search serves
         # from cache: several times faster than the same queries in random order.
         keys = self._keys(points)
         order = np.argsort(keys, kind="stable")
         keys, position = keys[order], points[order, self.axis]
         best = initial[order].copy()
-        resolved = np.ones(points.shape[0], dtype=bool)
-        active = np.arange(points.shape[0])
+        resolved = np.ones(points.shape[0], dtype=bool)  # in the caller's order
+        active = np.arange(points.shape[0])  # positions in key order
         spent = 0
-        for shift, radius2, next_radius2 in self._offset_chunks(lambda: active.size):
-            if spent > budget:
-                resolved[active] = False
+        for shift, radius2, next_radius2, ring_size in self._offset_chunks(lambda: active.size):
+            ring_lookups = active.size * ring_size
+            too_far = (
+                ring_size and transform_cost is not None and ring_lookups > _RING_CHECK
+                and ring_lookups > _RING_VS_TRANSFORM * transform_cost(points[order[active]], best[active])
+            )
+            if spent > budget or too_far:
+                resolved[order[active]] = False
                 break
             spent += active.size * shift.size
             found = self._chunk_minimum(keys[active], position[active], shift, radius2)
@@ -166,9 +204,9 @@ class _LineSearch:
             if active.size == 0:
                 break
         # Without a break, every line in the image was visited: all distances are exact.
-        unsorted, unsorted_resolved = np.empty_like(best), np.empty_like(resolved)
-        unsorted[order], unsorted_resolved[order] = best, resolved
-        return unsorted, unsorted_resolved
+        unsorted = np.empty_like(best)
+        unsorted[order] = best
+        return unsorted, resolved
 
     def _chunk_minimum(self, keys, position, shift, radius2) -> np.ndarray:
         """Per point, the smallest squared distance to a target in the lines `shift` away."""
@@ -179,11 +217,13 @@ class _LineSearch:
         # A neighbour key belongs to the same line only if the gap stays inside the line.
         after = np.where(after < self.line_length - position, after, _NO_TARGET)
         before = np.where(before <= position, before, _NO_TARGET)
-        gap_mm = np.minimum(after, before) * self.spacing[self.axis]
+        gap = np.minimum(after, before)
+        gap_mm = np.where(gap < _NO_TARGET, gap * self.spacing[self.axis], np.inf)  # inf: empty line
         return np.min(gap_mm * gap_mm + radius2[:, None], axis=0)
 
     def _offset_chunks(self, active_count):
-        """(key shifts, |o|^2, lower bound of every later |o|^2) in order of increasing |o|.
+        """(key shifts, |o|^2, lower bound of every later |o|^2, ring size or 0) in order of
+        increasing |o|; the ring size comes with the first chunk of each ring after the first.
 
         Offsets come in rings of doubling radius, each cut into chunks that keep
         active points x offsets near _CHUNK_ELEMENTS.
@@ -199,7 +239,8 @@ class _LineSearch:
                 size = max(1, _CHUNK_ELEMENTS // max(1, active_count()))
                 stop = min(start + size, offsets.shape[0])
                 later = radius2[stop] if stop < offsets.shape[0] else outer * outer
-                yield shifts[start:stop], radius2[start:stop], later
+                ring_size = offsets.shape[0] if start == 0 and inner > 0 else 0
+                yield shifts[start:stop], radius2[start:stop], later, ring_size
                 start = stop
             inner, outer = outer * outer, 2.0 * outer
 
@@ -218,30 +259,27 @@ def _ring(inner2: float, outer: float, spacing: np.ndarray, reach: np.ndarray):
 # --- stage 4: distance transform over the planes that hold the remaining points -------------
 
 
-def _transform_squared(points, targets, extent, metric: _Metric, bound) -> np.ndarray:
-    """Exact squared distances for points far from the targets; `bound` holds upper bounds (or inf).
-
-    Points are grouped by planes: first the planes that are densely covered with points (the
-    faces of a mask that fills the image), each along its own axis, then all others along the
-    one axis that makes the transform smallest.
-    """
-    ndim = points.shape[1]
-    squared = np.full(points.shape[0], np.inf)
+def _crowded_planes(points, extent):
+    """(axis, member mask) for the planes holding at least 1/_DENSE_PLANE of their positions as
+    points; a point in crowded planes of several axes belongs to the first."""
     todo = np.ones(points.shape[0], dtype=bool)
-    for axis in range(ndim):
+    for axis in range(points.shape[1]):
         area = int(np.prod(np.delete(extent, axis)))
         counts = np.bincount(points[todo, axis], minlength=int(extent[axis]))
         members = todo & (counts * _DENSE_PLANE >= area)[points[:, axis]]
         if members.any():
-            planes = _PlaneTransform(targets, extent, metric, axis)
-            squared[members] = planes.squared(points[members], bound[members])
             todo &= ~members
-    if todo.any():
-        rest, rest_bound = points[todo], bound[todo]
-        costs = [_PlaneTransform.cost(rest, rest_bound, extent, metric, axis) for axis in range(ndim)]
-        planes = _PlaneTransform(targets, extent, metric, int(np.argmin(costs)))
-        squared[todo] = planes.squared(rest, rest_bound)
-    return squared
+            yield axis, members
+
+
+def _transform_squared(points, targets, extent, metric: _Metric, bound) -> np.ndarray:
+    """Exact squared distances for points far from the targets; `bound` holds upper bounds (or inf).
+
+    The planes are taken normal to the axis that makes the transform smallest (planes that hold
+    points x the in-plane window that can hold their nearest targets).
+    """
+    costs = [_PlaneTransform.cost(points, bound, extent, metric, axis) for axis in range(points.shape[1])]
+    return _PlaneTransform(targets, extent, metric, int(np.argmin(costs))).squared(points, bound)
 
 
 class _PlaneTransform:
@@ -273,7 +311,8 @@ class _PlaneTransform:
     @staticmethod
     def cost(points, bound, extent, metric: _Metric, axis: int) -> float:
         lo, hi = _PlaneTransform._window(points, bound, extent, metric, axis)
-        return float(np.unique(points[:, axis]).size) * float(np.prod(hi - lo + 1))
+        planes = np.count_nonzero(np.bincount(points[:, axis]))
+        return float(planes) * float(np.prod(hi - lo + 1))
 
     def squared(self, points: np.ndarray, bound: np.ndarray) -> np.ndarray:
         lo, hi = self._window(points, bound, self.extent, self.metric, self.axis)
@@ -281,7 +320,7 @@ class _PlaneTransform:
         per_batch = max(1, _PLANE_BATCH_PIXELS // int(np.prod(shape)))
         order = np.argsort(points[:, self.axis], kind="stable")
         sorted_planes = points[order, self.axis]
-        planes = np.unique(sorted_planes)
+        planes = _distinct(sorted_planes)
         squared = np.empty(points.shape[0])
         for start in range(0, planes.size, per_batch):
             batch = planes[start:start + per_batch]

@@ -10,9 +10,10 @@
   with a face neighbour outside the mask (or outside the image); every voxel weighs 1;
   percentiles interpolate linearly; ASSD pools both directions.
 
-Both crop to the union bounding box first (exact) and measure exact Euclidean nearest-surface
-distances between the surface points' grid positions (see `_nearest`: a search along grid lines
-in numpy, the same values a distance transform of the surface gives at the surface points).
+Both crop each mask to its own bounding box (exact), place both surfaces on one grid and measure
+exact Euclidean nearest-surface distances between the surface points' grid positions (see
+`_nearest`: numpy only, the same values a distance transform of the surface gives at the surface
+points, at a cost bounded by the planes that hold the surface points, whatever the distances).
 """
 
 from __future__ import annotations
@@ -61,30 +62,40 @@ def surface_distances(ref: np.ndarray, pred: np.ndarray, spacing, definition: st
     if ref.ndim not in (2, 3) or len(spacing) != ref.ndim:
         raise ValueError(f"need 2D or 3D masks with one spacing per axis, got {ref.shape} and {spacing}")
     spacing = np.asarray(spacing, dtype=np.float64)
-    box = _union_box(ref, pred)
-    if box is None:
+    ref_box, pred_box = _bounding_box(ref), _bounding_box(pred)
+    if ref_box is None and pred_box is None:
         empty = DirectedDistances(np.zeros(0), np.zeros(0))
         return SurfaceDistances(empty, empty, definition)
+    # Both surfaces on the grid of the union box: each mask is cropped to its own box (exact: the
+    # cubes or voxels outside it are not on its surface) and its points shifted onto that grid.
+    origin = np.min([box[0] for box in (ref_box, pred_box) if box is not None], axis=0)
     find_surface = _surfels if definition == "surfel" else _boundary_voxels
-    ref_points, ref_weights = find_surface(_crop_padded(ref, box), spacing)
-    pred_points, pred_weights = find_surface(_crop_padded(pred, box), spacing)
+    ref_points, ref_weights = _surface_points(ref, ref_box, origin, find_surface, spacing)
+    pred_points, pred_weights = _surface_points(pred, pred_box, origin, find_surface, spacing)
     ref_to_pred = _directed(ref_points, ref_weights, pred_points, spacing)
     pred_to_ref = _directed(pred_points, pred_weights, ref_points, spacing)
     return SurfaceDistances(ref_to_pred, pred_to_ref, definition)
 
 
-def _union_box(ref: np.ndarray, pred: np.ndarray):
-    """(lo, hi) inclusive voxel bounds of ref | pred, or None when both are empty."""
-    union = ref | pred
+def _bounding_box(mask: np.ndarray):
+    """(lo, hi) inclusive voxel bounds of a mask, or None when it is empty."""
     lo, hi = [], []
-    for axis in range(union.ndim):
-        others = tuple(a for a in range(union.ndim) if a != axis)
-        hits = np.flatnonzero(union.any(axis=others))
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
         if hits.size == 0:
             return None
         lo.append(int(hits[0]))
         hi.append(int(hits[-1]))
     return np.array(lo), np.array(hi)
+
+
+def _surface_points(mask, box, origin, find_surface, spacing):
+    """Surface points of one mask (grid indices relative to `origin` - 1) and their weights."""
+    if box is None:
+        return np.zeros((0, mask.ndim), dtype=np.int64), np.zeros(0)
+    points, weights = find_surface(_crop_padded(mask, box), spacing)
+    return points + (box[0] - origin), weights
 
 
 def _crop_padded(mask: np.ndarray, box) -> np.ndarray:
