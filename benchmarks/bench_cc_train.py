@@ -94,7 +94,9 @@ def segment_one(work: Path, name: str, model: Path, architecture: str) -> dict:
     sidecar = json.loads((out / f"{name}_dwi_cc_seg.json").read_text())
     pred = load_label_map(out / f"{name}_dwi_cc_seg.nii.gz").data > 0
     truth = load_label_map(folder / f"{name}_cc.nii.gz").data > 0
-    dice = float(2 * (pred & truth).sum() / (pred.sum() + truth.sum()))
+    from segkit.metrics.overlap import dice as overlap_dice  # segkit eval's definition
+
+    dice = overlap_dice(truth, pred)
     return {
         "subject": name,
         "dice": round(dice, 4),

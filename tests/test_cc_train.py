@@ -12,6 +12,8 @@ torch = pytest.importorskip("torch")
 
 from segkit.errors import SegkitError  # noqa: E402
 from segkit.tasks.cc_fodf import task as cc_task  # noqa: E402
+from segkit.tasks.cc_fodf import batches as cc_batches  # noqa: E402
+from segkit.tasks.cc_fodf import dataset as cc_dataset  # noqa: E402
 from segkit.tasks.cc_fodf import train as cc_train  # noqa: E402
 
 SHAPE = (18, 20, 14)
@@ -45,37 +47,37 @@ def peaks_dataset(tmp_path):
 
 
 def test_discover_cases_pairs_images_labels_and_gradients(tmp_path, peaks_dataset):
-    cases = cc_train.discover_cases(peaks_dataset)
+    cases = cc_dataset.discover_cases(peaks_dataset)
     assert [c.name for c in cases] == ["cc_000", "cc_001", "cc_002"]
     assert all(not c.is_dwi for c in cases)
     images = peaks_dataset / "imagesTr"
     (images / "cc_001_0000.bval").write_text("0 1000\n")
     (images / "cc_001_0000.bvec").write_text("0 1\n0 0\n0 0\n")
-    dwi_case = cc_train.discover_cases(peaks_dataset)[1]
+    dwi_case = cc_dataset.discover_cases(peaks_dataset)[1]
     assert dwi_case.is_dwi and dwi_case.bvec.name == "cc_001_0000.bvec"
     (images / "cc_001_0000.bvec").unlink()
     with pytest.raises(SegkitError, match="only one of"):
-        cc_train.discover_cases(peaks_dataset)
+        cc_dataset.discover_cases(peaks_dataset)
 
 
 def test_discover_cases_reports_a_label_without_image(peaks_dataset):
     (peaks_dataset / "imagesTr" / "cc_002_0000.nii.gz").unlink()
     with pytest.raises(SegkitError, match="cc_002"):
-        cc_train.discover_cases(peaks_dataset)
+        cc_dataset.discover_cases(peaks_dataset)
     with pytest.raises(SegkitError, match="imagesTr"):
-        cc_train.discover_cases(peaks_dataset / "imagesTr")
+        cc_dataset.discover_cases(peaks_dataset / "imagesTr")
 
 
 def test_split_keeps_validation_apart():
-    cases = [cc_train.Case(f"c{i}", None, None) for i in range(5)]
-    train, val = cc_train.split_cases(cases, 0.2, [], seed=0)
+    cases = [cc_dataset.Case(f"c{i}", None, None) for i in range(5)]
+    train, val = cc_dataset.split_cases(cases, 0.2, [], seed=0)
     assert len(val) == 1 and len(train) == 4 and not set(c.name for c in val) & set(c.name for c in train)
-    train, val = cc_train.split_cases(cases, 0.2, ["c3"], seed=0)
+    train, val = cc_dataset.split_cases(cases, 0.2, ["c3"], seed=0)
     assert [c.name for c in val] == ["c3"]
     with pytest.raises(SegkitError, match="c9"):
-        cc_train.split_cases(cases, 0.2, ["c9"], seed=0)
+        cc_dataset.split_cases(cases, 0.2, ["c9"], seed=0)
     with pytest.raises(SegkitError, match="at least 2"):
-        cc_train.split_cases(cases[:1], 0.2, [], seed=0)
+        cc_dataset.split_cases(cases[:1], 0.2, [], seed=0)
 
 
 @pytest.mark.parametrize("shape", [(10, 30, 16), (40, 8, 16)])
@@ -91,17 +93,17 @@ def test_fit_to_cube_round_trip_pads_and_crops_around_the_content(shape):
 
 def test_normalise_slices_zero_mean_unit_variance_per_sample():
     x = torch.randn(4, 9, 8, 8) * torch.tensor([1.0, 5.0, 0.1, 3.0]).view(4, 1, 1, 1) + 7
-    y = cc_train.normalise_slices(x)
+    y = cc_batches.normalise_slices(x)
     assert torch.allclose(y.mean(dim=(1, 2, 3)), torch.zeros(4), atol=1e-5)
     assert torch.allclose(y.std(dim=(1, 2, 3)), torch.ones(4), atol=1e-4)
-    assert torch.isfinite(cc_train.normalise_slices(torch.zeros(1, 9, 8, 8))).all()
+    assert torch.isfinite(cc_batches.normalise_slices(torch.zeros(1, 9, 8, 8))).all()
 
 
 def test_sample_batch_takes_slices_of_one_subject_along_one_axis():
     peaks, mask = _synthetic_peaks_subject(0)
     cube, box = cc_task.fit_to_cube(peaks, 16)
-    subject = cc_train.Subject("s", cube, cc_task.fit_to_cube(mask, 16, box=box)[0], SHAPE)
-    images, masks = cc_train.sample_batch([subject], 6, torch.Generator().manual_seed(1))
+    subject = cc_dataset.Subject("s", cube, cc_task.fit_to_cube(mask, 16, box=box)[0], SHAPE)
+    images, masks = cc_batches.sample_batch([subject], 6, torch.Generator().manual_seed(1))
     assert images.shape == (6, 9, 16, 16) and masks.shape == (6, 1, 16, 16)
     assert set(np.unique(masks.numpy())) <= {0.0, 1.0}
 
@@ -113,7 +115,7 @@ def test_augment_moves_images_and_masks_together():
     images = torch.zeros(8, 9, 48, 48)
     images[:, 0:1] = masks * 4.0  # channel 0 carries the structure
     images[:, 1] = 1.0
-    aug_images, aug_masks = cc_train.augment(images, masks, generator)
+    aug_images, aug_masks = cc_batches.augment(images, masks, generator)
     assert aug_images.shape == images.shape and aug_masks.shape == masks.shape
     assert set(np.unique(aug_masks.numpy())) <= {0.0, 1.0}
     assert torch.isfinite(aug_images).all()
@@ -125,8 +127,8 @@ def test_augment_moves_images_and_masks_together():
 
 def test_augment_is_reproducible_with_the_generator():
     images, masks = torch.randn(2, 9, 32, 32), (torch.rand(2, 1, 32, 32) > 0.5).float()
-    first = cc_train.augment(images, masks, torch.Generator().manual_seed(3))
-    second = cc_train.augment(images, masks, torch.Generator().manual_seed(3))
+    first = cc_batches.augment(images, masks, torch.Generator().manual_seed(3))
+    second = cc_batches.augment(images, masks, torch.Generator().manual_seed(3))
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
 
 

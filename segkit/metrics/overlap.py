@@ -32,3 +32,11 @@ def overlap_metrics(ref: np.ndarray, pred: np.ndarray, voxel_volume_mm3: float) 
         "volume_diff_ml": (n_pred - n_ref) * ml,
         "abs_volume_diff_ml": abs(n_pred - n_ref) * ml,
     }
+
+
+def dice(ref: np.ndarray, pred: np.ndarray) -> float:
+    """Dice of two binary masks, as overlap_metrics defines it (both empty -> 1); for training and selection."""
+    ref = np.asarray(ref, dtype=bool)
+    pred = np.asarray(pred, dtype=bool)
+    total = int(np.count_nonzero(ref)) + int(np.count_nonzero(pred))
+    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(ref & pred)) / total

@@ -20,7 +20,7 @@ def find_card(path: Path) -> Path | None:
     if path.is_file():
         return path if path.name == CARD_NAME else None
     if not path.is_dir():
-        raise SegkitError(f"--model {path}: no such folder")
+        return None
     if (path / CARD_NAME).is_file():
         return path / CARD_NAME
     nested = sorted(path.glob(f"*/{CARD_NAME}"))
@@ -29,6 +29,8 @@ def find_card(path: Path) -> Path | None:
 
 def task_of_model(path: Path) -> str | None:
     """The task a segkit model package was trained for, or None for a plain nnU-Net folder."""
+    if not Path(path).expanduser().exists():
+        raise SegkitError(f"--model {path}: no such file or folder")
     card = find_card(path)
     if card is None:
         return None

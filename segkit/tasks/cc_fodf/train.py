@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,9 @@ from typing import Callable
 import numpy as np
 
 from segkit.errors import SegkitError
+from segkit.metrics.overlap import dice
+from segkit.tasks.cc_fodf.batches import augment, normalise_slices, sample_batch
+from segkit.tasks.cc_fodf.dataset import Subject, discover_cases, load_subject, split_cases
 from segkit.tasks.facts import orientation
 
 PACKAGE_FORMAT = "segkit-cc_fodf-model"
@@ -33,7 +35,6 @@ PACKAGE_FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.pt"
 CARD_NAME = "model_card.json"
 ZIP_NAME = "cc_fodf_model.zip"
-IMAGE_ENDINGS = (".nii.gz", ".nii")
 
 EventFn = Callable[[dict], None]
 
@@ -82,193 +83,7 @@ class TrainResult:
 # ------------------------------------------------------------------------------ dataset
 
 
-@dataclass
-class Case:
-    name: str
-    image: Path
-    label: Path
-    bval: Path | None = None
-    bvec: Path | None = None
-
-    @property
-    def is_dwi(self) -> bool:
-        return self.bval is not None
-
-
-@dataclass
-class Subject:
-    name: str
-    peaks: np.ndarray  # (S, S, S, 9) float32, RAS canonical, fitted to the slice-size cube
-    mask: np.ndarray  # (S, S, S) uint8
-    source_shape: tuple[int, ...]
-
-
-def discover_cases(root: Path | str) -> list[Case]:
-    """Pair labelsTr/<case>.nii.gz with imagesTr/<case>_0000.nii.gz (or <case>.nii.gz) and, for DWI,
-    the .bval/.bvec beside the image (same stem)."""
-    root = Path(root)
-    images, labels = root / "imagesTr", root / "labelsTr"
-    for folder in (images, labels):
-        if not folder.is_dir():
-            raise SegkitError(f"{root} is not an nnU-Net-style dataset: {folder.name}/ is missing")
-    cases = [_case_for(images, label) for label in sorted(labels.iterdir()) if _strip_ending(label.name)]
-    if not cases:
-        raise SegkitError(f"{labels} holds no .nii.gz label files")
-    return cases
-
-
-def _strip_ending(name: str) -> str | None:
-    for ending in IMAGE_ENDINGS:
-        if name.endswith(ending) and not name.startswith("."):
-            return name[: -len(ending)]
-    return None
-
-
-def _case_for(images: Path, label: Path) -> Case:
-    name = _strip_ending(label.name)
-    for stem in (f"{name}_0000", name):
-        for ending in IMAGE_ENDINGS:
-            image = images / f"{stem}{ending}"
-            if image.is_file():
-                bval, bvec = images / f"{stem}.bval", images / f"{stem}.bvec"
-                if bval.is_file() != bvec.is_file():
-                    raise SegkitError(f"{image}: found only one of {bval.name} / {bvec.name}; give both for DWI")
-                if bval.is_file():
-                    return Case(name, image, label, bval, bvec)
-                return Case(name, image, label)
-    raise SegkitError(f"label {label} has no image: expected {images / (name + '_0000.nii.gz')}")
-
-
-def load_subject(case: Case, slice_size: int, cache_dir: Path | None = None) -> Subject:
-    """Peaks and mask in RAS canonical orientation, fitted to the slice-size cube around the brain."""
-    from segkit.io import load_label_map
-    from segkit.tasks.cc_fodf.task import canonical_peaks, fit_to_cube
-
-    peaks, reference = canonical_peaks(case.image, case.bval, case.bvec, cache=_cache_path(cache_dir, case))
-    label = load_label_map(case.label, allowed_ndim=(3,))
-    if label.spatial_shape != reference.spatial_shape or not np.allclose(label.affine, reference.affine, atol=1e-3):
-        raise SegkitError(f"{case.label}: shape/affine differ from its image {case.image}; labels must share the image grid")
-    from segkit.io import reorientation_to
-
-    mask = reorientation_to(label.affine, label.spatial_shape, orientation("cc_fodf")).to_canonical(np.asarray(label.data) > 0)
-    cube_peaks, box = fit_to_cube(peaks, slice_size)
-    cube_mask, _ = fit_to_cube(mask.astype(np.uint8), slice_size, box=box)
-    return Subject(case.name, cube_peaks.astype(np.float32), cube_mask.astype(np.uint8), tuple(peaks.shape[:3]))
-
-
-def _cache_path(cache_dir: Path | None, case: Case) -> Path | None:
-    if cache_dir is None or not case.is_dwi:
-        return None
-    return Path(cache_dir) / f"{case.name}.npz"
-
-
-def split_cases(cases: list[Case], val_fraction: float, val_names: list[str], seed: int) -> tuple[list[Case], list[Case]]:
-    if val_names:
-        unknown = sorted(set(val_names) - {c.name for c in cases})
-        if unknown:
-            raise SegkitError(f"--val-case names not in the dataset: {', '.join(unknown)}")
-        val = [c for c in cases if c.name in val_names]
-    else:
-        if len(cases) < 2:
-            raise SegkitError("training needs at least 2 cases (one is held out for validation)")
-        n_val = max(1, int(round(len(cases) * val_fraction)))
-        order = np.random.default_rng(seed).permutation(len(cases))
-        val = [cases[i] for i in sorted(order[:n_val])]
-    train = [c for c in cases if c not in val]
-    if not train:
-        raise SegkitError("no training cases left after the validation split")
-    return train, val
-
-
-# ------------------------------------------------------------------------------ batches and augmentation
-
-
-def sample_batch(subjects: list[Subject], batch_size: int, generator):
-    """One random subject, one random axis (x, y or z), `batch_size` random slices along it."""
-    import torch
-
-    subject = subjects[int(torch.randint(len(subjects), (1,), generator=generator))]
-    axis = int(torch.randint(3, (1,), generator=generator))
-    size = subject.mask.shape[axis]
-    indices = torch.randint(size, (batch_size,), generator=generator).numpy()
-    images = np.stack([slice_channels_first(subject.peaks, axis, int(i)) for i in indices])
-    masks = np.stack([np.take(subject.mask, int(i), axis=axis) for i in indices])[:, None]
-    return torch.from_numpy(images), torch.from_numpy(masks.astype(np.float32))
-
-
-def slice_channels_first(peaks: np.ndarray, axis: int, index: int) -> np.ndarray:
-    """(X, Y, Z, 9) -> the (9, A, B) slice at `index` along `axis` (peak channels unchanged, as in TractSeg)."""
-    return np.moveaxis(np.take(peaks, index, axis=axis), -1, 0)
-
-
-def normalise_slices(x):
-    """Zero mean / unit variance per sample over all channels together (METHODS.md)."""
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    std = x.std(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) / std.clamp_min(1e-6)
-
-
-def augment(images, masks, generator):
-    """Spatial (random crop/shift, elastic, scale) on images and masks, then normalisation, blur and
-    noise on the images. Elastic alpha 90-120 / sigma 9-11 px are given for 144 px slices: sigma
-    scales with the slice and alpha with its square, so the deformation stays the same fraction."""
-    import torch
-    import torch.nn.functional as F
-
-    batch, _, height, width = images.shape
-    ratio = height / 144.0
-
-    def uniform(low, high, shape=(batch,)):
-        return low + (high - low) * torch.rand(shape, generator=generator)
-
-    scale = uniform(0.9, 1.5)
-    shift = uniform(-0.15, 0.15, (batch, 2))  # random crop: the slice window moves within +-15 %
-    theta = torch.zeros(batch, 2, 3)
-    theta[:, 0, 0] = 1.0 / scale
-    theta[:, 1, 1] = 1.0 / scale
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, (batch, 1, height, width), align_corners=False)
-    sigma = float(uniform(9.0, 11.0, (1,))) * ratio
-    alpha = float(uniform(90.0, 120.0, (1,))) * ratio**2
-    noise = torch.rand(batch, 2, height, width, generator=generator) * 2 - 1
-    displacement = _gaussian_smooth(noise, sigma) * alpha  # pixels
-    displacement = displacement * torch.tensor([2.0 / width, 2.0 / height]).view(1, 2, 1, 1)
-    grid = grid + displacement.permute(0, 2, 3, 1)
-    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    masks = (F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).float()
-    images = normalise_slices(images)
-    images = torch.stack([_gaussian_smooth(img[None], float(s))[0] for img, s in zip(images, uniform(0.0, 1.0))])
-    variance = uniform(0.0, 0.05).view(batch, 1, 1, 1)
-    images = images + torch.randn(images.shape, generator=generator) * variance.sqrt()
-    return images, masks
-
-
-def _gaussian_smooth(x, sigma: float):
-    """Separable Gaussian blur of every channel of (B, C, H, W); sigma in pixels (no-op below 0.1)."""
-    import torch
-    import torch.nn.functional as F
-
-    if sigma < 0.1:
-        return x
-    radius = max(1, int(math.ceil(3 * sigma)))
-    radius = min(radius, (min(x.shape[-2:]) - 1))
-    taps = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = x.shape[1]
-    horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
-    vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), horizontal, groups=channels)
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), vertical, groups=channels)
-
-
 # ------------------------------------------------------------------------------ validation
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    prediction, truth = prediction.astype(bool), truth.astype(bool)
-    total = prediction.sum() + truth.sum()
-    return 1.0 if total == 0 else float(2.0 * np.logical_and(prediction, truth).sum() / total)
 
 
 def validate(net, subjects: list[Subject], device: str, batch_size: int) -> dict:

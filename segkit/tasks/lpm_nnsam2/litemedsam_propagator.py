@@ -43,12 +43,14 @@ class LiteMedsamPropagator:
     name = "litemedsam"
 
     def __init__(self, weights_path, device: str = "cpu", backend: str = "auto"):
+        from segkit.models.prompt import PromptPredictor
+        from segkit.models.sam import load_with_encoder, member
         from segkit.runtime.device import resolve_device
-        from segkit.tasks.medsam.runner import loaded_model
 
         self.weights_path = weights_path
         self.device = resolve_device(device)
-        self.net, self.encoder = loaded_model(weights_path, self.device, backend)
+        self.net, self.encoder = load_with_encoder("litemedsam", weights_path, self.device, backend)
+        self.predictor = PromptPredictor(self.net, self.encoder, member("litemedsam").input_size)
 
     def propagate(
         self,
@@ -103,11 +105,9 @@ class LiteMedsamPropagator:
         the highest predicted IoU wins. Walking only from neighbour boxes lets a mask shrink a little
         on every slice until it collapses; offering the seed box too lets the IoU head stop that.
         """
-        from segkit.tasks.medsam.model import decode_logits
-        from segkit.tasks.medsam.preprocess import preprocess_slice
+        from segkit.tasks.medsam.preprocess import preprocess_slice  # LiteMedSAM's own input recipe
 
-        tensor, new_size = preprocess_slice(frame.astype(np.float32))
-        embedding = self.encoder(tensor)
+        embedding, new_size = self.predictor.encode(*preprocess_slice(frame.astype(np.float32)))
         n_objects = len(candidates[0])
         logits = np.full((n_objects, *frame.shape), -1.0, dtype=np.float32)
         ious = np.full(n_objects, -1.0, dtype=np.float32)
@@ -115,7 +115,7 @@ class LiteMedsamPropagator:
             for j, box in enumerate(boxes):
                 if box is None:
                     continue
-                candidate, iou = decode_logits(self.net, embedding, box, new_size, frame.shape)
+                candidate, iou = self.predictor.decode(embedding, new_size, frame.shape, box=box)
                 iou = float(np.clip(iou, 0.0, 1.0))
                 if iou > ious[j]:
                     logits[j], ious[j] = candidate, iou

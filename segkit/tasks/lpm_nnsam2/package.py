@@ -12,7 +12,7 @@ from pathlib import Path
 
 from segkit.errors import SegkitError
 
-CARD = "model_card.json"
+from segkit.training.package import CARD_NAME as CARD
 
 
 def model_folder_of(package: Path) -> Path:

@@ -23,6 +23,7 @@ from segkit.tasks.lpm_nnsam2.inputs import TASK
 from segkit.tasks.lpm_nnsam2 import selection
 from segkit.tasks.lpm_nnsam2.package import CARD
 
+FALLBACK = "fallback: previous stage labels"
 IGNORE = 3  # nnU-Net's ignore label must be the highest label value, declared as "ignore" in dataset.json
 NIFTI = (".nii.gz", ".nii")
 
@@ -102,21 +103,10 @@ def train_lpm(request: LpmTrainRequest, say: Say = lambda text: None) -> Path:
         say(f"round {round_index}: nnU-Net on {len(dataset['cases'])} case(s)")
         model_dir, zip_path = _train_round(request, Path(dataset["root"]), round_dir)
         predictions = _predict_all(spec, model_dir, ras_images, round_dir / "predictions")
-        rows = [{"case": c, "max_area_ratio": selection.max_area_ratio(predictions[c]),
-                 "dice_vs_previous": selection.mean_dice(predictions[c], previous[c])} for c in cases]
-        rows = selection.select_cases(rows, usable={c for c in cases if _has_both_sides(predictions[c])})
-        selected = [r["case"] for r in rows if r["kept"]]
-        if not selected and round_index < request.rounds:
-            # nothing to learn from: the next round keeps the previous stage's labels (logged), rather
-            # than training nnU-Net on empty label maps
+        rows, selected, predictions = _select_round(cases, predictions, previous, round_index < request.rounds)
+        if any(r.get("reason") == FALLBACK for r in rows):
             say(f"round {round_index}: the model found both muscles in no image (train longer: --epochs, "
                 f"--iterations-per-epoch); round {round_index + 1} reuses the previous stage's labels")
-            fallback = sorted(cases, key=lambda c: -int(_has_both_sides(previous[c])))[: max(2, len(cases) // 5)]
-            predictions = {**predictions, **{c: previous[c] for c in fallback}}
-            selected = fallback
-            for row in rows:
-                if row["case"] in fallback:
-                    row["kept"], row["reason"] = True, "fallback: previous stage labels"
         _write_log(round_dir / "selection.tsv", rows)
         dice = float(np.mean([r["dice_vs_previous"] for r in rows]))
         say(f"round {round_index}: mean Dice vs previous stage {dice:.3f}; {len(selected)} case(s) kept")
@@ -124,6 +114,28 @@ def train_lpm(request: LpmTrainRequest, say: Say = lambda text: None) -> Path:
                                "model_dir": str(model_dir), "selection_log": f"round_{round_index}/selection.tsv",
                                "training_cases": dataset["cases"], "dice_vs_previous": dice})
         previous = predictions
+    return _write_package(output, model_dir, card)
+
+
+def _select_round(cases, predictions: dict, previous: dict, more_rounds: bool) -> tuple[list[dict], list, dict]:
+    """(selection rows, kept cases, labels for the next round) after one round's predictions."""
+    rows = [{"case": c, "max_area_ratio": selection.max_area_ratio(predictions[c]),
+             "dice_vs_previous": selection.mean_dice(predictions[c], previous[c])} for c in cases]
+    rows = selection.select_cases(rows, usable={c for c in cases if _has_both_sides(predictions[c])})
+    selected = [r["case"] for r in rows if r["kept"]]
+    if selected or not more_rounds:
+        return rows, selected, predictions
+    # nothing to learn from: the next round keeps the previous stage's labels (logged), rather than
+    # training nnU-Net on empty label maps
+    fallback = sorted(cases, key=lambda c: -int(_has_both_sides(previous[c])))[: max(2, len(cases) // 5)]
+    for row in rows:
+        if row["case"] in fallback:
+            row["kept"], row["reason"] = True, FALLBACK
+    return rows, fallback, {**predictions, **{c: previous[c] for c in fallback}}
+
+
+def _write_package(output: Path, model_dir: Path, card: dict) -> Path:
+    """The last round's model folder under final/, and the card that names it."""
     final = output / "final" / model_dir.name
     if final.exists():
         shutil.rmtree(final)

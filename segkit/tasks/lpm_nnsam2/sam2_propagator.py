@@ -26,19 +26,12 @@ from typing import Callable
 
 import numpy as np
 
-from segkit.tasks.lpm_nnsam2.inputs import lpm_labels
-
 from segkit.errors import TaskNotInstalledError
+from segkit.tasks.lpm_nnsam2.inputs import lpm_labels
 from segkit.tasks.lpm_nnsam2.propagation import Propagation, labels_from_logits
 from segkit.tasks.lpm_nnsam2.sequence import interleave
 
 SAM2_VERSION = "1.1.0"  # the hook points above were read in this release
-SAM2_CONFIGS = {  # checkpoint file name in the registry -> sam2 package config
-    "sam2.1_hiera_tiny.pt": "configs/sam2.1/sam2.1_hiera_t.yaml",
-    "sam2.1_hiera_small.pt": "configs/sam2.1/sam2.1_hiera_s.yaml",
-    "sam2.1_hiera_base_plus.pt": "configs/sam2.1/sam2.1_hiera_b+.yaml",
-    "sam2.1_hiera_large.pt": "configs/sam2.1/sam2.1_hiera_l.yaml",
-}
 IOU_KEY = "segkit_ious"
 
 
@@ -88,9 +81,11 @@ def build_recording_predictor(config_file: str, checkpoint: Path | str | None, d
 
 def installed_sam2_checkpoint(spec) -> tuple[Path, str]:
     """(checkpoint, sam2 config) of the task's installed SAM2 file; one clear line when missing."""
+    from segkit.models.sam import sam2_configs
     from segkit.registry.store import read_manifest
 
-    backbones = [f for f in spec.files if f.name in SAM2_CONFIGS]
+    configs = sam2_configs()
+    backbones = [f for f in spec.files if f.name in configs]
     installed = read_manifest(spec.name)
     if installed is not None:
         for file in backbones:
@@ -99,7 +94,7 @@ def installed_sam2_checkpoint(spec) -> tuple[Path, str]:
             except Exception:  # noqa: BLE001 - a manifest without this file: try the next size
                 continue
             if Path(path).is_file():
-                return Path(path), SAM2_CONFIGS[file.name]
+                return Path(path), configs[file.name]
     names = ", ".join(f.name for f in backbones) or "a SAM 2.1 checkpoint"
     raise TaskNotInstalledError(
         f"the SAM2 weights of lpm_nnsam2 ({names}) are not installed: run `segkit install-task lpm_nnsam2` "
@@ -118,8 +113,13 @@ class Sam2Propagator:
     def from_checkpoint(cls, checkpoint, config_file: str, device: str = "auto"):
         from segkit.runtime.device import resolve_device
 
+        from segkit.models.sam import load_state_dict
+
         device = resolve_device(device)
-        return cls(build_recording_predictor(config_file, checkpoint, device), device)
+        predictor = build_recording_predictor(config_file, None, device)
+        # the verified checkpoint is read here (weights_only), not handed to sam2's loader
+        predictor.load_state_dict(load_state_dict("sam2.1_hiera_tiny", checkpoint), strict=True)
+        return cls(predictor.eval(), device)
 
     def propagate(
         self,

@@ -40,13 +40,10 @@ def max_area_ratio(labels: np.ndarray, slice_axis: int = 2, values=None) -> floa
 
 
 def mean_dice(a: np.ndarray, b: np.ndarray, values=None) -> float:
+    from segkit.metrics.overlap import dice
+
     values = values or lpm_labels()
-    scores = []
-    for value in values:
-        x, y = a == value, b == value
-        total = x.sum() + y.sum()
-        scores.append(1.0 if total == 0 else 2.0 * float((x & y).sum()) / float(total))
-    return float(np.mean(scores))
+    return float(np.mean([dice(a == value, b == value) for value in values]))
 
 
 def select_cases(rows: list[dict], usable: set | None = None) -> list[dict]:

@@ -96,12 +96,10 @@ class LpmRunner(TaskRunner):
 def make_propagator(name: str, spec, device: str = "auto", backend: str = "auto"):
     """The propagator named on the command line, from installed weights only."""
     if name == "litemedsam":
-        from segkit.registry.schema import load_registry
-        from segkit.registry.store import ensure_offline_task
+        from segkit.models.sam import checkpoint_path
         from segkit.tasks.lpm_nnsam2.litemedsam_propagator import LiteMedsamPropagator
 
-        weights = ensure_offline_task(load_registry().get("medsam")).file_path("lite_medsam.pth")
-        return LiteMedsamPropagator(weights, device=device, backend=backend)
+        return LiteMedsamPropagator(checkpoint_path("litemedsam"), device=device, backend=backend)
     from segkit.tasks.lpm_nnsam2.sam2_propagator import Sam2Propagator, installed_sam2_checkpoint
 
     checkpoint, config = installed_sam2_checkpoint(spec)

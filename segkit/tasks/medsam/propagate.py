@@ -9,7 +9,6 @@ both end slices are segmented (the official script's ``range(z_middle, z_max)`` 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
@@ -21,15 +20,12 @@ EMBEDDING_CACHE_SLICES = 32  # ~4 MB each: enough to share slices between overla
 
 
 class SliceSegmenter:
-    """Segments 2D slices of one image with a box at 256 scale, reusing slice embeddings."""
+    """Segments 2D slices of one image with a box at 256 scale; the predictor caches slice embeddings."""
 
-    def __init__(self, net, encoder, image: np.ndarray, slice_axis: int):
-        self.net = net
-        self.encoder = encoder
+    def __init__(self, predictor, image: np.ndarray, slice_axis: int):
+        self.predictor = predictor  # segkit.models.prompt.PromptPredictor for this image only
         self.image = image
         self.slice_axis = slice_axis
-        self.n_encoded = 0
-        self._embeddings: OrderedDict = OrderedDict()
 
     def slice_shape(self) -> tuple[int, int]:
         if self.image.ndim == 2:
@@ -40,22 +36,8 @@ class SliceSegmenter:
         return self.image if index is None else np.take(self.image, index, axis=self.slice_axis)
 
     def segment(self, index: int | None, box_256: np.ndarray) -> np.ndarray:
-        from segkit.tasks.medsam.model import decode_mask
-
-        embedding, new_size = self._embedding(index)
-        return decode_mask(self.net, embedding, box_256, new_size, self.slice_shape())
-
-    def _embedding(self, index):
-        if index in self._embeddings:
-            self._embeddings.move_to_end(index)
-            return self._embeddings[index]
-        tensor, new_size = preprocess_slice(self.plane(index))
-        entry = (self.encoder(tensor), new_size)
-        self.n_encoded += 1
-        self._embeddings[index] = entry
-        if len(self._embeddings) > EMBEDDING_CACHE_SLICES:
-            self._embeddings.popitem(last=False)
-        return entry
+        embedding, new_size = self.predictor.embedding(index, lambda: preprocess_slice(self.plane(index)))
+        return self.predictor.decode_mask(embedding, new_size, self.slice_shape(), box=box_256)
 
 
 def slice_order(first: int, last: int) -> list[tuple[int, int | None]]:

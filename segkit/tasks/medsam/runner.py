@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -50,10 +49,13 @@ def segment_medsam(
 def segment_with_model(net, encoder, image: np.ndarray, boxes: list[Box], *, slice_axis: int, device: str,
                        progress: Callable[[int, int], None] | None = None) -> MedsamResult:
     """`segment_medsam` with a loaded (network, encoder): the model-once path of batch runs."""
-    from segkit.tasks.medsam.propagate import SliceSegmenter, segment_box
+    from segkit.models.prompt import PromptPredictor
+    from segkit.tasks.medsam.preprocess import IMAGE_SIZE
+    from segkit.tasks.medsam.propagate import EMBEDDING_CACHE_SLICES, SliceSegmenter, segment_box
 
     started = time.perf_counter()
-    segmenter = SliceSegmenter(net, encoder, image, slice_axis)
+    predictor = PromptPredictor(net, encoder, IMAGE_SIZE, EMBEDDING_CACHE_SLICES)  # one per image: keys are slices
+    segmenter = SliceSegmenter(predictor, image, slice_axis)
     total = sum(_n_slices(b, image.ndim, slice_axis) for b in boxes)
     done = 0
 
@@ -72,7 +74,7 @@ def segment_with_model(net, encoder, image: np.ndarray, boxes: list[Box], *, sli
         "onnx_providers": list(getattr(getattr(encoder, "module", None), "providers", []) or []),
         "slice_axis": slice_axis if image.ndim == 3 else None,
         "n_slices_segmented": total,
-        "n_slices_encoded": segmenter.n_encoded,
+        "n_slices_encoded": predictor.n_encoded,
         "inference_s": round(time.perf_counter() - started, 3),
         "prompts": [b.to_dict() for b in boxes],
     }
@@ -80,23 +82,10 @@ def segment_with_model(net, encoder, image: np.ndarray, boxes: list[Box], *, sli
 
 
 def loaded_model(weights_path, device: str, backend: str, onnx_cache_dir=None):
-    """(network, image encoder), kept for the next call in this process when nothing changed.
+    """(LiteMedSAM network, image encoder), kept for the next call in this process (segkit.models.sam)."""
+    from segkit.models.sam import load_with_encoder
 
-    Batch use (many images, one process) then loads the weights and the ONNX session once. The
-    key includes the weights file's size and mtime, so replacing the file reloads it.
-    """
-    path = Path(weights_path).resolve()
-    stat = path.stat()
-    cache_dir = None if onnx_cache_dir is None else str(Path(onnx_cache_dir).resolve())
-    return _load_model(str(path), stat.st_size, stat.st_mtime_ns, device, backend, cache_dir)
-
-
-@lru_cache(maxsize=2)
-def _load_model(path: str, _size: int, _mtime_ns: int, device: str, backend: str, cache_dir):
-    from segkit.tasks.medsam.model import load_litemedsam, make_encoder
-
-    net = load_litemedsam(path, device)
-    return net, make_encoder(net, path, device, backend, cache_dir)
+    return load_with_encoder("litemedsam", weights_path, device, backend, onnx_cache_dir)
 
 
 def _checked_image(image_array) -> np.ndarray:
