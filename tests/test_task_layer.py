@@ -198,3 +198,21 @@ def test_segment_help_groups_options_by_task():
     assert helped.returncode == 0
     for panel in ("Options of medsam", "Options of cc_fodf", "Options of lpm_nnsam2"):
         assert panel in helped.stdout
+
+
+def test_post_processing_applies_to_every_task(tmp_path, monkeypatch):
+    """--largest/--remove-small were nnU-Net's only; the base runner now cleans any task's labels."""
+    from segkit import api
+
+    monkeypatch.setenv("SEGKIT_REGISTRY", str(write_registry(tmp_path / "r.yaml", {"tiny": TINY})))
+    monkeypatch.syspath_prepend(str(TESTS))
+    data = np.zeros((20, 18, 12), np.float32)
+    data[2:10, 2:10, 2:8] = 1.0  # 384 voxels
+    data[14:17, 12:15, 8:11] = 1.0  # 27 voxels, apart
+    nib.save(nib.Nifti1Image(data, LPS), str(tmp_path / "two.nii.gz"))
+    api.segment("tiny", [tmp_path / "two.nii.gz"], level=0.5, output=tmp_path / "plain/")
+    api.segment("tiny", [tmp_path / "two.nii.gz"], level=0.5, largest=True, output=tmp_path / "largest/")
+    api.segment("tiny", [tmp_path / "two.nii.gz"], level=0.5, remove_small="30vox", output=tmp_path / "small/")
+    counts = {name: int(np.asarray(nib.load(str(tmp_path / name / "two_fg.nii.gz")).dataobj).sum())
+              for name in ("plain", "largest", "small")}
+    assert counts == {"plain": 384 + 27, "largest": 384, "small": 384}
