@@ -1,4 +1,4 @@
-"""Exact nearest-point distances on a voxel grid (the search behind eval's surface distances)."""
+"""Exact nearest-point distances on a voxel grid (behind eval's surface distances), every stage against brute force."""
 
 from __future__ import annotations
 
@@ -26,13 +26,60 @@ def _random_sets(rng, ndim):
     return points, targets, spacing
 
 
+# Settings that force each stage: the default, the line search alone (no brute force), the plane
+# transform for every point (tiny batches too), the switch before a ring, every plane crowded.
+STAGES = {
+    "default": {},
+    "line_search": {"_BRUTE_FORCE_PAIRS": 0, "_DENSE_PLANE": 0},
+    "transform": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0},
+    "transform_one_plane_per_batch": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0,
+                                      "_PLANE_BATCH_PIXELS": 1},
+    "ring_switch": {"_BRUTE_FORCE_PAIRS": 0, "_RING_CHECK": 0, "_RING_VS_TRANSFORM": 0},
+    "crowded_planes": {"_BRUTE_FORCE_PAIRS": 0, "_DENSE_PLANE": 10**9},
+}
+
+
+@pytest.fixture(params=sorted(STAGES))
+def stage(request, monkeypatch):
+    for name, value in STAGES[request.param].items():
+        monkeypatch.setattr(nearest, name, value)
+    return request.param
+
+
+@pytest.fixture
+def transform_calls(monkeypatch):
+    """Counts the batches the plane transform solves."""
+    calls = []
+    original = nearest._PlaneTransform._solve
+
+    def counting(self, *args):
+        calls.append(args[0].size)
+        return original(self, *args)
+
+    monkeypatch.setattr(nearest._PlaneTransform, "_solve", counting)
+    return calls
+
+
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_matches_brute_force_on_random_sets(ndim):
+def test_matches_brute_force_on_random_sets(ndim, stage, transform_calls):
     rng = np.random.default_rng(ndim)
     for _ in range(40):
         points, targets, spacing = _random_sets(rng, ndim)
         expected = _brute_force(points, targets, spacing)
         np.testing.assert_allclose(nearest_distances(points, targets, spacing), expected, rtol=1e-12, atol=1e-12)
+    # The forced stages really ran.
+    assert bool(transform_calls) == (stage not in ("default", "line_search")), (stage, len(transform_calls))
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_far_clusters(ndim, stage):
+    # Two clusters far apart: the case the line search alone is slow for.
+    rng = np.random.default_rng(3)
+    points = rng.integers(0, 6, size=(300, ndim))
+    targets = rng.integers(60, 66, size=(80, ndim))
+    spacing = (1.0, 0.7, 2.0)[:ndim]
+    expected = _brute_force(points, targets, spacing)
+    np.testing.assert_allclose(nearest_distances(points, targets, spacing), expected, rtol=1e-12)
 
 
 def test_single_far_target_and_shared_points():
@@ -44,30 +91,71 @@ def test_single_far_target_and_shared_points():
     assert found[1] == 0.0
 
 
-def test_points_left_over_by_the_budget_are_still_exact(monkeypatch):
-    # Two clusters far apart: with no budget the grid search stops at once and the k-d tree
-    # answers for every point; the distances must not change.
-    rng = np.random.default_rng(3)
-    points = rng.integers(0, 6, size=(200, 3))
-    targets = rng.integers(60, 66, size=(50, 3))
-    spacing = (1.0, 0.7, 2.0)
+def _plane(extent, axis, coordinate):
+    grid = np.stack(np.meshgrid(*[np.arange(e) for e in extent], indexing="ij"), axis=-1).reshape(-1, len(extent))
+    return grid[grid[:, axis] == coordinate]
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_whole_planes_of_targets(missing, stage):
+    # A mask that fills a slab has whole planes of surface; with one position missing (and
+    # duplicates making up the count) the plane is not whole and must be searched as usual.
+    rng = np.random.default_rng(5)
+    extent = (17, 12, 9)
+    targets = np.concatenate([_plane(extent, 2, 3), _plane(extent, 0, 16), rng.integers(0, 9, size=(20, 3))])
+    if missing:
+        hole = np.all(targets == [4, 5, 3], axis=1)
+        targets = np.concatenate([targets[~hole], targets[:3]])
+    points = np.stack([rng.integers(0, e, 400) for e in extent], axis=1)
+    spacing = (0.9, 0.6, 2.1)
     expected = _brute_force(points, targets, spacing)
-    np.testing.assert_allclose(nearest_distances(points, targets, spacing), expected, rtol=1e-12)
-    monkeypatch.setattr(nearest, "_MIN_BUDGET", 0)
-    monkeypatch.setattr(nearest, "_BUDGET_PER_POINT", 0)
-    np.testing.assert_allclose(nearest_distances(points, targets, spacing), expected, rtol=1e-12)
+    np.testing.assert_allclose(nearest_distances(points, targets, spacing), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_surface_distances_do_not_import_scipy_spatial():
-    # The point of the grid search: eval starts without scipy's ~0.3 s import.
+def test_whole_planes_are_recognised():
+    extent = np.array([6, 5, 4])
+    targets = np.concatenate([_plane(extent, 1, 0), [[2, 3, 1]]])
+    points = np.array([[0, 4, 3], [5, 2, 0]])
+    metric = nearest._Metric(np.array([1.0, 2.0, 3.0]))
+    squared, rest = nearest._whole_planes(points, targets, extent, metric)
+    assert rest.tolist() == [[2, 3, 1]]
+    np.testing.assert_array_equal(squared, [(4 * 2.0) ** 2, (2 * 2.0) ** 2])
+    missing_one = targets[1:]
+    squared, rest = nearest._whole_planes(points, missing_one, extent, metric)
+    assert np.all(np.isinf(squared)) and len(rest) == len(missing_one)
+
+
+def test_envelope_argmin_matches_brute_force():
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n, m = (int(v) for v in rng.integers(1, 30, size=2))
+        weight = float(rng.uniform(0.1, 5.0))
+        values = np.where(rng.random((n, m)) < rng.random(), rng.uniform(0, 500, (n, m)), np.inf)
+        position = np.arange(n, dtype=np.float64)[:, None]
+        argmin = nearest._envelope_argmin(values + weight * position**2, weight)
+        cost = values[None, :, :] + weight * (position[:, :, None] - position[None, :, :]) ** 2  # (row, i, col)
+        expected = cost.min(axis=1)
+        found = np.where(argmin >= 0, np.take_along_axis(values, np.maximum(argmin, 0), 0) + weight * (position - argmin) ** 2,
+                         np.inf)
+        np.testing.assert_allclose(found, expected, rtol=1e-12)
+        assert np.array_equal(argmin < 0, np.isinf(expected))
+
+
+def test_surface_distances_do_not_import_scipy():
+    # The point of doing it in numpy: eval starts without scipy's ~0.3 s import, also when the
+    # surfaces are far apart (a hole, a prediction that fills the image, two disjoint masks).
     code = (
         "import sys\n"
         "import numpy as np\n"
+        "import segkit.metrics._nearest as nearest\n"
         "from segkit.metrics.surface import surface_distances, surface_metrics\n"
         "ref = np.zeros((30, 30, 30), bool); ref[5:20, 6:22, 4:25] = True\n"
-        "pred = np.roll(ref, 2, axis=0)\n"
-        "for definition in ('surfel', 'voxel'):\n"
-        "    surface_metrics(surface_distances(ref, pred, (0.8, 0.8, 1.5), definition))\n"
+        "cavity = ref.copy(); cavity[9:16, 10:18, 8:21] = False\n"
+        "far = np.zeros_like(ref); far[26:29, 25:29, 26:29] = True\n"
+        "nearest._BRUTE_FORCE_PAIRS = 0\n"
+        "for pred in (np.roll(ref, 2, axis=0), cavity, far, np.ones_like(ref)):\n"
+        "    for definition in ('surfel', 'voxel'):\n"
+        "        surface_metrics(surface_distances(ref, pred, (0.8, 0.8, 1.5), definition))\n"
         "loaded = [m for m in ('scipy.spatial', 'scipy.ndimage') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
