@@ -17,7 +17,7 @@ import pytest
 from conftest import file_entry, task_entry, write_registry
 from segkit.errors import InstallError, SegkitError
 from segkit.registry.schema import load_registry
-from segkit.registry.store import install_task, is_installed, read_manifest, read_pins, task_dir
+from segkit.registry.store import install_task, installed_task, is_installed, read_pins, task_dir
 from weights_server import WeightsServer
 
 PAYLOAD = os.urandom(300_000)
@@ -109,7 +109,7 @@ def test_unpublished_checksum_is_pinned_then_enforced(tmp_path, segkit_home):
         server.add("/model.bin", PAYLOAD[::-1])
         with pytest.raises(InstallError, match="sha256 mismatch"):
             install_task(spec, force=True)
-    assert read_manifest("demo").file_path("model.bin").read_bytes() == PAYLOAD
+    assert installed_task("demo").file_path("model.bin").read_bytes() == PAYLOAD
 
 
 def test_custom_url_with_sha256_and_force(tmp_path, segkit_home):
@@ -174,7 +174,7 @@ def test_four_concurrent_installs_download_once_and_all_succeed(tmp_path, segkit
         results = [p.communicate(timeout=120) for p in procs]
         assert [p.returncode for p in procs] == [0, 0, 0, 0], [r[1] for r in results]
         assert server.hits("/model.bin") == 1
-    assert read_manifest("demo").file_path("model.bin").read_bytes() == PAYLOAD
+    assert installed_task("demo").file_path("model.bin").read_bytes() == PAYLOAD
 
 
 def test_server_killed_mid_transfer_leaves_nothing_installed(tmp_path, segkit_home):

@@ -297,6 +297,16 @@ def load_registry(path: Path | None = None) -> Registry:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RegistryError(f"registry {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    from segkit.registry.local import merge_local_tasks  # tasks added by install-task --custom-url
+    return _with_local_tasks(parse_registry(data, path))
 
-    return merge_local_tasks(parse_registry(data, path))
+
+def _with_local_tasks(registry: Registry) -> Registry:
+    """The registry plus the tasks added by `install-task NAME --custom-url` (shipped names win)."""
+    from segkit.registry.local_file import local_tasks_path, read_local_tasks
+
+    path = local_tasks_path()
+    raw = read_local_tasks(path)
+    if not raw:
+        return registry
+    local = parse_registry({"schema_version": 1, "tasks": raw}, path)
+    return Registry(path=registry.path, tasks={**local.tasks, **registry.tasks})
