@@ -28,3 +28,9 @@ class ImageError(SegkitError):
 
 class PromptError(SegkitError):
     """A prompt (box, mask) is empty, malformed or outside the image."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line, for error messages that name a file."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from segkit.errors import ImageError
+from segkit.errors import ImageError, one_line
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -118,7 +118,8 @@ def _read_any(path: Path, dtype: np.dtype | None) -> Image:
         return _read_nifti(path, dtype)
     from segkit.io.itk import read_with_simpleitk
 
-    return read_with_simpleitk(path, dtype)
+    data, affine = read_with_simpleitk(path, dtype)
+    return Image(data=data, affine=affine, path=path, header=None)
 
 
 def _read_nifti(path: Path, dtype: np.dtype | None) -> Image:
@@ -181,8 +182,3 @@ def _as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
         return data.astype(np.int32)
     raise ImageError(f"{path}: label value {top} does not fit in int32")
 
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one short line, for error messages that name a file."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

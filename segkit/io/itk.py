@@ -13,16 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
-from segkit.errors import ImageError
-from segkit.io.image import Image, one_line
+from segkit.errors import ImageError, one_line
 
 log = logging.getLogger(__name__)
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def read_with_simpleitk(path: Path, dtype: np.dtype | None) -> Image:
-    """Read a file or a DICOM series folder; dtype None keeps SimpleITK's pixel type."""
+def read_with_simpleitk(path: Path, dtype: np.dtype | None) -> tuple[np.ndarray, np.ndarray]:
+    """(array in nibabel's axis order, RAS affine) of a file or a DICOM series folder.
+
+    dtype None keeps SimpleITK's pixel type. segkit.io.image wraps the result in an Image.
+    """
     import SimpleITK as sitk  # imported here: it is slow to import and only some inputs need it
 
     try:
@@ -34,7 +36,7 @@ def read_with_simpleitk(path: Path, dtype: np.dtype | None) -> Image:
         raise ImageError(f"{path}: cannot read image ({one_line(exc)})") from exc
     if dtype is not None:
         data = data.astype(dtype, copy=False)
-    return Image(data=data, affine=affine_from_sitk(sitk_image), path=path, header=None)
+    return data, affine_from_sitk(sitk_image)
 
 
 def _read_series(folder: Path):
