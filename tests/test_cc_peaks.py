@@ -8,7 +8,7 @@ import pytest
 
 from segkit.io.image import Image
 from segkit.io.orientation import reorientation_to
-from segkit.phantoms.cc_dwi import gradient_scheme, tensor_signal
+from segkit.phantoms.cc_signal import gradient_scheme, tensor_signal
 from segkit.tasks.cc_fodf.dwi import voxel_bvecs_to_fsl
 from segkit.tasks.cc_fodf.inputs import load_cc_input
 from segkit.tasks.cc_fodf.peak_frames import (

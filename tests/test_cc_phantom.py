@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 
 from segkit.io.image import Image
-from segkit.phantoms.cc_dwi import (
-    gradient_scheme,
-    make_cc_phantom,
-    tensor_signal,
-    write_cc_dataset,
-    write_cc_subject,
-)
+from segkit.phantoms.cc_dwi import make_cc_phantom, write_cc_dataset, write_cc_subject
+from segkit.phantoms.cc_signal import gradient_scheme, tensor_signal
 from segkit.tasks.cc_fodf.inputs import gradient_files_beside, load_cc_input
 from segkit.tasks.cc_fodf.peak_frames import reorient_peaks
 from segkit.tasks.cc_fodf.peaks import compute_peaks
