@@ -18,17 +18,13 @@ HELP = "Segment images with a task's model. Outputs keep the input's exact shape
 def register(app: typer.Typer, argv: list[str]) -> None:
     from segkit.tasks.common_options import SegmentCommon
 
-    only = tc.task_in_argv(argv) if ("--help" in argv or "-h" in argv) else None
-    flags, owners, classes = tc.task_option_table("segment", only)
-    common = tc.flags_of(SegmentCommon)
-    params = tc.parameters(common) + tc.parameters(list(flags.values()), tc.panel_for(owners))
+    params, flags, common_names = tc.command_parameters("segment", SegmentCommon, argv)
 
     def segment(ctx: typer.Context, **values) -> None:
         from segkit import api
         from segkit.cli.progress import SliceProgress
 
         typed = tc.given_on_command_line(ctx, values)
-        common_names = {flag.name for flag in common}
         task = values["task"]
         if not values["inputs"]:
             raise tc.OptionError("Missing option '-i' / '--input' (the image to segment)")

@@ -37,6 +37,16 @@ def task_option_table(kind: str, only_task: str | None) -> tuple[dict[str, Flag]
     return flags, owners, {spec.name: cls for spec, cls in pairs}
 
 
+def command_parameters(kind: str, common_class: type, argv: list[str]):
+    """(typer parameters, task flags by name, common option names) for `segment` or `train`;
+    with `-task X --help` on the command line, only X's own options besides the common ones."""
+    only = task_in_argv(argv) if ("--help" in argv or "-h" in argv) else None
+    flags, owners, _ = task_option_table(kind, only)
+    common = flags_of(common_class)
+    params = parameters(common) + parameters(list(flags.values()), panel_for(owners))
+    return params, flags, {flag.name for flag in common}
+
+
 def parameters(flags: list[Flag], panel_of=lambda flag: None) -> list[inspect.Parameter]:
     """typer parameters for option flags; each hidden alias becomes its own hidden option."""
     params = []

@@ -18,16 +18,12 @@ HELP = "Train a model for a task on your data; writes a model package for `segme
 def register(app: typer.Typer, argv: list[str]) -> None:
     from segkit.tasks.common_options import TrainCommon
 
-    only = tc.task_in_argv(argv) if ("--help" in argv or "-h" in argv) else None
-    flags, owners, classes = tc.task_option_table("train", only)
-    common = tc.flags_of(TrainCommon)
-    params = tc.parameters(common) + tc.parameters(list(flags.values()), tc.panel_for(owners))
+    params, flags, common_names = tc.command_parameters("train", TrainCommon, argv)
 
     def train(ctx: typer.Context, **values) -> None:
         from segkit import api
 
         typed = tc.given_on_command_line(ctx, values)
-        common_names = {flag.name for flag in common}
         task = values["task"]
         spec = api.resolve_task(task) if task else None
         own_class = _train_options_class(spec)

@@ -56,21 +56,17 @@ def load_target(target: str):
 
 def runnable_specs(registry) -> list[tuple["TaskSpec", type]]:
     """(spec, SegmentOptions) of every task this segkit can run, in registry order."""
-    found = []
-    for spec in registry.tasks.values():
-        options = segment_options_class(spec)
-        if options is not None:
-            found.append((spec, options))
-    return found
+    return _specs_with(registry, segment_options_class)
 
 
 def trainable_specs(registry) -> list[tuple["TaskSpec", type]]:
-    found = []
-    for spec in registry.tasks.values():
-        options = train_options_class(spec)
-        if options is not None:
-            found.append((spec, options))
-    return found
+    """(spec, TrainOptions) of every task this segkit can train, in registry order."""
+    return _specs_with(registry, train_options_class)
+
+
+def _specs_with(registry, options_of) -> list[tuple["TaskSpec", type]]:
+    pairs = [(spec, options_of(spec)) for spec in registry.tasks.values()]
+    return [(spec, options) for spec, options in pairs if options is not None]
 
 
 def not_runnable(spec: "TaskSpec", command: str) -> SegkitError:
