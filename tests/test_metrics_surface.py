@@ -177,3 +177,96 @@ def test_rejects_bad_arguments():
         surface_distances(np.zeros((3, 3, 3)), np.zeros((3, 3, 4)), (1, 1, 1))
     with pytest.raises(ValueError, match="definition"):
         surface_distances(np.zeros((3, 3, 3)), np.zeros((3, 3, 3)), (1, 1, 1), "mesh")
+
+
+# --- hard pairs: surfaces far apart, at small sizes, against both references -------------------
+
+
+def _ellipsoid(shape, centre, semi_axes_mm, spacing):
+    grid = np.indices(shape).astype(float)
+    return sum((((g - c) * s) / a) ** 2 for g, c, s, a in zip(grid, centre, spacing, semi_axes_mm)) <= 1.0
+
+
+def _hard_pairs():
+    """(name, ref, pred, spacing): the benchmark's hard cases (benchmarks/bench_eval_hard.py), small."""
+    spacing = (0.8, 0.8, 1.5)
+    shape = (56, 50, 30)
+    centre = tuple(n / 2 for n in shape)
+    organ = _ellipsoid(shape, centre, (14.0, 12.0, 15.0), spacing)
+    shifted = _ellipsoid(shape, (centre[0] + 2, centre[1] - 1, centre[2]), (14.5, 12.5, 15.0), spacing)
+    hole = _ellipsoid(shape, centre, (7.0, 6.0, 7.5), spacing)
+    lesion = _ellipsoid(shape, (4, 45, 3), (2.5, 2.5, 2.5), spacing)
+    blob = _ellipsoid(shape, (51, 4, 26), (3.0, 3.0, 3.0), spacing)
+    left = _ellipsoid(shape, (12, 25, 15), (7.0, 8.0, 12.0), spacing)
+    right = _ellipsoid(shape, (44, 25, 15), (7.5, 7.0, 11.0), spacing)
+    one = np.zeros(shape, bool)
+    one[28, 25, 15] = True
+    slab = np.zeros(shape, bool)
+    slab[:, :, 11:19] = True  # fills whole slices: whole planes of surface inside the image
+    flat = organ[:, :, 15]
+    return [
+        ("shifted", organ, shifted, spacing),
+        ("cavity", organ, shifted & ~hole, spacing),
+        ("missed_lesion", organ | lesion, shifted, spacing),
+        ("leak", organ, shifted | blob, spacing),
+        ("disjoint", left, right, spacing),
+        ("one_voxel", organ, one, spacing),
+        ("fills_volume", organ, np.ones(shape, bool), spacing),
+        ("slab", organ, slab, spacing),
+        ("cavity_2d", flat, flat & ~hole[:, :, 15], (0.7, 1.2)),
+        ("fills_2d", flat, np.ones(flat.shape, bool), (0.7, 1.2)),
+    ]
+
+
+HARD = _hard_pairs()
+# The default, and every far point through the plane transform (no brute force, no line search).
+FORCED = {"default": {}, "transform": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0}}
+
+
+@pytest.fixture(params=sorted(FORCED))
+def nearest_stage(request, monkeypatch):
+    import segkit.metrics._nearest as nearest
+
+    for name, value in FORCED[request.param].items():
+        monkeypatch.setattr(nearest, name, value)
+    return request.param
+
+
+@pytest.mark.parametrize("name,ref,pred,spacing", HARD, ids=[case[0] for case in HARD])
+def test_hard_pairs_equal_deepmind(name, ref, pred, spacing, nearest_stage):
+    sd = pytest.importorskip("surface_distance")
+    theirs = sd.compute_surface_distances(ref, pred, spacing)
+    area_gt, area_pred = theirs["surfel_areas_gt"], theirs["surfel_areas_pred"]
+    pooled = (np.sum(theirs["distances_gt_to_pred"] * area_gt) + np.sum(theirs["distances_pred_to_gt"] * area_pred)) / (
+        area_gt.sum() + area_pred.sum()
+    )
+    for ours in (surface_metrics(surface_distances(ref, pred, spacing, "surfel"), tolerance_mm=TOL),
+                 surface_metrics(surface_distances(pred, ref, spacing, "surfel"), tolerance_mm=TOL)):
+        assert ours["status"] == "ok"
+        np.testing.assert_allclose(ours["hd95"], sd.compute_robust_hausdorff(theirs, 95), rtol=1e-9)
+        np.testing.assert_allclose(ours["hd"], sd.compute_robust_hausdorff(theirs, 100), rtol=1e-9)
+        np.testing.assert_allclose(ours["masd"], np.mean(sd.compute_average_surface_distance(theirs)), rtol=1e-9)
+        np.testing.assert_allclose(ours["assd"], pooled, rtol=1e-9)
+        np.testing.assert_allclose(ours["nsd"], sd.compute_surface_dice_at_tolerance(theirs, TOL), rtol=1e-9, atol=1e-12)
+    # Apart from the shifted pair, the surfaces are far apart somewhere (more than the line
+    # search's first ring of offsets, 3.2 mm here).
+    assert name == "shifted" or sd.compute_robust_hausdorff(theirs, 100) > 5.0
+
+
+@pytest.mark.parametrize("name,ref,pred,spacing", HARD, ids=[case[0] for case in HARD])
+def test_hard_pairs_equal_monai(name, ref, pred, spacing, nearest_stage):
+    pytest.importorskip("monai")
+    import torch
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
+
+    y_pred = torch.tensor(pred[None, None].astype(np.float32))
+    y = torch.tensor(ref[None, None].astype(np.float32))
+    kwargs = {"include_background": True, "spacing": list(spacing)}
+    ours = surface_metrics(surface_distances(ref, pred, spacing, "voxel"), tolerance_mm=TOL)
+    # MONAI computes in float32: compare at float32 precision.
+    np.testing.assert_allclose(ours["hd95"], compute_hausdorff_distance(y_pred, y, percentile=95, **kwargs).item(), rtol=1e-6)
+    np.testing.assert_allclose(ours["hd"], compute_hausdorff_distance(y_pred, y, **kwargs).item(), rtol=1e-6)
+    np.testing.assert_allclose(
+        ours["assd"], compute_average_surface_distance(y_pred, y, symmetric=True, **kwargs).item(), rtol=1e-6
+    )
+    np.testing.assert_allclose(ours["nsd"], compute_surface_dice(y_pred, y, [TOL], **kwargs).item(), rtol=1e-6, atol=1e-7)
