@@ -11,7 +11,7 @@ import numpy as np
 from segkit.errors import ImageError, SegkitError
 from segkit.metrics.regions import labels_in
 from segkit.quantify.fat import fat_fraction_dixon, fat_fraction_map
-from segkit.quantify.intensity import INTENSITY_COLUMNS, intensity_stats, masked_values
+from segkit.quantify.intensity import intensity_stats, masked_values
 from segkit.quantify.morphometry import corpus_callosum_measures, lesion_measures
 from segkit.quantify.volumes import label_volumes
 
