@@ -69,8 +69,12 @@ class Image:
 
     @property
     def voxel_volume_mm3(self) -> float:
-        """|det| of the 3x3 part: the volume of one voxel, also for oblique affines."""
-        return float(abs(np.linalg.det(self.affine[:3, :3])))
+        return voxel_volume_mm3(self.affine)
+
+
+def voxel_volume_mm3(affine: np.ndarray) -> float:
+    """|det| of the 3x3 part: the volume of one voxel, also for oblique affines."""
+    return float(abs(np.linalg.det(np.asarray(affine)[:3, :3])))
 
 
 def is_nifti_path(path: Path | str) -> bool:

@@ -230,7 +230,9 @@ def _affine(shape, spacing) -> np.ndarray:
 
 
 def _truth(labels, hu, fat, water, affine) -> dict:
-    voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+    from segkit.io.image import voxel_volume_mm3
+
+    voxel_ml = voxel_volume_mm3(affine) / 1000.0
     truth = {}
     for value, name in LABEL_NAMES.items():
         region = labels == value

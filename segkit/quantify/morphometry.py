@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from segkit.io.image import voxel_volume_mm3
+
 
 def _axes(affine: np.ndarray, ndim: int) -> tuple[int, int]:
     """(superior-inferior array axis, left-right array axis)."""
@@ -43,7 +45,7 @@ def lesion_measures(lesion_mask: np.ndarray, affine: np.ndarray, spacing, cord_m
         raise ValueError("lesion analysis needs a 3D mask")
     si, lr = _axes(affine, 3)
     spacing = np.asarray(spacing, dtype=np.float64)
-    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    voxel_mm3 = voxel_volume_mm3(affine)
     pixel_area = voxel_mm3 / spacing[si]
     labelled, count = connected_lesions(lesion_mask)
     cord_areas = None if cord_mask is None else _slice_areas(cord_mask, si, pixel_area)
@@ -95,7 +97,7 @@ def corpus_callosum_measures(cc_mask: np.ndarray, affine: np.ndarray, spacing) -
         return {"status": "empty", "volume_ml": None, "midsagittal_slice": None, "midsagittal_area_mm2": None}
     _, lr = _axes(affine, 3)
     spacing = np.asarray(spacing, dtype=np.float64)
-    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    voxel_mm3 = voxel_volume_mm3(affine)
     per_slice = _slice_areas(cc_mask, lr, 1.0)
     centre = int(round(float(np.dot(np.arange(per_slice.size), per_slice) / per_slice.sum())))
     return {
