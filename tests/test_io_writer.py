@@ -10,7 +10,14 @@ import SimpleITK as sitk
 
 from segkit.errors import SegkitError
 from segkit.io.image import load_image
-from segkit.io.writer import atomic_output, atomic_write_json, atomic_write_text, output_path_for, save_label_map
+from segkit.io.writer import (
+    atomic_output,
+    atomic_write_json,
+    atomic_write_text,
+    output_path_for,
+    save_label_map,
+    save_nifti,
+)
 
 SHAPE = (5, 6, 7)
 ORIENTATIONS = [
@@ -219,6 +226,16 @@ def test_atomic_write_text_and_normal_permissions(tmp_path):
 def test_atomic_write_json_is_indented_with_a_final_newline(tmp_path):
     atomic_write_json(tmp_path / "m.json", {"b": 1, "a": [1, 2]}, sort_keys=True)
     assert (tmp_path / "m.json").read_text(encoding="utf-8") == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
+    assert leftovers(tmp_path) == []
+
+
+def test_save_nifti_writes_any_array_in_scanner_coordinates(tmp_path):
+    affine = np.diag([-0.8, 0.8, 2.0, 1.0])
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    written = save_nifti(data, affine, tmp_path / "peaks.nii.gz")
+    back = nib.load(str(written))
+    assert np.array_equal(back.get_fdata(), data) and np.allclose(back.affine, affine)
+    assert (int(back.header["sform_code"]), int(back.header["qform_code"])) == (1, 1)
     assert leftovers(tmp_path) == []
 
 

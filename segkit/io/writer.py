@@ -84,6 +84,15 @@ def save_label_map(data: np.ndarray, like: Image, out_path: Path | str, *, dtype
     return out_path
 
 
+def save_nifti(data: np.ndarray, affine: np.ndarray, out_path: Path | str) -> Path:
+    """Write any array (images, phantoms, side outputs) as NIfTI with `affine` in scanner
+    coordinates, atomically. Label maps that must keep an input's header use save_label_map."""
+    out_path = Path(out_path)
+    with atomic_output(out_path) as tmp:
+        nib.save(_scanner_nifti(np.asarray(data), affine), str(tmp))
+    return out_path
+
+
 def atomic_write_text(path: Path | str, text: str) -> None:
     """Write a UTF-8 text file (e.g. a JSON sidecar) atomically."""
     with atomic_output(path) as tmp:
@@ -186,13 +195,18 @@ def _labels_as(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
 def _nifti_like(labels: np.ndarray, like: Image) -> nib.Nifti1Image:
     if like.is_nifti:
         return _nifti_from_input_header(labels, like.header)
-    image = nib.Nifti1Image(labels, like.affine)
-    # Same codes ITK uses when it writes NIfTI: both forms describe scanner coordinates.
-    image.set_sform(like.affine, code="scanner")
-    image.set_qform(like.affine, code="scanner")
-    image.header.set_xyzt_units("mm")
+    image = _scanner_nifti(labels, like.affine)
     image.header.set_data_dtype(labels.dtype)
     image.header.set_slope_inter(1.0, 0.0)
+    return image
+
+
+def _scanner_nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    image = nib.Nifti1Image(data, affine)
+    # Same codes ITK uses when it writes NIfTI: both forms describe scanner coordinates.
+    image.set_sform(affine, code="scanner")
+    image.set_qform(affine, code="scanner")
+    image.header.set_xyzt_units("mm")
     return image
 
 

@@ -9,12 +9,12 @@ positive-determinant affine), so `segkit.tasks.cc_fodf` reads them like scanner 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from segkit.io.writer import atomic_write_json, save_nifti
 from segkit.phantoms.cc_anatomy import draw_anatomy, ras_affine, tissue_model, world_grid
 from segkit.phantoms.cc_signal import add_rician_noise, bias_field, gradient_scheme, tissue_signal
 
@@ -100,8 +100,8 @@ def write_cc_subject(phantom: CCPhantom, folder, name: str = "sub-001") -> Subje
         brain_mask=folder / f"{name}_brainmask.nii.gz",
     )
     _write_dwi(phantom, files.dwi, files.bval, files.bvec)
-    _write_nifti(phantom.cc_mask.astype(np.uint8), phantom.affine, files.cc_mask)
-    _write_nifti(phantom.brain_mask.astype(np.uint8), phantom.affine, files.brain_mask)
+    save_nifti(phantom.cc_mask.astype(np.uint8), phantom.affine, files.cc_mask)
+    save_nifti(phantom.brain_mask.astype(np.uint8), phantom.affine, files.brain_mask)
     return files
 
 
@@ -130,7 +130,7 @@ def write_cc_dataset(
             write_phantom_peaks(phantom, image_path)
         else:
             _write_dwi(phantom, image_path, image_path.with_name(f"{case}_0000.bval"), image_path.with_name(f"{case}_0000.bvec"))
-        _write_nifti(phantom.cc_mask.astype(np.uint8), phantom.affine, root / "labelsTr" / f"{case}.nii.gz")
+        save_nifti(phantom.cc_mask.astype(np.uint8), phantom.affine, root / "labelsTr" / f"{case}.nii.gz")
         cases.append(case)
     _write_dataset_json(root, cases, as_peaks)
     return cases
@@ -139,7 +139,7 @@ def write_cc_dataset(
 def _write_dwi(phantom: CCPhantom, dwi_path: Path, bval_path: Path, bvec_path: Path) -> None:
     from segkit.tasks.cc_fodf.dwi import Gradients, write_fsl_gradients
 
-    _write_nifti(phantom.dwi.astype(np.float32), phantom.affine, dwi_path)
+    save_nifti(phantom.dwi.astype(np.float32), phantom.affine, dwi_path)
     write_fsl_gradients(Gradients(phantom.bvals, phantom.bvecs), bval_path, bvec_path)
 
 
@@ -148,30 +148,14 @@ def write_phantom_peaks(phantom: CCPhantom, path) -> Path:
     from segkit.io.image import Image
     from segkit.tasks.cc_fodf.peaks import compute_peaks
 
-    dwi = Image(data=phantom.dwi, affine=phantom.affine, path=path.with_name("phantom_dwi.nii.gz"))
     path = Path(path)
+    dwi = Image(data=phantom.dwi, affine=phantom.affine, path=path.with_name("phantom_dwi.nii.gz"))
     result = compute_peaks(dwi, phantom.bvals, phantom.bvecs, phantom.brain_mask)
-    _write_nifti(result.peaks, phantom.affine, path)
+    save_nifti(result.peaks, phantom.affine, path)
     return path
 
 
-
-def _write_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    import nibabel as nib
-
-    from segkit.io.writer import atomic_output
-
-    image = nib.Nifti1Image(np.asarray(data), affine)
-    image.set_sform(affine, code="scanner")
-    image.set_qform(affine, code="scanner")
-    image.header.set_xyzt_units("mm")
-    with atomic_output(path) as tmp:
-        nib.save(image, str(tmp))
-
-
 def _write_dataset_json(root: Path, cases: list[str], as_peaks: bool) -> None:
-    from segkit.io.writer import atomic_write_text
-
     description = {
         "name": "segkit CC phantom",
         "channel_names": {"0": "peaks" if as_peaks else "dwi"},
@@ -180,4 +164,4 @@ def _write_dataset_json(root: Path, cases: list[str], as_peaks: bool) -> None:
         "file_ending": ".nii.gz",
         "description": "synthetic DWI phantoms from segkit.phantoms.cc_dwi",
     }
-    atomic_write_text(root / "dataset.json", json.dumps(description, indent=2) + "\n")
+    atomic_write_json(root / "dataset.json", description)
