@@ -3,7 +3,7 @@
 from segkit.io.grid import check_same_grid, same_grid
 from segkit.io.image import Image, load_image, load_label_map
 from segkit.io.orientation import Reorientation, reorientation_to
-from segkit.io.writer import atomic_output, atomic_write_json, atomic_write_text, output_path_for, save_label_map
+from segkit.io.writer import atomic_output, atomic_write_json, atomic_write_text, output_path_for, save_label_map, save_nifti
 
 __all__ = [
     "Image",
@@ -18,4 +18,5 @@ __all__ = [
     "reorientation_to",
     "same_grid",
     "save_label_map",
+    "save_nifti",
 ]
