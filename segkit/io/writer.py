@@ -99,9 +99,9 @@ def atomic_write_text(path: Path | str, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def atomic_write_json(path: Path | str, data, **dumps_options) -> None:
+def atomic_write_json(path: Path | str, data, *, indent: int = 2, **dumps_options) -> None:
     """Write `data` as indented JSON with a final newline, atomically (json.dumps options pass through)."""
-    atomic_write_text(path, json.dumps(data, indent=2, **dumps_options) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=indent, **dumps_options) + "\n")
 
 
 @contextmanager
