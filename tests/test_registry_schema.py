@@ -106,3 +106,24 @@ def test_unknown_task_lists_known_ones():
     registry = _parse(_good())
     with pytest.raises(SegkitError, match="unknown task 'nope'.*t1"):
         registry.get("nope")
+
+
+def test_local_tasks_are_added_and_never_shadow_a_shipped_task(tmp_path, segkit_home, monkeypatch):
+    shipped = {"only_one": task_entry("only_one", [file_entry("a.bin", "https://x/a.bin", GOOD_SHA)])}
+    monkeypatch.setenv("SEGKIT_REGISTRY", str(write_registry(tmp_path / "r.yaml", shipped)))
+    local = {
+        "mine": task_entry("mine", [file_entry("m.zip", "file:///m.zip", GOOD_SHA)]),
+        "only_one": task_entry("only_one", [file_entry("b.bin", "file:///b.bin", GOOD_SHA)]),
+    }
+    segkit_home.mkdir(parents=True)
+    (segkit_home / "local_tasks.yaml").write_text(yaml.safe_dump({"schema_version": 1, "tasks": local}))
+    registry = load_registry()
+    assert set(registry.tasks) == {"only_one", "mine"}
+    assert registry.get("only_one").files[0].name == "a.bin"
+
+
+def test_an_unreadable_local_task_file_is_named(segkit_home):
+    segkit_home.mkdir(parents=True)
+    (segkit_home / "local_tasks.yaml").write_text("tasks: [")
+    with pytest.raises(RegistryError, match="local_tasks.yaml is not readable YAML"):
+        load_registry(REPO_ROOT / "models_registry.yaml")
