@@ -270,3 +270,18 @@ def test_hard_pairs_equal_monai(name, ref, pred, spacing, nearest_stage):
         ours["assd"], compute_average_surface_distance(y_pred, y, symmetric=True, **kwargs).item(), rtol=1e-6
     )
     np.testing.assert_allclose(ours["nsd"], compute_surface_dice(y_pred, y, [TOL], **kwargs).item(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("definition", ["surfel", "voxel"])
+def test_surface_extraction_in_slabs_gives_the_same_points(definition, monkeypatch):
+    import segkit.metrics.surface as surface
+
+    rng = np.random.default_rng(13)
+    ref, pred = _random_pair(rng, (23, 17, 12))
+    pred[:, :, :4] = True  # touches the image border
+    whole = surface_distances(ref, pred, (0.9, 0.7, 1.6), definition)
+    monkeypatch.setattr(surface, "_SLAB_VOXELS", 1)  # one row per slab
+    sliced = surface_distances(ref, pred, (0.9, 0.7, 1.6), definition)
+    for a, b in ((whole.ref_to_pred, sliced.ref_to_pred), (whole.pred_to_ref, sliced.pred_to_ref)):
+        np.testing.assert_array_equal(a.distances, b.distances)
+        np.testing.assert_array_equal(a.weights, b.weights)

@@ -40,6 +40,12 @@ def labels_in(data: np.ndarray) -> np.ndarray:
 
 
 def region_mask(label_map: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
+    """Boolean mask of the voxels whose label is in `values` (read-only; may share the map's memory)."""
     if len(values) == 1:
+        if values[0] == 1 and label_map.dtype == np.uint8 and label_map.size and label_map.max() <= 1:
+            # A binary uint8 map already is the mask, byte for byte: a view saves a copy of the image.
+            view = label_map.view(np.bool_)
+            view.flags.writeable = False
+            return view
         return label_map == values[0]
     return np.isin(label_map, values)

@@ -26,6 +26,7 @@ from segkit.metrics._nearest import nearest_distances
 from segkit.metrics._surfel_table import contour_length_table_2d, surfel_area_table_3d
 
 SURFACE_DEFINITIONS = ("surfel", "voxel")
+_SLAB_VOXELS = 1 << 24  # padded voxels per slab of surface extraction
 DEFINITION_LABELS = {
     "surfel": "surfel-area (DeepMind surface-distance)",
     "voxel": "boundary-voxel (MONAI)",
@@ -91,19 +92,39 @@ def _bounding_box(mask: np.ndarray):
 
 
 def _surface_points(mask, box, origin, find_surface, spacing):
-    """Surface points of one mask (grid indices relative to `origin` - 1) and their weights."""
+    """Surface points of one mask (grid indices relative to `origin` - 1) and their weights.
+
+    The box, padded with one zero voxel on every side (zeros also stand for outside the image),
+    is processed in slabs of rows along the first axis, which bounds the temporaries (a mask that
+    fills a 512x512x800 image would otherwise need several copies of it at once).
+    """
     if box is None:
         return np.zeros((0, mask.ndim), dtype=np.int64), np.zeros(0)
-    points, weights = find_surface(_crop_padded(mask, box), spacing)
-    return points + (box[0] - origin), weights
-
-
-def _crop_padded(mask: np.ndarray, box) -> np.ndarray:
-    """The box plus one zero voxel on every side (zeros also stand for outside the image)."""
     lo, hi = box
-    out = np.zeros(tuple(hi - lo + 3), dtype=np.uint8)
-    inner = tuple(slice(1, -1) for _ in range(mask.ndim))
-    out[inner] = mask[tuple(slice(a, b + 1) for a, b in zip(lo, hi))]
+    # Output row r needs padded rows r .. r + reach (a cube: 2 rows, a voxel and its neighbours: 3).
+    reach = 1 if find_surface is _surfels else 2
+    rows = int(hi[0] - lo[0]) + 3 - reach
+    step = max(1, _SLAB_VOXELS // int(np.prod(hi[1:] - lo[1:] + 3)))
+    pieces, weights = [], []
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        points, weight = find_surface(_padded_rows(mask, box, start, stop + reach), spacing)
+        points[:, 0] += start
+        pieces.append(points)
+        weights.append(weight)
+    return np.concatenate(pieces) + (lo - origin), np.concatenate(weights)
+
+
+def _padded_rows(mask: np.ndarray, box, start: int, stop: int) -> np.ndarray:
+    """Rows start .. stop - 1 of the box padded with one zero voxel on every side (row j of the
+    padded box is row lo + j - 1 of the mask)."""
+    lo, hi = box
+    out = np.zeros((stop - start,) + tuple(int(v) for v in hi[1:] - lo[1:] + 3), dtype=np.uint8)
+    first, last = max(start, 1), min(stop, int(hi[0] - lo[0]) + 2)
+    if last > first:
+        inner = (slice(first - start, last - start),) + tuple(slice(1, -1) for _ in range(mask.ndim - 1))
+        source = (slice(lo[0] + first - 1, lo[0] + last - 1),) + tuple(slice(a, b + 1) for a, b in zip(lo[1:], hi[1:]))
+        out[inner] = mask[source]
     return out
 
 
