@@ -92,3 +92,25 @@ def test_unknown_metric_is_a_user_error():
     with pytest.raises(SegkitError, match="unknown metric"):
         parse_metrics("dice,hd99")
     assert parse_metrics("surface") == ("hd", "hd95", "assd", "masd", "nsd")
+
+
+def test_overlap_counts_in_slabs_equal_the_whole_count():
+    from segkit.metrics.overlap import _count_both
+
+    rng = np.random.default_rng(2)
+    ref, pred = rng.random((37, 11, 5)) > 0.4, rng.random((37, 11, 5)) > 0.6
+    expected = int(np.count_nonzero(ref & pred))
+    assert _count_both(ref, pred, slab=1) == expected == _count_both(ref, pred, slab=10**9)
+    assert _count_both(ref, pred, slab=7 * 55) == expected
+
+
+def test_region_mask_of_a_binary_map_is_a_read_only_view():
+    from segkit.metrics.regions import region_mask
+
+    binary = (np.random.default_rng(4).random((6, 5, 4)) > 0.5).astype(np.uint8)
+    mask = region_mask(binary, (1,))
+    assert mask.dtype == bool and np.shares_memory(mask, binary) and not mask.flags.writeable
+    np.testing.assert_array_equal(mask, binary == 1)
+    labels = binary * 2 + (binary == 0)  # labels 1 and 2: a copy, and the right voxels
+    np.testing.assert_array_equal(region_mask(labels, (1,)), binary == 0)
+    assert not np.shares_memory(region_mask(labels, (1,)), labels)
