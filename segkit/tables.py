@@ -1,4 +1,5 @@
-"""Tables for stdout or files: TSV (default), CSV or JSON, shared by `eval` and `quantify`.
+"""Tables for stdout or files: TSV (default), CSV or JSON, shared by `eval` and `quantify`; and the
+reader of the CSV tables they take as input (lists of cases or subjects).
 
 Missing values (None, NaN, +-Inf) are written as an empty cell in TSV/CSV and as null in JSON, so
 the JSON is always standard (no NaN or Infinity tokens). Floats keep full precision (repr).
@@ -75,3 +76,17 @@ def save_table(rows: list[dict], path, fmt: str | None = None, columns: list[str
     fmt = fmt or {".csv": "csv", ".json": "json"}.get(path.suffix.lower(), "tsv")
     atomic_write_text(path, format_table(rows, fmt, columns))
     return path
+
+
+def read_csv_rows(path: Path) -> tuple[set[str], list[dict[str, str]]]:
+    """(column names, rows) of a CSV with a header line, as people type them in a spreadsheet.
+
+    Names are stripped and lower-cased and cells stripped, so " Mask " is the column "mask";
+    cells beyond the header are dropped and rows without any value are skipped.
+    """
+    with Path(path).open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = {(name or "").strip().lower() for name in (reader.fieldnames or [])}
+        # DictReader puts cells beyond the header under the key None
+        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    return fields, [row for row in rows if any(row.values())]

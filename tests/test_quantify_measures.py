@@ -138,3 +138,15 @@ def test_corpus_callosum_midsagittal_area():
     assert out["midsagittal_area_mm2"] == pytest.approx(40 * 0.25)
     assert out["volume_ml"] == pytest.approx(120 * 0.25 / 1000)
     assert corpus_callosum_measures(np.zeros_like(cc), affine, (1, 0.5, 0.5))["volume_ml"] is None
+
+
+def test_subject_table_takes_spreadsheet_csv(tmp_path):
+    from segkit.quantify.subjects import read_subject_table
+
+    table = tmp_path / "subjects.csv"
+    table.write_text(" Subject , MASK ,Image\nP1, p1_mask.nii.gz ,p1.nii.gz,extra cell\n,,\nP2,p2_mask.nii.gz,\n")
+    subjects = read_subject_table(table)
+    assert [(s.name, s.mask, s.image) for s in subjects] == [
+        ("P1", tmp_path / "p1_mask.nii.gz", tmp_path / "p1.nii.gz"),
+        ("P2", tmp_path / "p2_mask.nii.gz", None),
+    ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from segkit.quantify.fat import fat_fraction_dixon, fat_fraction_map
 from segkit.quantify.intensity import intensity_stats, masked_values
 from segkit.quantify.morphometry import corpus_callosum_measures, lesion_measures
 from segkit.quantify.volumes import label_volumes
+from segkit.tables import read_csv_rows
 
 class QuantifyError(SegkitError):
     """Bad quantify input: missing image for a measure, empty manifest, bad option."""
@@ -150,14 +150,10 @@ def read_subject_table(path) -> list[Subject]:
     path = Path(path)
     if not path.is_file():
         raise QuantifyError(f"{path}: manifest not found")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields = {(name or "").strip().lower() for name in (reader.fieldnames or [])}
-        if "mask" not in fields:
-            raise QuantifyError(f"{path}: manifest needs a header with a 'mask' column "
-                                "(optional: subject, image, fat, water, ff, cord)")
-        rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
-    rows = [row for row in rows if any(row.values())]
+    fields, rows = read_csv_rows(path)
+    if "mask" not in fields:
+        raise QuantifyError(f"{path}: manifest needs a header with a 'mask' column "
+                            "(optional: subject, image, fat, water, ff, cord)")
     if not rows:
         raise QuantifyError(f"{path}: manifest lists no subjects")
     subjects = []
