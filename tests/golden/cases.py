@@ -232,7 +232,7 @@ class Ctx:
             new = sorted(k for k, v in home_after.items() if home_before.get(k) != v and not k.endswith(".lock"))
             entry["home_files"] = {k: summarise_file(self.home / k, self.norm, output=True) for k in new}
         self.runs.append(entry)
-        self.debug.append(f"$ segkit {' '.join(entry['args'])}\n[rc {done.returncode}] stderr tail:\n{done.stderr[-2500:]}")
+        self.debug.append(f"$ segkit {' '.join(entry['args'])}\n[rc {done.returncode}] stderr tail:\n{self.norm.text(done.stderr[-2500:])}")
         return done
 
     def summary(self, inputs: dict) -> dict:
@@ -334,10 +334,12 @@ NNUNET_TASK = "seg_sc_lesion_t2w_sci"
 
 
 def case_nnunet_model_dir_pir(ctx: Ctx) -> None:
-    """--model-dir (labels and orientation from the model's json) on a PIR input."""
+    """--model-dir (labels and orientation from the model's json) on a PIR input; again with --tta
+    (nnU-Net's test-time mirroring)."""
     model = shared_nnunet(ctx)
     image = fx.write_cord_image(ctx.dir / "in" / "sub-001_T2w.nii.gz", "PIR")
     ctx.run("segment", "-i", image, "--model-dir", model["folder"], "--device", "cpu", "-o", ctx.dir / "out/")
+    ctx.run("segment", "-i", image, "--model-dir", model["folder"], "--device", "cpu", "--tta", "-o", ctx.dir / "out_tta/")
 
 
 def case_nnunet_registry_task_cleanup(ctx: Ctx) -> None:
@@ -490,7 +492,9 @@ def case_errors(ctx: Ctx) -> None:
     ctx.run("segment", "-task", "medsam", "-i", image, "--box", "2,2,12,12", "--slice", "9", "-o", out)
     ctx.run("segment", "-task", "no_such_task", "-i", image, "-o", out)
     ctx.run("segment", "-task", "ais_ncct", "-i", image, "-o", out)
-    ctx.run("segment", "-task", "cc_fodf", "-i", image, "-o", out)
+    peaks = fx.save_nifti(ctx.dir / "in" / "peaks.nii.gz", np.random.default_rng(3).normal(0, 0.5, (10, 12, 8, 9)).astype(np.float32),
+                          np.diag([2.0, 2.0, 2.0, 1.0]))
+    ctx.run("segment", "-task", "cc_fodf", "-i", peaks, "-o", out)  # a valid input, but no model
     ctx.run("segment", "-i", image, "-o", out)
     ctx.run("segment", "-task", "medsam", "-i", ctx.dir / "in" / "missing.nii.gz", "--box", "1,1,0,4,4,2", "-o", out)
     other = fx.save_nifti(ctx.dir / "in" / "other.nii.gz", np.zeros((20, 18, 5), np.uint8), np.eye(4))
@@ -506,7 +510,8 @@ def case_errors_nnunet(ctx: Ctx) -> None:
     four_d = fx.save_nifti(ctx.dir / "in" / "fourd.nii.gz", np.zeros((8, 8, 8, 2), np.float32), np.eye(4))
     out = ctx.dir / "out/"
     ctx.run("segment", "-i", four_d, "--model-dir", model["folder"], "-o", out)
-    ctx.run("segment", "-i", image, "-i", image, "--model-dir", model["folder"], "-o", out)
+    second = fx.write_cord_image(ctx.dir / "in" / "sub-001_T1w.nii.gz", "LAS", seed=99)
+    ctx.run("segment", "-i", image, "-i", second, "--model-dir", model["folder"], "-o", out)  # 2 channels for a 1-channel model
     ctx.run("segment", "-i", image, "--model-dir", ctx.dir / "nowhere", "-o", out)
     ctx.run("segment", "-i", image, "--model-dir", model["folder"], "--remove-small", "5 apples", "-o", out)
 

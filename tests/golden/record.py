@@ -4,6 +4,8 @@
     PYTHONPATH=/path/to/old/checkout python tests/golden/record.py --out tests/golden/record.json
     # run the cases again and compare with a record (a determinism check, or the test by hand):
     python tests/golden/record.py --compare tests/golden/record.json [-k medsam_box3d_onnx ...]
+    # re-record only some cases (the others are kept):
+    PYTHONPATH=/path/to/old/checkout python tests/golden/record.py --out tests/golden/record.json -k errors
 
 Run it with the Python of the environment whose `segkit` command should run (the command
 beside sys.executable is used).
@@ -69,6 +71,10 @@ def main(argv=None) -> int:
                 failed.append(name)
                 print(cases.diff(expected[name], summary), file=sys.stderr)
     if args.out:
+        if args.only and args.out.is_file():  # re-record some cases: keep the others
+            kept = cases.load_record(args.out)
+            kept["cases"].update(record["cases"])
+            record["cases"] = {name: kept["cases"][name] for name in cases.CASES if name in kept["cases"]}
         cases.dump_record(record, args.out)
         print(f"wrote {args.out}", file=sys.stderr)
     if failed:
