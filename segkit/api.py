@@ -11,7 +11,6 @@ output path (refusing any that would overwrite a file the command reads) before 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -139,7 +138,7 @@ def check_outputs_spare_inputs(outputs: list[Path], inputs: list[Path]) -> None:
 
 def write_prediction(prediction, plan: OutputPlan, runner, runtime_s: float, command_line: str) -> list[Path]:
     """Write each mask, its sidecar and QC, then the side artifacts: every file atomically."""
-    from segkit.io.writer import atomic_write_text, save_label_map
+    from segkit.io.writer import atomic_write_json, save_label_map
 
     written: list[Path] = []
     for out in prediction.outputs:
@@ -157,7 +156,7 @@ def write_prediction(prediction, plan: OutputPlan, runner, runtime_s: float, com
             **prediction.info,
         }
         sidecar.update({f"{name}_file": str(p) for name, p in plan.artifacts.items()})
-        atomic_write_text(sidecar_path(path), json.dumps(sidecar, indent=2, default=_json_default) + "\n")
+        atomic_write_json(sidecar_path(path), sidecar, default=_json_default)
         written.append(sidecar_path(path))
         if plan.qc_dir is not None:
             from segkit.qc.overlay import write_qc_pngs

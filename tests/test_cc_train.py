@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from segkit.errors import SegkitError  # noqa: E402
 from segkit.tasks.cc_fodf import task as cc_task  # noqa: E402
 from segkit.tasks.cc_fodf import batches as cc_batches  # noqa: E402
+from segkit.tasks.cc_fodf import cube as cc_cube  # noqa: E402
 from segkit.tasks.cc_fodf import dataset as cc_dataset  # noqa: E402
 from segkit.tasks.cc_fodf import train as cc_train  # noqa: E402
 
@@ -84,10 +85,10 @@ def test_split_keeps_validation_apart():
 def test_fit_to_cube_round_trip_pads_and_crops_around_the_content(shape):
     volume = np.zeros(shape + (9,), dtype=np.float32)
     volume[3:7, 4:7, 5:9] = np.arange(9, dtype=np.float32) + 1
-    cube, box = cc_task.fit_to_cube(volume, 16)
+    cube, box = cc_cube.fit_to_cube(volume, 16)
     assert cube.shape == (16, 16, 16, 9)
     assert np.abs(cube).sum() == np.abs(volume).sum()  # the content survives the crop
-    back = cc_task.restore_from_cube(cube[..., 0], box, shape)
+    back = cc_cube.restore_from_cube(cube[..., 0], box, shape)
     np.testing.assert_array_equal(back, volume[..., 0])
 
 
@@ -101,8 +102,8 @@ def test_normalise_slices_zero_mean_unit_variance_per_sample():
 
 def test_sample_batch_takes_slices_of_one_subject_along_one_axis():
     peaks, mask = _synthetic_peaks_subject(0)
-    cube, box = cc_task.fit_to_cube(peaks, 16)
-    subject = cc_dataset.Subject("s", cube, cc_task.fit_to_cube(mask, 16, box=box)[0], SHAPE)
+    cube, box = cc_cube.fit_to_cube(peaks, 16)
+    subject = cc_dataset.Subject("s", cube, cc_cube.fit_to_cube(mask, 16, box=box)[0], SHAPE)
     images, masks = cc_batches.sample_batch([subject], 6, torch.Generator().manual_seed(1))
     assert images.shape == (6, 9, 16, 16) and masks.shape == (6, 1, 16, 16)
     assert set(np.unique(masks.numpy())) <= {0.0, 1.0}

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from segkit.cli.main import app
+from segkit.cli.app import app
 
 
 def _parse_labels(text: str) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from segkit.cli.main import app
+from segkit.cli.app import app
 
 
 def _status(spec) -> str:

@@ -11,36 +11,8 @@ import traceback
 
 import typer
 
-from segkit import __version__
+from segkit.cli.app import app
 from segkit.errors import SegkitError
-
-app = typer.Typer(
-    name="segkit",
-    help="Task-based medical image segmentation: verified model installs, geometry-safe outputs.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-_state = {"debug": False}
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        typer.echo(f"segkit {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    version: bool = typer.Option(
-        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
-    ),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-) -> None:
-    _state["debug"] = debug
-
 
 def _register_commands(argv: list[str] | None = None) -> None:
     """Add every command to `app`. segment and train are rebuilt for the registry in force now (and

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from segkit.cli.main import app
+from segkit.cli.app import app
 
 
 def _pairs(option: str, values: list, count: int) -> list:
@@ -39,12 +39,12 @@ def _window(text: Optional[str]):
 
 
 def _subjects(masks, images, fats, waters, ffs, cords, manifest):
-    from segkit.quantify.subjects import QuantifyError, Subject, read_manifest
+    from segkit.quantify.subjects import QuantifyError, Subject, read_subject_table
 
     if manifest and masks:
         raise QuantifyError("give masks either with -m or with --manifest, not both")
     if manifest:
-        return read_manifest(manifest)
+        return read_subject_table(manifest)
     if not masks:
         raise QuantifyError("give at least one mask with -m MASK (or a --manifest CSV)")
     n = len(masks)

@@ -48,14 +48,14 @@ def member(name: str) -> SamMember:
 def checkpoint_path(name: str) -> Path:
     """The verified checkpoint of a SAM family member (bundled files install offline on first use)."""
     from segkit.registry.schema import load_registry
-    from segkit.registry.store import ensure_offline_task, read_manifest
+    from segkit.registry.store import ensure_offline_task, installed_task
 
     source = member(name)
     spec = load_registry().get(source.task)
     if source.file not in {f.name for f in spec.files}:
         raise SegkitError(f"{name}: the registry's task '{source.task}' lists no file {source.file}")
     bundled = all(m.startswith("package://") for f in spec.files for m in f.mirrors)
-    installed = ensure_offline_task(spec) if bundled else read_manifest(spec.name)
+    installed = ensure_offline_task(spec) if bundled else installed_task(spec.name)
     if installed is None:
         raise TaskNotInstalledError(
             f"{name} weights ({source.file}) are not installed: run `segkit install-task {source.task}` where the "

@@ -164,7 +164,3 @@ def read_subject_table(path) -> list[Subject]:
         subjects.append(Subject(name=row.get("subject") or None, **files))
     return subjects
 
-
-# The name `segkit quantify --manifest` used before the store's and eval's readers got their own
-# names; cli/quantify.py still imports it. Remove once it calls read_subject_table.
-read_manifest = read_subject_table

@@ -254,7 +254,3 @@ def ensure_offline_task(spec: TaskSpec, progress=None) -> InstalledTask:
         return require_installed(spec)
     return install_task(spec, progress=progress)
 
-
-# The store's old name for installed_task; segkit/tasks still imports it. Remove once they switch
-# (metrics.evaluate and quantify.subjects also had a `read_manifest`, for CSV tables).
-read_manifest = installed_task

@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # only for type hints: keep this module free of numpy/torch i
     from segkit.tasks.options import TaskOptions
 
 ProgressFn = Callable[[int, int], None]
-GRID_TOLERANCE_MM = 1e-4  # channels of one case must share a voxel grid to within this
 
 
 @dataclass(frozen=True)
@@ -189,15 +188,12 @@ class TaskRunner:
 
 
 def check_same_grid(images) -> None:
-    """All channels of a case share one voxel grid (shape, and affine to GRID_TOLERANCE_MM)."""
-    import numpy as np
+    """All channels of a case share one voxel grid (segkit.io.grid's one check and tolerance)."""
+    from segkit.io.grid import check_same_grid as check_pair
 
-    first = images[0]
     for other in images[1:]:
-        if other.shape != first.shape or not np.allclose(other.affine, first.affine, atol=GRID_TOLERANCE_MM):
-            raise SegkitError(
-                f"{other.path}: shape/affine differ from {first.path}; all channels must share one voxel grid"
-            )
+        check_pair(other, images[0], "channel", reference_what="the first channel",
+                   fix="all channels of a case must share one voxel grid")
 
 
 def no_weights_error(spec: "TaskSpec") -> SegkitError:

@@ -88,10 +88,6 @@ class TaskOptions:
                 paths += [Path(v) for v in value] if flag.multiple else ([Path(value)] if value is not None else [])
         return paths
 
-    def as_record(self) -> dict:
-        """JSON-ready values, for provenance."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
-
 
 def _check_value(flag: Flag, value: Any) -> None:
     values = value if flag.multiple else [value]

@@ -14,13 +14,11 @@ class EpochProgress:
     """
 
     def __init__(self, label: str, stats: Callable[[dict], str]) -> None:
-        from rich.console import Console
+        from segkit.runtime.progress import TerminalBar
 
         self.label = label
         self.stats = stats
-        self.console = Console(stderr=True)
-        self.bar = None
-        self.task = None
+        self.bar = TerminalBar("count")
 
     def __enter__(self) -> "EpochProgress":
         return self
@@ -34,23 +32,14 @@ class EpochProgress:
             self._say(f"{self.label}: {event.get('stage')}{cases}")
         elif kind == "epoch":
             text = self.stats(event)
-            if self.bar is not None:
-                self.bar.update(self.task, completed=event["epoch"], stats=text)
+            if self.bar.shown:
+                self.bar.update(completed=event["epoch"], note=text)
             else:
                 self._say(f"epoch {event['epoch']}/{event['epochs']}  {text}")
 
     def _start(self, total: int, done: int) -> None:
-        if not self.console.is_terminal:
+        if not self.bar.start("epoch", total=total, completed=done):
             self._say(f"{self.label}: training epochs {done + 1}..{total}")
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("epoch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(), console=self.console,
-        )
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=total, completed=done, stats="")
 
     @staticmethod
     def _say(text: str) -> None:
@@ -58,8 +47,7 @@ class EpochProgress:
         sys.stderr.flush()
 
     def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.stop()
 
 
 def number(value) -> str:

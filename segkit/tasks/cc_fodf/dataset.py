@@ -74,7 +74,7 @@ def _case_for(images: Path, label: Path) -> Case:
 def load_subject(case: Case, slice_size: int, cache_dir: Path | None = None) -> Subject:
     """Peaks and mask in RAS canonical orientation, fitted to the slice-size cube around the brain."""
     from segkit.io import load_label_map
-    from segkit.tasks.cc_fodf.task import canonical_peaks, fit_to_cube
+    from segkit.tasks.cc_fodf.cube import canonical_peaks, fit_to_cube
 
     peaks, reference = canonical_peaks(case.image, case.bval, case.bvec, cache=_cache_path(cache_dir, case))
     label = load_label_map(case.label, allowed_ndim=(3,))

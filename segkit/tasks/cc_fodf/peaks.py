@@ -277,10 +277,3 @@ def _xform_codes(like: Image) -> tuple[int, int]:
         _, qform_code = header.get_qform(coded=True)
         return int(sform_code) or 1, int(qform_code) or 1
     return 1, 1
-
-
-def load_peaks(path: Path | str) -> Image:
-    """Read a 9-volume peaks NIfTI (MRtrix/TractSeg convention); NaN (MRtrix's 'no peak') -> 0."""
-    from segkit.tasks.cc_fodf.inputs import load_cc_input
-
-    return load_cc_input(path).image

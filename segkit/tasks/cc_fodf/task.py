@@ -23,6 +23,7 @@ import numpy as np
 from segkit.errors import SegkitError
 
 from segkit.tasks.base import Case, Inferred, Prepared, TaskRunner
+from segkit.tasks.cc_fodf.cube import spatial_reference, fit_to_cube, restore_from_cube
 from segkit.training.package import CARD_NAME
 
 if TYPE_CHECKING:
@@ -54,11 +55,11 @@ def find_model_folder(spec: "TaskSpec", model: Path | str | None) -> Path:
     """--model DIR if given, else the package registered with install-task; otherwise refuse plainly."""
     if model is not None:
         return _package_root(Path(model), f"--model {model}")
-    from segkit.registry.store import read_manifest
+    from segkit.registry.store import installed_task
 
     from segkit.tasks.base import no_weights_error
 
-    installed = read_manifest(spec.name)
+    installed = installed_task(spec.name)
     if installed is None:
         raise no_weights_error(spec)
     for entry in installed.manifest["files"]:
@@ -105,53 +106,6 @@ def load_model_package(folder: Path | str, device: str = "cpu") -> LoadedModel:
     return LoadedModel(net.to(device).eval(), card, folder, actual)
 
 
-# ------------------------------------------------------------------------------ geometry helpers
-
-
-def fit_to_cube(array: np.ndarray, size: int, box: tuple | None = None) -> tuple[np.ndarray, tuple]:
-    """Crop/pad the three spatial axes of `array` to `size`, centred on its non-zero content.
-
-    Returns the cube and the box ((source start, source stop, cube start) per axis) that
-    `restore_from_cube` uses to put values back. Passing `box` reuses another array's placement.
-    """
-    spatial = array.shape[:3]
-    if box is None:
-        box = tuple(_axis_placement(n, size, centre) for n, centre in zip(spatial, _content_centre(array)))
-    cube = np.zeros((size, size, size) + array.shape[3:], dtype=array.dtype)
-    source = tuple(slice(start, stop) for start, stop, _ in box)
-    target = tuple(slice(dst, dst + stop - start) for start, stop, dst in box)
-    cube[target] = array[source]
-    return cube, box
-
-
-def restore_from_cube(cube: np.ndarray, box: tuple, shape: tuple[int, ...], fill=0) -> np.ndarray:
-    out = np.full(tuple(shape[:3]) + cube.shape[3:], fill, dtype=cube.dtype)
-    source = tuple(slice(start, stop) for start, stop, _ in box)
-    target = tuple(slice(dst, dst + stop - start) for start, stop, dst in box)
-    out[source] = cube[target]
-    return out
-
-
-def _content_centre(array: np.ndarray) -> list[float]:
-    occupied = np.abs(array).reshape(array.shape[:3] + (-1,)).max(axis=-1) > 0
-    if not occupied.any():
-        return [n / 2 for n in array.shape[:3]]
-    centre = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(occupied.any(axis=other))
-        centre.append((idx[0] + idx[-1] + 1) / 2)
-    return centre
-
-
-def _axis_placement(length: int, size: int, centre: float) -> tuple[int, int, int]:
-    if length <= size:
-        return 0, length, (size - length) // 2
-    start = int(round(centre - size / 2))
-    start = min(max(start, 0), length - size)
-    return start, start + size, 0
-
-
 def predict_cube(net, cube: np.ndarray, *, device: str = "cpu", batch_size: int = 32, progress=None) -> np.ndarray:
     """Mean foreground probability of a (S, S, S, 9) cube from 2D predictions along x, y and z.
 
@@ -179,47 +133,6 @@ def predict_cube(net, cube: np.ndarray, *, device: str = "cpu", batch_size: int 
     return total / 3.0
 
 
-# ------------------------------------------------------------------------------ inputs
-
-
-def canonical_peaks(image, bval=None, bvec=None, mask=None, *, cache: Path | None = None):
-    """(RAS canonical peaks (X, Y, Z, 9) with vectors along the canonical axes, the checked input).
-
-    `cache`: an .npz where peaks computed from a DWI are kept (training reuses them on --resume).
-    """
-    from segkit.tasks.cc_fodf.inputs import load_cc_input, peaks_for_input
-    from segkit.tasks.cc_fodf.peak_frames import reorient_peaks
-    from segkit.tasks.facts import orientation
-
-    cc_input = load_cc_input(image, bval, bvec, mask)
-    if cache is not None and Path(cache).is_file():
-        with np.load(cache) as saved:
-            world, affine = saved["peaks"], saved["affine"]
-    else:
-        result = peaks_for_input(cc_input)
-        world, affine = result.peaks, result.affine
-        if cache is not None:
-            Path(cache).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(cache).with_name(Path(cache).stem + ".tmp.npz")
-            np.savez_compressed(tmp, peaks=world, affine=affine)
-            tmp.replace(cache)
-    canonical, _ = reorient_peaks(np.asarray(world, dtype=np.float32), affine, orientation("cc_fodf"), frame="world")
-    return canonical, _spatial_reference(cc_input.image)
-
-
-def _spatial_reference(image):
-    """A 3D stand-in of a 4D input: the mask is written with its affine and header, 3D."""
-    from segkit.io.image import Image
-
-    return Image(
-        data=np.asarray(image.data[..., 0]),
-        affine=image.affine,
-        path=image.path,
-        header=image.header,
-        original_shape=tuple(image.shape[:3]),
-    )
-
-
 # ------------------------------------------------------------------------------ the runner
 
 
@@ -234,7 +147,7 @@ class CcFodfRunner(TaskRunner):
         if options.save_peaks and cc_input.kind != "dwi":
             raise SegkitError(f"--save-peaks: {case.source} already is a peaks file; nothing to save")
         # the vectors turn with the axes, so the reorientation is made with the peaks, in `infer`
-        return Prepared(case, _spatial_reference(cc_input.image), [], None, {"cc_input": cc_input})
+        return Prepared(case, spatial_reference(cc_input.image), [], None, {"cc_input": cc_input})
 
     def _folder(self) -> Path:
         return find_model_folder(self.spec, self.options.model)

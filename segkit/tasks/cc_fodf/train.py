@@ -18,7 +18,7 @@ import datetime as _dt
 import json
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -214,17 +214,12 @@ def _restore(path: Path, net, optimizer, scheduler, generator, net_config) -> di
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    import os
-
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    from segkit.io.writer import atomic_output
+
+    with atomic_output(path) as tmp:
         torch.save(obj, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ the model package
@@ -292,11 +287,6 @@ def write_model_package(output: Path, config: TrainConfig, net_config, train_sub
 
 def _subject_summary(subject: Subject) -> dict:
     return {"name": subject.name, "shape": list(subject.source_shape), "cc_voxels_in_cube": int(subject.mask.sum())}
-
-
-def config_as_dict(config: TrainConfig) -> dict:
-    data = asdict(config)
-    return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
 
 
 # ------------------------------------------------------------------------------ command line

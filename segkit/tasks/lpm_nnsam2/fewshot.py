@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from segkit.tasks.facts import label_values
-from segkit.tasks.lpm_nnsam2.inputs import TASK
+from segkit.tasks.lpm_nnsam2.labels import TASK
 from segkit.tasks.lpm_nnsam2.propagation import Propagation
 from segkit.tasks.lpm_nnsam2.rebuild import frames_to_labels
 from segkit.tasks.lpm_nnsam2.slices import FrameGrid, detect_modality, frames_from_ras, label_frames_from_ras, ras_volume

@@ -8,16 +8,8 @@ import numpy as np
 
 from segkit.errors import ImageError, PromptError
 
-TASK = "lpm_nnsam2"
-
-
-def lpm_labels() -> tuple[int, ...]:
-    """The output label values, from the registry (nnSAM2's two-class form: 1 right, 2 left LPM)."""
-    from segkit.tasks.facts import label_values
-
-    return label_values(TASK)
+from segkit.tasks.lpm_nnsam2.labels import lpm_labels
 UNLABELLED = 255  # optional marker for 'not annotated' voxels in a support mask; treated as 0
-GRID_TOLERANCE_MM = 1e-3
 
 
 def load_support(image_path: Path | str, mask_path: Path | str):
@@ -28,9 +20,7 @@ def load_support(image_path: Path | str, mask_path: Path | str):
     image = load_image(image_path, allowed_ndim=(3,))
     mask = load_label_map(mask_path, allowed_ndim=(3,))
     check_same_grid(image, mask)
-    from segkit.tasks.facts import label_values
-
-    declared = label_values(TASK)  # 1 lpm_right, 2 lpm_left (nnSAM2's two-class form)
+    declared = lpm_labels()  # 1 lpm_right, 2 lpm_left (nnSAM2's two-class form)
     values = set(np.unique(mask.data).tolist()) - {0, UNLABELLED}
     undeclared = sorted(values - set(declared))
     if undeclared:
@@ -54,16 +44,10 @@ def load_support(image_path: Path | str, mask_path: Path | str):
 
 
 def check_same_grid(image, mask) -> None:
-    if image.shape != mask.shape:
-        raise ImageError(
-            f"{mask.path}: support mask shape {mask.shape} differs from its image {image.path} {image.shape}; "
-            f"the mask must be drawn on the support image's own grid"
-        )
-    if not np.allclose(image.affine, mask.affine, atol=GRID_TOLERANCE_MM, rtol=0):
-        raise ImageError(
-            f"{mask.path}: support mask affine differs from its image {image.path}; "
-            f"the mask must be drawn on the support image's own grid"
-        )
+    from segkit.io.grid import check_same_grid as check_pair
+
+    check_pair(mask, image, "support mask", reference_what="its image",
+               fix="the mask must be drawn on the support image's own grid")
 
 
 def load_targets(paths) -> list:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from segkit.tasks.lpm_nnsam2.inputs import lpm_labels
+from segkit.tasks.lpm_nnsam2.labels import lpm_labels
 from segkit.tasks.lpm_nnsam2.propagation import Propagation, labels_from_logits
 from segkit.tasks.lpm_nnsam2.sequence import interleave, start_targets, walk_order
 

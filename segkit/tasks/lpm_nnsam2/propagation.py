@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from segkit.tasks.lpm_nnsam2.inputs import lpm_labels
+from segkit.tasks.lpm_nnsam2.labels import lpm_labels
 from segkit.tasks.lpm_nnsam2.sequence import SequenceFrame
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segkit.tasks.lpm_nnsam2.inputs import lpm_labels
+from segkit.tasks.lpm_nnsam2.labels import lpm_labels
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

@@ -9,7 +9,6 @@ model folder is the package's final model (package.py).
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,9 @@ from typing import Callable
 import numpy as np
 
 from segkit.errors import SegkitError
+from segkit.io.writer import atomic_write_json, atomic_write_text
 from segkit.tasks.facts import orientation
-from segkit.tasks.lpm_nnsam2.inputs import TASK
+from segkit.tasks.lpm_nnsam2.labels import TASK
 from segkit.tasks.lpm_nnsam2 import selection
 from segkit.tasks.lpm_nnsam2.package import CARD
 
@@ -95,7 +95,7 @@ def train_lpm(request: LpmTrainRequest, say: Say = lambda text: None) -> Path:
     dataset = _round_one_dataset(output / "round_1" / "dataset", cases, results, ras_images, modality)
     card = {"task": "lpm_nnsam2", "propagator": request.propagator, "rounds": [], "images": [str(f.resolve()) for f in files],
             "ignore_label": IGNORE, "selection": dataset["log"]}
-    model_dir = None
+    model_dir, predictions, selected = None, previous, cases  # round 1 trains on the pseudo-labels above
     for round_index in range(1, request.rounds + 1):
         round_dir = output / f"round_{round_index}"
         if round_index > 1:
@@ -141,7 +141,7 @@ def _write_package(output: Path, model_dir: Path, card: dict) -> Path:
         shutil.rmtree(final)
     shutil.copytree(model_dir, final, ignore=shutil.ignore_patterns("checkpoint_latest.pth", "checkpoint_best.pth", "validation"))
     card["final_model"] = str(final.relative_to(output))
-    (output / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(output / CARD, card)
     return output
 
 
@@ -168,7 +168,7 @@ def _dataset_json(root: Path, n_cases: int, modality: str, with_ignore: bool) ->
         labels["ignore"] = IGNORE  # nnU-Net v2: excluded from the loss, must be the highest value
     data = {"channel_names": {"0": "CT" if modality == "ct" else "MRI"}, "labels": labels,
             "numTraining": n_cases, "file_ending": ".nii.gz", "name": "LPMnnsam2"}
-    (root / "dataset.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(root / "dataset.json", data)
 
 
 def _save_case(root: Path, case: str, ras_image, labels: np.ndarray) -> None:
@@ -249,4 +249,4 @@ def _predict_all(spec, model_dir: Path, ras_images: dict, folder: Path) -> dict:
 def _write_log(path: Path, rows: list[dict]) -> None:
     columns = ["case", "max_area_ratio", "dice_vs_previous", "smooth", "agrees", "kept", "reason"]
     lines = ["\t".join(columns)] + ["\t".join(str(round(r[c], 4) if isinstance(r[c], float) else r[c]) for c in columns) for r in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from segkit.errors import TaskNotInstalledError
-from segkit.tasks.lpm_nnsam2.inputs import lpm_labels
+from segkit.tasks.lpm_nnsam2.labels import lpm_labels
 from segkit.tasks.lpm_nnsam2.propagation import Propagation, labels_from_logits
 from segkit.tasks.lpm_nnsam2.sequence import interleave
 
@@ -82,11 +82,11 @@ def build_recording_predictor(config_file: str, checkpoint: Path | str | None, d
 def installed_sam2_checkpoint(spec) -> tuple[Path, str]:
     """(checkpoint, sam2 config) of the task's installed SAM2 file; one clear line when missing."""
     from segkit.models.sam import sam2_configs
-    from segkit.registry.store import read_manifest
+    from segkit.registry.store import installed_task
 
     configs = sam2_configs()
     backbones = [f for f in spec.files if f.name in configs]
-    installed = read_manifest(spec.name)
+    installed = installed_task(spec.name)
     if installed is not None:
         for file in backbones:
             try:

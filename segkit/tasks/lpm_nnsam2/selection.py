@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from segkit.tasks.lpm_nnsam2.inputs import lpm_labels
+from segkit.tasks.lpm_nnsam2.labels import lpm_labels
 
 TOP_FRACTION = 0.10  # top decile of summed IoU
 MAX_AREA_RATIO = 1.25

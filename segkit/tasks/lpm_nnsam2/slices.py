@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segkit.tasks.facts import orientation
-from segkit.tasks.lpm_nnsam2.inputs import TASK, lpm_labels
+from segkit.tasks.lpm_nnsam2.labels import TASK, lpm_labels
 
 FRAME_SIZE = 256
 CT_WINDOW = (-30.0, 150.0)
@@ -64,14 +64,6 @@ class FrameGrid:
         step = self.reorient.index_from_canonical([0, 0, ras_slice + 1]) - here
         axis = int(np.argmax(np.abs(step)))
         return axis, int(round(here[axis]))
-
-    def to_volume(self, frame_masks: np.ndarray) -> np.ndarray:
-        """(n_slices, 256, 256) binary frames -> binary volume in the input file's own array order."""
-        volume = np.zeros((*self.in_plane, self.n_slices), dtype=np.uint8)
-        for k in range(self.n_slices):
-            if frame_masks[k].any():
-                volume[:, :, k] = resize_2d(frame_masks[k].astype(np.float32), self.in_plane) >= 0.5
-        return self.reorient.from_canonical(volume)
 
     def label_volume(self, frame_labels: np.ndarray, labels=None) -> np.ndarray:
         """Frames of labels -> label volume in the input's grid; overlaps go to the larger resized value."""

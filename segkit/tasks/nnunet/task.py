@@ -90,9 +90,9 @@ class NnunetRunner(TaskRunner):
     def _install_facts(self) -> dict:
         if self.options.model is not None or not self.spec.files:
             return {}
-        from segkit.registry.store import read_manifest
+        from segkit.registry.store import installed_task
 
-        installed = read_manifest(self.spec.name)
+        installed = installed_task(self.spec.name)
         if installed is None:
             return {}
         entry = next((f for f in installed.manifest["files"] if f["name"] == _primary_file(self.spec).name), None)
