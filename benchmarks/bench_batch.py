@@ -40,6 +40,7 @@ def medsam_cases(folder: Path, n: int) -> list[Path]:
     image = nib.load(MNI152_FILE_PATH)
     data = np.asarray(image.dataobj, dtype=np.float32)
     rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
         corner = [int(rng.integers(40, size - 40 - c)) for size, c in zip(data.shape, CROP)]
