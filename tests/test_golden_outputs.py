@@ -6,7 +6,11 @@ case fails, read the diff in the assertion message (`recorded` is the record, `n
 then the stderr of each command below it. Re-record only for a change that was asked for:
 
     python tests/golden/record.py --out tests/golden/record.json          # all cases
+    python tests/golden/record.py --out tests/golden/record.json -k NAME  # one case, the others kept
     python tests/golden/record.py --compare tests/golden/record.json -k NAME  # one case, by hand
+
+`pytest tests/test_golden_outputs.py -k nnunet` runs a group; `-m "not slow"` leaves out the cases
+that run a model (eval, quantify and the input errors take a few seconds).
 """
 
 from __future__ import annotations

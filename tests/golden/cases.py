@@ -23,8 +23,10 @@ of files built by the fixtures (torch checkpoints, zips: their bytes depend on t
 not on segkit) are replaced by named placeholders such as "<sha256:nnunet.zip>"; a sidecar that
 reports any other hash keeps it and fails.
 
-Determinism (checked by recording twice on a 2-core CPU, OMP_NUM_THREADS=2 in every child): all
-masks, sidecars, tables and QC PNGs were bit-identical between runs. Float arrays written by a
+Determinism (checked with three full runs against the recorded code on a shared 2-core CPU: the
+recording, `record.py --compare`, and this test under pytest beside another full run; every child
+has OMP_NUM_THREADS=2): all masks, sidecars, tables, stdout and QC PNGs were bit-identical between
+runs, both encoders (torch, ONNX Runtime) included. Float arrays written by a
 task (cc_fodf's --save-peaks) are nevertheless hashed after rounding to 1e-4 (with -0.0 -> 0.0),
 and their min/max/mean are kept to 1e-4: dipy's CSD fit is iterative and float-sensitive, and
 these peaks are an intermediate, not a mask. Nothing else is rounded. Float inputs are hashed
