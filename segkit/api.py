@@ -71,7 +71,8 @@ def segment(task: str | None = None, inputs=(), *, command_line: str = "",
     runner = make_runner(task, inputs=inputs, **options)
     cases = runner.cases(runner.common.inputs)
     plans = [plan_outputs(runner, case, len(cases)) for case in cases]
-    check_outputs_spare_inputs([p for plan in plans for p in plan.paths()], files_read_by(runner))
+    check_outputs_spare_inputs([p for plan in plans for p in plan.paths()], files_read_by(runner),
+                               [p for plan in plans for p in plan.qc_patterns()])
     written: list[Path] = []
     started = time.perf_counter()
     for prediction, plan in zip(runner.predict_many(cases, progress), plans):
@@ -99,6 +100,12 @@ class OutputPlan:
     def paths(self) -> list[Path]:
         return [*self.masks.values(), *(sidecar_path(p) for p in self.masks.values()), *self.artifacts.values()]
 
+    def qc_patterns(self) -> list[Path]:
+        """QC PNG names depend on the mask (its centre), so only their pattern is known beforehand."""
+        if self.qc_dir is None:
+            return []
+        return [self.qc_dir / f"{sidecar_path(p).stem}_qc*.png" for p in self.masks.values()]
+
 
 def plan_outputs(runner, case, n_cases: int) -> OutputPlan:
     from segkit.io.writer import output_path_for, output_stem
@@ -117,20 +124,49 @@ def plan_outputs(runner, case, n_cases: int) -> OutputPlan:
     return OutputPlan(masks, artifacts, None if runner.common.qc is None else Path(runner.common.qc))
 
 
-def check_outputs_spare_inputs(outputs: list[Path], inputs: list[Path]) -> None:
-    """Refuse any output path that is (after resolving links) a file the command reads."""
-    import os
+def check_outputs_spare_inputs(outputs: list[Path], inputs: list[Path], patterns: list[Path] = ()) -> None:
+    """The one overwrite guard of every command: refuse any output path that is (after resolving
+    links) a file the command reads, or any read file a pattern of not-yet-named outputs (QC PNGs,
+    named after the mask) could match. A folder among `inputs` (a model, a DICOM series) protects
+    every file in it."""
+    import fnmatch
 
-    read = {Path(p).resolve() for p in inputs}
+    read = _read_files(inputs)
     for out in outputs:
-        target = Path(out).resolve()
-        hit = target in read or any(
-            Path(p).exists() and target.exists() and os.path.samefile(p, target) for p in inputs
-        )
-        if hit:
+        if _same_file(Path(out), read):
             raise SegkitError(f"output {out} would overwrite an input of this command; choose another -o")
+    for pattern in patterns:
+        folder = Path(pattern).parent.resolve()
+        for path in read:
+            if path.parent == folder and fnmatch.fnmatch(path.name, Path(pattern).name):
+                raise SegkitError(f"output {pattern} may overwrite {path}, an input of this command; choose another folder")
     if len(set(map(Path.resolve, map(Path, outputs)))) != len(outputs):
         raise SegkitError("two outputs of this command would have the same path; give each input its own name or -o")
+
+
+def _read_files(inputs: list[Path]) -> dict:
+    """Resolved path -> (st_dev, st_ino) of every file read (folders expanded), None when absent."""
+    read: dict = {}
+    for path in map(Path, inputs):
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        for file in files:
+            try:
+                stat = file.stat()
+                read[file.resolve()] = (stat.st_dev, stat.st_ino)
+            except OSError:
+                read[file.resolve()] = None
+    return read
+
+
+def _same_file(out: Path, read: dict) -> bool:
+    """Same resolved path, or the same inode (a hard link, or a path spelled through another mount)."""
+    if out.resolve() in read:
+        return True
+    try:
+        stat = out.stat()
+    except OSError:
+        return False
+    return (stat.st_dev, stat.st_ino) in read.values()
 
 
 # ------------------------------------------------------------------------------ writing
