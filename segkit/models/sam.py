@@ -66,9 +66,9 @@ def checkpoint_path(name: str) -> Path:
 
 def load_state_dict(name: str, path: Path | str | None = None) -> dict:
     """The checkpoint's tensors (training checkpoints wrap them under "model")."""
-    import torch
+    from segkit.runtime.checkpoint import load_data
 
-    state = torch.load(str(path or checkpoint_path(name)), map_location="cpu", weights_only=True)
+    state = load_data(path or checkpoint_path(name))
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     return state

@@ -46,7 +46,10 @@ def main(config_path: str) -> int:
         _run(config, emit)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one event, traceback in the log
         traceback.print_exc()
-        emit({"event": "error", "type": type(exc).__name__, "message": str(exc).strip().splitlines()[0] if str(exc).strip() else ""})
+        from segkit.errors import SegkitError
+
+        kind = "SegkitError" if isinstance(exc, SegkitError) else type(exc).__name__  # the parent exits 2 for it
+        emit({"event": "error", "type": kind, "message": str(exc).strip().splitlines()[0] if str(exc).strip() else ""})
         return 1
     emit({"event": "done"})
     return 0

@@ -35,13 +35,56 @@ def build_predictor(model: ModelFolder, device_name: str, tta: bool):
         verbose_preprocessing=False,
         allow_tqdm=False,
     )
-    folds = tuple(int(f) if f.isdigit() else f for f in model.folds)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # nnunetv2 prints notes; stdout is for results
-            predictor.initialize_from_trained_model_folder(str(model.path), use_folds=folds, checkpoint_name=model.checkpoint)
+            _initialize(predictor, model)
     except (KeyError, RuntimeError, FileNotFoundError) as exc:
         raise SegkitError(f"{model.path}: cannot load the nnU-Net model ({type(exc).__name__}: {exc})") from None
     return predictor
+
+
+def _initialize(predictor, model: ModelFolder) -> None:
+    """nnunetv2's initialize_from_trained_model_folder, except that segkit reads the checkpoints
+    (weights only, segkit.engines.nnunet.checkpoint) instead of letting nnunetv2 unpickle them."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from segkit.engines.nnunet.checkpoint import load_checkpoint
+
+    checkpoints = [load_checkpoint(model.path / f"fold_{fold}" / model.checkpoint) for fold in model.folds]
+    first = checkpoints[0]
+    plans_manager = PlansManager(model.plans)
+    configuration = plans_manager.get_configuration(first["init_args"]["configuration"])
+    _check_architecture_names(model, configuration)
+    trainer_class = recursive_find_trainer_class_by_name(first["trainer_name"])
+    if trainer_class is None:
+        raise SegkitError(f"{model.path}: trainer {first['trainer_name']!r} is not part of nnunetv2")
+    network = trainer_class.build_network_architecture(
+        plans_manager, configuration,
+        determine_num_input_channels(plans_manager, configuration, model.dataset_json),
+        plans_manager.get_label_manager(model.dataset_json).num_segmentation_heads,
+        enable_deep_supervision=False,
+    )
+    parameters = [c["network_weights"] for c in checkpoints]
+    network.load_state_dict(parameters[0])
+    predictor.manual_initialization(
+        network, plans_manager, configuration, parameters, model.dataset_json, first["trainer_name"],
+        first.get("inference_allowed_mirroring_axes"),
+    )
+
+
+# nnunetv2 imports the classes plans.json names (pydoc.locate): only network building blocks.
+ARCHITECTURE_MODULES = ("dynamic_network_architectures.", "torch.nn.")
+
+
+def _check_architecture_names(model: ModelFolder, configuration) -> None:
+    kwargs = configuration.network_arch_init_kwargs
+    names = [configuration.network_arch_class_name]
+    names += [kwargs[k] for k in configuration.network_arch_init_kwargs_req_import if kwargs.get(k) is not None]
+    for name in names:
+        if not str(name).startswith(ARCHITECTURE_MODULES):
+            raise SegkitError(f"{model.path}/plans.json: refused: names {name!r}, which is not a network building block")
 
 
 def predict_label_map(predictor, channels: list[np.ndarray], affine: np.ndarray) -> np.ndarray:

@@ -209,6 +209,8 @@ def _run_worker(config: dict, env: dict, output: Path, on_event: EventFn | None)
         code = child.wait()
     if code != 0 or "trained" not in seen:
         error = seen.get("error", {})
+        if error.get("type") == "SegkitError":  # bad input found in the worker (e.g. a refused checkpoint)
+            raise SegkitError(error.get("message") or "nnU-Net training refused its input")
         reason = f"{error.get('type', 'exit code ' + str(code))}: {error.get('message', '')}".rstrip(": ")
         raise RuntimeError(f"nnU-Net training failed ({reason}); see {config['log']}")
     return seen
@@ -263,7 +265,9 @@ def _inference_checkpoint(path: Path) -> bytes:
 
     import torch
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    from segkit.engines.nnunet.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
     checkpoint["optimizer_state"] = None
     checkpoint["grad_scaler_state"] = None
     buffer = io.BytesIO()

@@ -17,6 +17,8 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from segkit.engines.nnunet.checkpoint import load_checkpoint
+
 # The architecture and loss are nnUNetTrainer's, unchanged, and so is the augmentation unless
 # mirroring is turned off. Checkpoints therefore name "nnUNetTrainer" as their trainer, because
 # nnunetv2's predictor looks the trainer class up by name inside the nnunetv2 package
@@ -104,11 +106,17 @@ class SegkitTrainer(nnUNetTrainer):
         if self.on_epoch is not None:
             self.on_epoch(event)
 
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """--resume: the workspace checkpoint is read as data (weights only), never unpickled as code."""
+        if isinstance(filename_or_checkpoint, str):
+            filename_or_checkpoint = load_checkpoint(filename_or_checkpoint)
+        super().load_checkpoint(filename_or_checkpoint)
+
     def save_checkpoint(self, filename: str) -> None:
         super().save_checkpoint(filename)
         if self.local_rank != 0 or self.disable_checkpointing or not os.path.isfile(filename):
             return
-        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(filename)
         checkpoint["trainer_name"] = ARCHITECTURE_TRAINER
         checkpoint["segkit_schedule"] = json.loads(json.dumps(self.schedule))
         tmp = filename + ".tmp"

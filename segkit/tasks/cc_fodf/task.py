@@ -79,9 +79,8 @@ def _package_root(path: Path, what: str) -> Path:
 
 def load_model_package(folder: Path | str, device: str = "cpu") -> LoadedModel:
     """Read the card, verify the weights' sha256, rebuild the network and load the weights."""
-    import torch
-
     from segkit.registry.store import sha256_of
+    from segkit.runtime.checkpoint import load_data
     from segkit.tasks.cc_fodf.network import NetworkConfig, build_network
 
     folder = Path(folder)
@@ -102,7 +101,7 @@ def load_model_package(folder: Path | str, device: str = "cpu") -> LoadedModel:
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelPackageError(f"{folder / CARD_NAME}: invalid network settings ({exc})") from None
     net = build_network(config)
-    net.load_state_dict(torch.load(str(weights_path), map_location="cpu", weights_only=True), strict=True)
+    net.load_state_dict(load_data(weights_path), strict=True)
     return LoadedModel(net.to(device).eval(), card, folder, actual)
 
 

@@ -201,9 +201,9 @@ def _full_state(net, optimizer, scheduler, generator, net_config, state) -> dict
 
 
 def _restore(path: Path, net, optimizer, scheduler, generator, net_config) -> dict:
-    import torch
+    from segkit.runtime.checkpoint import load_data
 
-    saved = torch.load(str(path), map_location="cpu", weights_only=True)
+    saved = load_data(path)  # a refused or corrupt checkpoint is one line, exit 2
     if saved["network"] != net_config.to_dict():
         raise SegkitError(f"--resume: {path} was trained with {saved['network']}; the options given now differ")
     net.load_state_dict(saved["model"])
@@ -227,12 +227,12 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 def write_model_package(output: Path, config: TrainConfig, net_config, train_subjects, val_subjects, state, pretrained) -> tuple[Path, Path]:
     """model/model.pt (best weights) + model/model_card.json, and the same two files zipped."""
-    import torch
-
     from segkit import __version__
     from segkit.registry.store import sha256_of
 
-    best = torch.load(str(output / "checkpoints" / "best.pt"), map_location="cpu", weights_only=True)
+    from segkit.runtime.checkpoint import load_data
+
+    best = load_data(output / "checkpoints" / "best.pt")
     model_dir = output / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     weights_path = model_dir / WEIGHTS_NAME
