@@ -60,19 +60,22 @@ def test_box_prompt_beats_the_box_itself_and_embeddings_are_cached(predictor, sc
 
 
 def test_point_and_mask_prompts_reach_the_decoder(predictor, scene):
+    """LiteMedSAM was trained with boxes only, so points are weak prompts for it; what must hold is
+    that they reach the decoder in the right frame: a click inside plus one on the background gives
+    a mask that holds the click and stays inside the ellipse."""
     image, truth, preprocess = scene
     embedding, new_size = predictor.embedding("scene", preprocess)
     scale = 256 / max(truth.shape)
-    inside = np.array([[70 * scale, 96 * scale]])  # (x, y) at the encoder's input scale
-    logits, iou = predictor.decode(embedding, new_size, truth.shape, points=inside, point_labels=[1])
-    from_point = logits > 0
-    assert from_point[96, 70] and 0.0 <= iou <= 1.5
-    assert from_point[truth].mean() > from_point[~truth].mean()  # it is about the ellipse, not the background
-    # a low-resolution mask prompt (256 x 256, the padded encoder frame): the ellipse, scaled
+    clicks = np.array([[70 * scale, 96 * scale], [10.0, 10.0]])  # (x, y) at the encoder's input scale
+    logits, iou = predictor.decode(embedding, new_size, truth.shape, points=clicks, point_labels=[1, 0])
+    from_points = logits > 0
+    assert from_points[96, 70] and from_points.sum() > 50
+    assert from_points[~truth].mean() < 0.01  # it is about the ellipse, not the background
+    # a low-resolution mask prompt (256 x 256, the padded encoder frame) changes the logits
     low_res = np.where(_ellipse((256, 256), (96 * scale, 70 * scale), (40 * scale, 28 * scale)), 8.0, -8.0)
-    with_mask, _ = predictor.decode(embedding, new_size, truth.shape, points=inside, point_labels=[1],
+    with_mask, _ = predictor.decode(embedding, new_size, truth.shape, points=clicks, point_labels=[1, 0],
                                     mask=low_res[None, None].astype(np.float32))
-    assert with_mask.shape == truth.shape and not np.array_equal(with_mask, logits)  # the mask prompt is used
+    assert with_mask.shape == truth.shape and np.abs(with_mask - logits).max() > 0.1
 
 
 def test_other_members_build_by_name_with_random_weights():
