@@ -10,12 +10,12 @@ entry, so later installs of the same task verify against it.
 
 from __future__ import annotations
 
-import shutil
+from pathlib import Path
 
 from segkit.errors import SegkitError
 from segkit.registry.local_file import write_local_entry
 from segkit.registry.schema import _TASK_NAME, _parse_task
-from segkit.registry.store import install_task, task_dir
+from segkit.registry.store import install_task
 
 
 def _provisional_entry(name: str, url: str, sha256: str | None) -> dict:
@@ -61,12 +61,16 @@ def install_local_task(name: str, url: str, sha256: str | None = None, *, force:
     if not _TASK_NAME.match(name):
         raise SegkitError(f"task name '{name}': use lowercase letters, digits and '_' (e.g. my_cord_model)")
     spec = _parse_task(name, _provisional_entry(name, url, sha256.lower() if sha256 else None))
-    installed = install_task(spec, custom_url=url, custom_sha256=sha256, force=force, progress=progress)
-    try:
-        model = load_model_folder(installed.file_path(spec.files[0].name))
-    except SegkitError as exc:
-        shutil.rmtree(task_dir(name), ignore_errors=True)  # not a model: leave nothing installed
-        raise SegkitError(f"{url} is not an nnU-Net v2 results zip: {exc}") from None
+
+    def check_model(staged: Path) -> None:  # before the install is moved into place or pinned
+        try:
+            load_model_folder(staged)
+        except SegkitError as exc:
+            raise SegkitError(f"{url} is not an nnU-Net v2 results zip: {exc}") from None
+
+    installed = install_task(spec, custom_url=url, custom_sha256=sha256, force=force, progress=progress,
+                             validate=check_model)
+    model = load_model_folder(installed.file_path(spec.files[0].name))
     entry = _entry_from_model(name, url, installed.sha256(spec.files[0].name), model)
     _parse_task(name, entry)  # the entry written must load back
     write_local_entry(name, entry)

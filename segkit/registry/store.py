@@ -15,10 +15,11 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import unquote, urlparse
 
 from segkit import __version__
-from segkit.errors import SegkitError, TaskNotInstalledError
+from segkit.errors import InstallError, SegkitError, TaskNotInstalledError
 from segkit.registry.fetch import candidate_urls, fetch_verified, sha256_of, unpack_zip
 from segkit.registry.paths import MANIFEST, cache_home, lock_path, pins_path, staging_root, task_dir
 from segkit.registry.progress import NullProgress, RichProgress
@@ -100,12 +101,26 @@ def _write_json(path: Path, data: dict) -> None:
 # ---------------------------------------------------------------------------- install
 
 
-def _expected_sha256(task: str, file: FileSpec, custom_sha256: str | None, custom_url: str | None) -> str | None:
-    if custom_sha256:
-        return custom_sha256.lower()
-    if custom_url:
-        return read_pins(task).get(f"custom:{custom_url}")
-    return file.sha256 or read_pins(task).get(file.name)
+def _expected_sha256(task: str, file: FileSpec, custom: "_Custom") -> str | None:
+    """--sha256 first; else the registry's published sha256, whatever the URL (a --custom-url
+    cannot swap in another file silently); else a pin. A custom URL's pin yields to --force,
+    since the user names that file; an upstream's pin does not (a changed upstream is refused)."""
+    if custom.sha256:
+        return custom.sha256.lower()
+    if file.sha256:
+        return file.sha256
+    if custom.url and custom.force:
+        return None
+    return read_pins(task).get(_pin_key(file, custom.url))
+
+
+@dataclass(frozen=True)
+class _Custom:
+    """What the user asked for the task's model file: --custom-url, --sha256, --force."""
+
+    url: str | None = None
+    sha256: str | None = None
+    force: bool = False
 
 
 def _pin_key(file: FileSpec, custom_url: str | None) -> str:
@@ -117,24 +132,24 @@ def _clean_stale_staging(task: str) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _install_one(spec: TaskSpec, file: FileSpec, staging: Path, custom_url, custom_sha256, progress) -> tuple[dict, dict]:
-    expected = _expected_sha256(spec.name, file, custom_sha256, custom_url)
+def _install_one(spec: TaskSpec, file: FileSpec, staging: Path, custom: _Custom, progress) -> tuple[dict, dict]:
+    expected = _expected_sha256(spec.name, file, custom)
     dest = staging / file.name
-    url, actual = fetch_verified(spec.name, file, dest, expected, candidate_urls(file, custom_url), progress)
-    new_pins = {_pin_key(file, custom_url): actual} if expected is None else {}
-    if custom_sha256:
-        source = "--sha256"
-    elif custom_url or file.sha256 is None:
-        source = "pinned at first install"
-    else:
-        source = "registry"
+    try:
+        url, actual = fetch_verified(spec.name, file, dest, expected, candidate_urls(file, custom.url), progress)
+    except InstallError as exc:
+        if custom.url and file.sha256 and not custom.sha256:
+            raise InstallError(f"{exc} The registry publishes this sha256 for {file.name}; "
+                               "give --sha256 HEX to install a different file on purpose") from None
+        raise
+    new_pins = {_pin_key(file, custom.url): actual} if expected is None else {}
     entry = {
         "name": file.name,
         "url": url,
         "sha256": actual,
         "size": dest.stat().st_size,
         "version": file.version,
-        "checksum_source": source,
+        "checksum_source": _checksum_source(file, custom),
         "local_path": file.name,
     }
     if file.unpack:
@@ -144,12 +159,18 @@ def _install_one(spec: TaskSpec, file: FileSpec, staging: Path, custom_url, cust
     return entry, new_pins
 
 
-def _install_files(spec: TaskSpec, staging: Path, custom_url, custom_sha256, progress) -> tuple[list[dict], dict]:
+def _checksum_source(file: FileSpec, custom: _Custom) -> str:
+    if custom.sha256:
+        return "--sha256"
+    return "registry" if file.sha256 else "pinned at first install"
+
+
+def _install_files(spec: TaskSpec, staging: Path, custom: _Custom, progress) -> tuple[list[dict], dict]:
     entries, new_pins = [], {}
     primary = _primary_file_index(spec)
     for index, file in enumerate(spec.files):
-        override = (custom_url, custom_sha256) if index == primary else (None, None)
-        entry, pins = _install_one(spec, file, staging, *override, progress)
+        override = custom if index == primary else _Custom(force=custom.force)
+        entry, pins = _install_one(spec, file, staging, override, progress)
         entries.append(entry)
         new_pins.update(pins)
     return entries, new_pins
@@ -169,8 +190,12 @@ def install_task(
     custom_sha256: str | None = None,
     force: bool = False,
     progress=None,
+    validate: Callable[[Path], None] | None = None,
 ) -> InstalledTask:
-    """Install every file of `spec` into the cache, verified, atomically, once across processes."""
+    """Install every file of `spec` into the cache, verified, atomically, once across processes.
+
+    `validate(path)` checks the staged model file (or its unpacked folder) before anything is
+    moved into place or pinned: a rejected file leaves neither an install nor a pin."""
     from filelock import FileLock
 
     if not spec.files and custom_url:
@@ -189,7 +214,10 @@ def install_task(
         _clean_stale_staging(spec.name)
         staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-{os.getpid()}-", dir=_ensure(staging_root())))
         try:
-            entries, new_pins = _install_files(spec, staging, custom_url, custom_sha256, progress)
+            custom = _Custom(custom_url, custom_sha256, force)
+            entries, new_pins = _install_files(spec, staging, custom, progress)
+            if validate is not None:
+                validate(staging / entries[_primary_file_index(spec)]["local_path"])
             manifest = {
                 "task": spec.name,
                 "segkit_version": __version__,
