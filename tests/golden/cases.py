@@ -325,6 +325,12 @@ def case_medsam_box_mm_axis1(ctx: Ctx) -> None:
             "-o", ctx.dir / "out/")
 
 
+def case_medsam_image_2d(ctx: Ctx) -> None:
+    """A 2D image (MNI152 axial slice 94 as a 2D NIfTI) and a 2D box, ONNX Runtime encoder."""
+    image = fx.mni_slice_2d(ctx.dir / "in" / "mni_axial94.nii.gz")
+    ctx.run("segment", *MEDSAM, "-i", image, "--box", "72,88,96,146", "--backend", "onnx", "-o", ctx.dir / "out/")
+
+
 def case_medsam_prompt_mask(ctx: Ctx) -> None:
     """A coarse mask with two components (both lateral ventricles): one box each; output beside the input."""
     image = fx.mni_copy(ctx.dir / "in" / "mni.nii.gz")
@@ -342,6 +348,18 @@ def case_nnunet_model_dir_pir(ctx: Ctx) -> None:
     image = fx.write_cord_image(ctx.dir / "in" / "sub-001_T2w.nii.gz", "PIR")
     ctx.run("segment", "-i", image, "--model-dir", model["folder"], "--device", "cpu", "-o", ctx.dir / "out/")
     ctx.run("segment", "-i", image, "--model-dir", model["folder"], "--device", "cpu", "--tta", "-o", ctx.dir / "out_tta/")
+
+
+def case_nnunet_two_channels(ctx: Ctx) -> None:
+    """A 2-channel model (T2w, T1w): one -i per channel, in order; outputs named after the first."""
+    if "nnunet_2ch" not in ctx.shared:
+        folder, fingerprint = fx.build_nnunet_model(ctx.root / "_shared_nnunet_2ch", seed=8, channels=("T2w", "T1w"))
+        ctx.shared["nnunet_2ch"] = (folder, fingerprint)
+    folder, fingerprint = ctx.shared["nnunet_2ch"]
+    ctx.note_input("nnunet_2ch_weights_fingerprint", fingerprint)
+    t2 = fx.write_cord_image(ctx.dir / "in" / "sub-001_T2w.nii.gz", "PIR")
+    t1 = fx.write_cord_image(ctx.dir / "in" / "sub-001_T1w.nii.gz", "PIR", seed=99)
+    ctx.run("segment", "-i", t2, "-i", t1, "--model-dir", folder, "--device", "cpu", "-o", ctx.dir / "out/")
 
 
 def case_nnunet_registry_task_cleanup(ctx: Ctx) -> None:

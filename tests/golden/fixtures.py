@@ -194,7 +194,22 @@ def write_cord_image(path: Path, axcodes: str, seed: int = 4242) -> Path:
     return path
 
 
-def build_nnunet_model(root: Path, seed: int = 7) -> tuple[Path, str]:
+def nnunet_files(channels: tuple[str, ...]) -> tuple[dict, dict]:
+    """(dataset.json, plans.json) of the golden cord model taking these channels (in order)."""
+    dataset = copy.deepcopy(NNUNET_DATASET_JSON)
+    plans = copy.deepcopy(NNUNET_PLANS)
+    if len(channels) > 1:
+        dataset["channel_names"] = {str(i): name for i, name in enumerate(channels)}
+        dataset["name"] = plans["dataset_name"] = f"GoldenCord{len(channels)}ch"
+        config = plans["configurations"]["3d_fullres"]
+        config["normalization_schemes"] = ["ZScoreNormalization"] * len(channels)
+        config["use_mask_for_norm"] = [False] * len(channels)
+        first = plans["foreground_intensity_properties_per_channel"]["0"]
+        plans["foreground_intensity_properties_per_channel"] = {str(i): dict(first) for i in range(len(channels))}
+    return dataset, plans
+
+
+def build_nnunet_model(root: Path, seed: int = 7, channels: tuple[str, ...] = ("T2w",)) -> tuple[Path, str]:
     """An nnU-Net v2 results folder (dataset.json, plans.json, fold_0/checkpoint_final.pth) with
     seeded random weights, built by nnunetv2's own network factory; returns (the trained folder,
     the weights fingerprint)."""
@@ -204,24 +219,25 @@ def build_nnunet_model(root: Path, seed: int = 7) -> tuple[Path, str]:
 
     folder = Path(root) / NNUNET_TRAINED_FOLDER
     (folder / "fold_0").mkdir(parents=True, exist_ok=True)
-    plans = copy.deepcopy(NNUNET_PLANS)
+    dataset, plans = nnunet_files(channels)
     manager = PlansManager(plans)
     configuration = manager.get_configuration("3d_fullres")
-    heads = manager.get_label_manager(NNUNET_DATASET_JSON).num_segmentation_heads
-    network = nnUNetTrainer.build_network_architecture(manager, configuration, 1, heads, enable_deep_supervision=False)
+    heads = manager.get_label_manager(dataset).num_segmentation_heads
+    network = nnUNetTrainer.build_network_architecture(manager, configuration, len(channels), heads,
+                                                       enable_deep_supervision=False)
     state = seeded_state_dict(network, seed)
     last = max(k for k in state if k.startswith("decoder.seg_layers.") and k.endswith(".bias"))
     state[last] = torch.tensor(NNUNET_SEG_BIAS, dtype=torch.float32)
     network.load_state_dict(state, strict=True)  # proves the keys and shapes fit
     checkpoint = {
         "network_weights": state,
-        "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0, "dataset_json": NNUNET_DATASET_JSON},
+        "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0, "dataset_json": dataset},
         "trainer_name": "nnUNetTrainer",
         "inference_allowed_mirroring_axes": (0, 1, 2),
         "current_epoch": 1,
     }
     torch.save(checkpoint, str(folder / "fold_0" / "checkpoint_final.pth"))
-    (folder / "dataset.json").write_text(json.dumps(NNUNET_DATASET_JSON, indent=2))
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
     (folder / "plans.json").write_text(json.dumps(plans, indent=2))
     return folder, weights_fingerprint(state)
 
@@ -309,6 +325,15 @@ def mni_copy(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(MNI152_FILE_PATH, path)
     return path
+
+
+def mni_slice_2d(path: Path, k: int = 94) -> Path:
+    """Axial slice k of the MNI152 template as a 2D NIfTI (same in-plane affine)."""
+    import nibabel as nib
+    from nilearn.datasets import MNI152_FILE_PATH
+
+    image = nib.load(MNI152_FILE_PATH)
+    return save_nifti(path, np.asarray(image.dataobj)[:, :, k], image.affine)
 
 
 def ventricle_prompt_mask(reference: Path, path: Path) -> Path:
