@@ -62,11 +62,11 @@ class OnnxEncoder:
                  model_name: str = "litemedsam", input_size: int = 256):
         import torch
 
-        from segkit.registry.store import sha256_of
+        from segkit.registry.fetch import sha256_cached
         from segkit.runtime.onnx_backend import ONNX_OPSET, cached_onnx_module
 
         self.device = device
-        key = sha256_of(weights_path)[:16]
+        key = sha256_cached(weights_path)[:16]  # the hash the store verified (same cache): the export follows the weights
         filename = f"{model_name}_encoder_{key}_opset{ONNX_OPSET}.onnx"
         example = torch.zeros(1, 3, input_size, input_size)
         encoder_on_cpu = lambda: _cpu_copy(net.image_encoder)  # noqa: E731 - export traces on the CPU

@@ -29,6 +29,27 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, for this process
+
+
+def sha256_cached(path: Path) -> str:
+    """sha256_of, computed once per process for a file whose path, size and mtime are unchanged
+    (a rewritten file changes its mtime or size, so it is hashed again)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = sha256_of(Path(path))
+    return _VERIFIED[key]
+
+
+def tree_sha256(folder: Path) -> str:
+    """One sha256 for an unpacked folder: over each file's relative path, size and sha256."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0{sha256_cached(path)}\n".encode())
+    return digest.hexdigest()
+
+
 def candidate_urls(file: FileSpec, custom_url: str | None) -> list[str]:
     """--custom-url alone, else SEGKIT_MIRROR first and then the registry's mirrors."""
     if custom_url:

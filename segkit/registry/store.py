@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 
 from segkit import __version__
 from segkit.errors import InstallError, SegkitError, TaskNotInstalledError
-from segkit.registry.fetch import candidate_urls, fetch_verified, sha256_of, unpack_zip
+from segkit.registry.fetch import candidate_urls, fetch_verified, sha256_cached, sha256_of, tree_sha256, unpack_zip
 from segkit.registry.paths import MANIFEST, cache_home, lock_path, pins_path, staging_root, task_dir
 from segkit.registry.progress import NullProgress, RichProgress
 from segkit.registry.schema import FileSpec, TaskSpec
@@ -42,11 +42,39 @@ class InstalledTask:
     manifest: dict
 
     def file_path(self, name: str) -> Path:
-        """Where an installed file (or its unpacked folder) lives."""
+        """Where an installed file (or its unpacked folder) lives, verified against the manifest
+        (size and sha256; once per process while the file's size and mtime stay the same)."""
+        entry = self._entry(name)
+        path = self.root / entry["local_path"]
+        self._verify(entry, path)
+        return path
+
+    def verified_sha256(self, name: str) -> str:
+        """The sha256 the file has now, checked equal to the one recorded at install."""
+        entry = self._entry(name)
+        self._verify(entry, self.root / entry["local_path"])
+        return entry.get("tree_sha256") or entry["sha256"]
+
+    def _entry(self, name: str) -> dict:
         for entry in self.manifest["files"]:
             if entry["name"] == name:
-                return self.root / entry["local_path"]
+                return entry
         raise TaskNotInstalledError(f"task '{self.task}' has no installed file '{name}'; reinstall with --force")
+
+    def _verify(self, entry: dict, path: Path) -> None:
+        if path.is_dir():  # unpacked: installs since issue 11 record a digest of the tree
+            expected, actual = entry.get("tree_sha256"), None
+            if expected:
+                actual = tree_sha256(path)
+        else:
+            expected = entry["sha256"]
+            size = path.stat().st_size
+            actual = sha256_cached(path) if size == entry.get("size", size) else f"size {size}"
+        if expected and actual != expected:
+            raise TaskNotInstalledError(
+                f"{path}: the installed file no longer matches its install (sha256 {actual[:12]}..., "
+                f"recorded {expected[:12]}...); run `segkit install-task {self.task} --force`"
+            )
 
     def sha256(self, name: str) -> str:
         for entry in self.manifest["files"]:
@@ -156,6 +184,7 @@ def _install_one(spec: TaskSpec, file: FileSpec, staging: Path, custom: _Custom,
         entry["local_path"] = Path(file.name).stem
         unpack_zip(dest, staging / entry["local_path"])
         dest.unlink()
+        entry["tree_sha256"] = tree_sha256(staging / entry["local_path"])
     return entry, new_pins
 
 

@@ -205,6 +205,6 @@ def no_weights_error(spec: "TaskSpec") -> SegkitError:
 
 
 def file_identity(installed, name: str) -> dict:
-    """{name, sha256, url, version} of one installed, verified file (from the store's manifest)."""
+    """{name, sha256, url, version} of one installed file; sha256 is the file's own, verified now."""
     entry = next(f for f in installed.manifest["files"] if f["name"] == name)
-    return {"name": name, "sha256": entry["sha256"], "url": entry["url"], "version": entry["version"]}
+    return {"name": name, "sha256": installed.verified_sha256(name), "url": entry["url"], "version": entry["version"]}

@@ -66,9 +66,9 @@ class NnunetRunner(TaskRunner):
                 resolve_device(self.common.device))
 
     def _checkpoints_sha256(self) -> tuple[str, ...]:
-        from segkit.registry.store import sha256_of
+        from segkit.registry.fetch import sha256_cached
 
-        return tuple(sha256_of(self.folder.path / f"fold_{fold}" / self.folder.checkpoint) for fold in self.folder.folds)
+        return tuple(sha256_cached(self.folder.path / f"fold_{fold}" / self.folder.checkpoint) for fold in self.folder.folds)
 
     def load_model(self):
         from segkit.engines.nnunet.predictor import build_predictor
