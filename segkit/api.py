@@ -71,8 +71,8 @@ def segment(task: str | None = None, inputs=(), *, command_line: str = "",
     runner = make_runner(task, inputs=inputs, **options)
     cases = runner.cases(runner.common.inputs)
     plans = [plan_outputs(runner, case, len(cases)) for case in cases]
-    check_outputs_spare_inputs([p for plan in plans for p in plan.paths()], files_read_by(runner),
-                               [p for plan in plans for p in plan.qc_patterns()])
+    check_outputs([p for plan in plans for p in plan.paths()], files_read_by(runner),
+                  [p for plan in plans for p in plan.qc_patterns()])
     written: list[Path] = []
     started = time.perf_counter()
     for prediction, plan in zip(runner.predict_many(cases, progress), plans):
@@ -122,6 +122,30 @@ def plan_outputs(runner, case, n_cases: int) -> OutputPlan:
     stem = output_stem(case.source)
     artifacts = {a.name: folder / f"{stem}{a.suffix}{a.extension}" for a in runner.planned_artifacts()}
     return OutputPlan(masks, artifacts, None if runner.common.qc is None else Path(runner.common.qc))
+
+
+def check_outputs(outputs: list[Path], inputs: list[Path], patterns: list[Path] = ()) -> None:
+    """Every check an output path gets before compute: it spares the inputs and can be written."""
+    check_outputs_spare_inputs(outputs, inputs, patterns)
+    for folder in sorted({Path(p).parent for p in [*outputs, *patterns]}):
+        check_writable_folder(folder)
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Refuse a folder that cannot be created or written, by trying it: the nearest existing
+    ancestor must be a folder that takes a new file (permission bits alone miss read-only mounts)."""
+    import tempfile
+
+    existing = Path(folder).expanduser().absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SegkitError(f"output folder {folder}: {existing} is a file, not a folder; choose another -o")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".segkit-probe-"):
+            pass
+    except OSError as exc:
+        raise SegkitError(f"output folder {folder}: cannot write in {existing} ({exc.strerror or exc}); choose another -o") from None
 
 
 def check_outputs_spare_inputs(outputs: list[Path], inputs: list[Path], patterns: list[Path] = ()) -> None:

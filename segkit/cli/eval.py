@@ -88,7 +88,7 @@ def eval_command(
     mode, cases = _cases(pred, ref, pred_dir, ref_dir, manifest)
     if lesion_table:
         read = [p for _, pred_path, ref_path in cases for p in (pred_path, ref_path)]
-        api.check_outputs_spare_inputs([lesion_table], read + ([manifest] if manifest else []))
+        api.check_outputs([lesion_table], read + ([manifest] if manifest else []))
     rows, lesion_rows = api.evaluate(cases, regions=region_map, metrics=metrics, tolerance_mm=tolerance_mm,
                                      surface=surface, lesions=lesions, resample_pred=resample_pred)
     options_columns = api.eval_columns(metrics, lesions)
