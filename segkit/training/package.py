@@ -30,7 +30,7 @@ def find_card(path: Path) -> Path | None:
 def task_of_model(path: Path) -> str | None:
     """The task a segkit model package was trained for, or None for a plain nnU-Net folder."""
     if not Path(path).expanduser().exists():
-        raise SegkitError(f"--model {path}: no such file or folder")
+        raise SegkitError(f"{path}: model folder not found")
     card = find_card(path)
     if card is None:
         return None

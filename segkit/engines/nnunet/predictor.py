@@ -25,18 +25,18 @@ def build_predictor(model: ModelFolder, device_name: str, tta: bool):
     from segkit.runtime.device import resolve_device
 
     device = torch.device(resolve_device(device_name))
-    predictor = nnUNetPredictor(
-        tile_step_size=TILE_STEP_SIZE,
-        use_gaussian=True,
-        use_mirroring=tta,
-        perform_everything_on_device=device.type == "cuda",
-        device=device,
-        verbose=False,
-        verbose_preprocessing=False,
-        allow_tqdm=False,
-    )
     try:
         with contextlib.redirect_stdout(sys.stderr):  # nnunetv2 prints notes; stdout is for results
+            predictor = nnUNetPredictor(
+                tile_step_size=TILE_STEP_SIZE,
+                use_gaussian=True,
+                use_mirroring=tta,
+                perform_everything_on_device=device.type == "cuda",
+                device=device,
+                verbose=False,
+                verbose_preprocessing=False,
+                allow_tqdm=False,
+            )
             _initialize(predictor, model)
     except (KeyError, RuntimeError, FileNotFoundError) as exc:
         raise SegkitError(f"{model.path}: cannot load the nnU-Net model ({type(exc).__name__}: {exc})") from None
