@@ -4,6 +4,7 @@ Three `segkit.api.segment` calls in one process: the left lateral ventricle, the
 both at once (two boxes in one call). The first call loads LiteMedSAM (and, on a fresh cache,
 exports its ONNX encoder); the later calls reuse the loaded model, so they cost only inference.
 The printed timings show it. Each call writes a mask, its JSON sidecar and (with --qc) PNGs.
+The masks are LiteMedSAM's own: a general model, so check the QC images before using them.
 
     python examples/01_medsam_api.py [-o OUT_DIR] [--slices N] [--device cpu] [--backend auto]
 
