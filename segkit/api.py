@@ -158,7 +158,7 @@ def check_outputs_spare_inputs(outputs: list[Path], inputs: list[Path], patterns
     read = _read_files(inputs)
     for out in outputs:
         if _same_file(Path(out), read):
-            raise SegkitError(f"output {out} would overwrite an input of this command; choose another -o")
+            raise SegkitError(f"output {out} would overwrite an input of this command; choose another output path")
     for pattern in patterns:
         folder = Path(pattern).parent.resolve()
         for path in read:

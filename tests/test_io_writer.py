@@ -206,7 +206,9 @@ def test_atomic_output_success_replaces_the_file(tmp_path):
     target = tmp_path / "mask.nii.gz"
     target.write_bytes(b"old")
     with atomic_output(target) as tmp:
-        assert tmp.name.endswith(".nii.gz") and tmp != target
+        # issue 11: a killed write must not look like an image to a "*.nii.gz" glob
+        assert not tmp.name.endswith((".nii.gz", ".nii")) and tmp not in list(tmp_path.glob("*.nii.gz"))
+        assert tmp.name.startswith(".mask.nii.gz.") and tmp != target
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new"
     assert leftovers(tmp_path) == []
@@ -281,3 +283,14 @@ def test_output_path_with_out(tmp_path):
     assert output_path_for(source, "_seg", str(tmp_path / "m.nii.gz")) == tmp_path / "m.nii.gz"
     with pytest.raises(SegkitError, match="NIfTI"):
         output_path_for(source, "_seg", tmp_path / "mask.nrrd")
+
+
+def test_stale_temps_of_a_killed_write_are_swept_and_fresh_ones_kept(tmp_path):
+    """issue 11: a temp older than an hour belongs to a killed process; a fresh one may be in use."""
+    stale, fresh = tmp_path / ".m.nii.gz.0000aaaa.tmp", tmp_path / ".m.nii.gz.0000bbbb.tmp"
+    stale.write_bytes(b"")
+    fresh.write_bytes(b"")
+    os.utime(stale, (1, 1))
+    atomic_write_text(tmp_path / "m.nii.gz", "x")
+    assert not stale.exists() and fresh.exists()
+    assert sorted(p.name for p in tmp_path.glob("*.nii.gz")) == ["m.nii.gz"]

@@ -35,6 +35,9 @@ def run(argv: list[str] | None = None) -> None:
     """Console entry point: maps user errors to exit 2, internal errors to exit 1."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    from segkit.runtime.quiet import configure
+
+    configure(debug)  # library warnings and notes only with --debug: an error stays one line
     try:
         _register_commands(args)
         app(args=args, prog_name="segkit", standalone_mode=False)

@@ -123,7 +123,23 @@ def _read_any(path: Path, dtype: np.dtype | None) -> Image:
     from segkit.io.itk import read_with_simpleitk
 
     data, affine = read_with_simpleitk(path, dtype)
+    check_geometry(affine, min(data.ndim, 3), path)
     return Image(data=data, affine=affine, path=path, header=None)
+
+
+def check_geometry(affine: np.ndarray, n_axes: int, path: Path | str) -> None:
+    """Refuse voxel axes that map to no length or to the same direction (a singular affine):
+    volumes would be 0 mL, distances 0 mm, and world prompts (--box-mm) could not be inverted."""
+    columns = np.asarray(affine, dtype=np.float64)[:3, :n_axes]
+    if not np.all(np.isfinite(affine)):
+        raise ImageError(f"{path}: the image's affine (voxel-to-world matrix) has NaN or infinite entries")
+    sizes = np.sqrt((columns ** 2).sum(axis=0))
+    if np.any(sizes <= 0):
+        raise ImageError(f"{path}: voxel size is zero along axis {int(np.argmin(sizes))} "
+                         f"(voxel sizes {np.round(sizes, 6).tolist()} mm); fix the header's pixdim/sform")
+    singular = np.linalg.svd(columns / sizes, compute_uv=False)
+    if singular[-1] < 1e-6:
+        raise ImageError(f"{path}: the image's affine is singular (two voxel axes point the same way); fix the header")
 
 
 def _read_nifti(path: Path, dtype: np.dtype | None) -> Image:
@@ -132,16 +148,37 @@ def _read_nifti(path: Path, dtype: np.dtype | None) -> Image:
         img = nib.load(str(path))
         if not isinstance(img, nib.Nifti1Image):  # Nifti2Image subclasses Nifti1Image
             raise ValueError(f"not a single-file NIfTI image ({type(img).__name__})")
+        from segkit.io.limits import check_declared_size
+
+        check_declared_size(path, img.shape, img.get_data_dtype(), int(getattr(img.dataobj, "offset", 0)), dtype)
         if dtype is None:
             data = np.asanyarray(img.dataobj)
         else:
             data = img.get_fdata(dtype=dtype, caching="unchanged")
         affine = img.affine
+    except ImageError:
+        raise
     except Exception as exc:  # nibabel/gzip/zlib raise many types for bad files
         raise ImageError(f"{path}: cannot read NIfTI image ({one_line(exc)})") from exc
     if affine is None or not np.all(np.isfinite(affine)):
         raise ImageError(f"{path}: the NIfTI header has no valid affine (sform/qform)")
+    check_geometry(affine, min(np.ndim(data), 3), path)
+    _check_pixdim(img, path, min(np.ndim(data), 3))
     return Image(data=np.asarray(data), affine=affine, path=path, header=img.header.copy())
+
+
+def _check_pixdim(img, path: Path, n_axes: int) -> None:
+    """Without an sform the affine comes from pixdim, where nibabel silently turns a zero into 1 mm
+    and a negative into its absolute value: read the stored values and refuse those instead."""
+    if int(img.header["sform_code"]) > 0:
+        return
+    from nibabel.openers import Opener
+
+    with Opener(str(path)) as handle:
+        raw = type(img.header).from_fileobj(handle, check=False)
+    sizes = [float(v) for v in raw["pixdim"][1 : n_axes + 1]]
+    if not all(np.isfinite(v) and v > 0 for v in sizes):
+        raise ImageError(f"{path}: the header's voxel sizes (pixdim) are {sizes} mm; each must be positive")
 
 
 def _squeeze_to_allowed(image: Image, allowed_ndim: tuple[int, ...]) -> Image:

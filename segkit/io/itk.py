@@ -27,7 +27,10 @@ def read_with_simpleitk(path: Path, dtype: np.dtype | None) -> tuple[np.ndarray,
     """
     import SimpleITK as sitk  # imported here: it is slow to import and only some inputs need it
 
+    sitk.ProcessObject.SetGlobalWarningDisplay(log.isEnabledFor(logging.DEBUG))  # ITK/GDCM chatter: --debug
     try:
+        if not path.is_dir():
+            _check_declared_size(path)
         sitk_image = _read_series(path) if path.is_dir() else sitk.ReadImage(str(path))
         data = _array_in_nibabel_order(sitk_image)
     except ImageError:
@@ -37,6 +40,20 @@ def read_with_simpleitk(path: Path, dtype: np.dtype | None) -> tuple[np.ndarray,
     if dtype is not None:
         data = data.astype(dtype, copy=False)
     return data, affine_from_sitk(sitk_image)
+
+
+def _check_declared_size(path: Path) -> None:
+    """The header alone (no voxels read): refuse a size that would not fit in memory."""
+    import SimpleITK as sitk
+
+    from segkit.io.limits import check_fits_in_memory
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = reader.GetSize()
+    n_bytes = int(np.prod([int(n) for n in size], dtype=object)) * reader.GetNumberOfComponents() * 8
+    check_fits_in_memory(path, size, n_bytes)  # 8 bytes: the widest type segkit converts to
 
 
 def _read_series(folder: Path):

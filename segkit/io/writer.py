@@ -89,7 +89,7 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, out_path: Path | str) -> Pa
     coordinates, atomically. Label maps that must keep an input's header use save_label_map."""
     out_path = Path(out_path)
     with atomic_output(out_path) as tmp:
-        nib.save(_scanner_nifti(np.asarray(data), affine), str(tmp))
+        write_nifti_image(_scanner_nifti(np.asarray(data), affine), tmp, out_path.name)
     return out_path
 
 
@@ -128,13 +128,37 @@ def atomic_output(path: Path | str) -> Iterator[Path]:
     _fsync_dir(path.parent)
 
 
+STALE_TEMP_S = 3600  # a temp file this old belongs to a killed write, not to one in progress
+
+
+def _sweep_stale_temps(path: Path) -> None:
+    """Remove temp files of this output that a killed process left behind."""
+    import glob
+    import time
+
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
+        try:
+            if time.time() - leftover.stat().st_mtime > STALE_TEMP_S:
+                leftover.unlink()
+        except OSError:
+            pass
+
+
+def write_nifti_image(image, tmp: Path, final_name: str) -> None:
+    """nibabel picks the format by file name; the temp has none, so serialise and write the bytes."""
+    _write_payload(tmp, image.to_bytes(), final_name)
+
+
 def _reserve_temp_beside(path: Path) -> Path:
     """Create an empty hidden temp file next to `path`, keeping its extension (PIL picks formats by it)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SegkitError(f"{path.parent}: cannot create output directory ({exc.strerror or exc})") from exc
-    extension = OUTPUT_SUFFIX if path.name.lower().endswith(OUTPUT_SUFFIX) else path.suffix
+    _sweep_stale_temps(path)
+    # NIfTI temps end in ".tmp", so that no "*.nii.gz" glob (a cohort, --pred-dir) ever takes a
+    # killed write for an image; other formats keep their extension (PIL picks a format by it).
+    extension = "" if is_nifti_path(path) else path.suffix
     for _ in range(100):
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{extension}")
         try:

@@ -76,6 +76,8 @@ def fetch_verified(task: str, file: FileSpec, dest: Path, expected: str | None, 
             except FileNotFoundError as exc:
                 failures.append(f"{url}: {exc}")
                 break  # a missing local file will not appear on retry
+            except SegkitError:
+                raise  # a settings error, not a failed download
             except Exception as exc:  # noqa: BLE001 - network errors come in many types
                 failures.append(f"{url}: {_describe(exc)}")
                 if _is_http_client_error(exc):
@@ -110,6 +112,18 @@ def _max_retries() -> int:
         return max(0, int(os.environ.get("SEGKIT_RETRIES", DEFAULT_RETRIES)))
     except ValueError:
         raise SegkitError("SEGKIT_RETRIES must be a whole number") from None
+
+
+def network_timeout() -> float:
+    """SEGKIT_TIMEOUT in seconds: a settings error (not a network failure) when it is not a number."""
+    text = os.environ.get("SEGKIT_TIMEOUT", "60")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise SegkitError(f"SEGKIT_TIMEOUT={text!r}: give the network timeout in seconds, e.g. 60")
+    return value
 
 
 def _fetch_once(url: str, dest: Path, progress) -> None:
@@ -152,7 +166,7 @@ def _download_http(url: str, dest: Path, progress) -> None:
 
     pooch.get_logger().setLevel("WARNING")  # segkit reports hashes itself
     bar = progress.pooch_bar(dest.name)
-    downloader = pooch.HTTPDownloader(progressbar=bar, timeout=float(os.environ.get("SEGKIT_TIMEOUT", 60)))
+    downloader = pooch.HTTPDownloader(progressbar=bar, timeout=network_timeout())
     # known_hash=None: segkit verifies the hash itself, so that pins and custom hashes share one path.
     pooch.retrieve(url, known_hash=None, fname=dest.name, path=dest.parent, downloader=downloader)
 

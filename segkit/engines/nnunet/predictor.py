@@ -7,13 +7,11 @@ mirroring only with --tta), and the label map is returned in the caller's (x, y,
 
 from __future__ import annotations
 
-import contextlib
-import sys
-
 import numpy as np
 
 from segkit.engines.nnunet.model_folder import ModelFolder
 from segkit.errors import SegkitError
+from segkit.runtime.quiet import printed_to_log
 
 TILE_STEP_SIZE = 0.5
 
@@ -26,7 +24,7 @@ def build_predictor(model: ModelFolder, device_name: str, tta: bool):
 
     device = torch.device(resolve_device(device_name))
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # nnunetv2 prints notes; stdout is for results
+        with printed_to_log("nnunetv2"):  # nnunetv2 prints notes: --debug shows them; stdout is for results
             predictor = nnUNetPredictor(
                 tile_step_size=TILE_STEP_SIZE,
                 use_gaussian=True,
@@ -91,6 +89,6 @@ def predict_label_map(predictor, channels: list[np.ndarray], affine: np.ndarray)
     """Label map of (x, y, z) channel arrays whose voxel axes `affine` maps to world mm."""
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     stacked = np.stack([a.transpose(2, 1, 0) for a in channels]).astype(np.float32, copy=False)
-    with contextlib.redirect_stdout(sys.stderr):
+    with printed_to_log("nnunetv2"):
         label_map = predictor.predict_single_npy_array(stacked, {"spacing": [float(s) for s in spacing[::-1]]})
     return np.asarray(label_map).transpose(2, 1, 0)

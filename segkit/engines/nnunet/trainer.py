@@ -107,10 +107,18 @@ class SegkitTrainer(nnUNetTrainer):
             self.on_epoch(event)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
-        """--resume: the workspace checkpoint is read as data (weights only), never unpickled as code."""
-        if isinstance(filename_or_checkpoint, str):
-            filename_or_checkpoint = load_checkpoint(filename_or_checkpoint)
-        super().load_checkpoint(filename_or_checkpoint)
+        """--resume: the workspace checkpoint is read as data (weights only), never unpickled as code.
+        nnunetv2 (2.8) cannot take the loaded dict (its dict branch leaves `checkpoint` unset), so
+        its torch.load is answered with the dict segkit loaded, for this one call."""
+        if not isinstance(filename_or_checkpoint, str):
+            return super().load_checkpoint(filename_or_checkpoint)
+        checkpoint = load_checkpoint(filename_or_checkpoint)  # refused here if it holds code
+        original = torch.load
+        torch.load = lambda *args, **kwargs: checkpoint
+        try:
+            super().load_checkpoint(filename_or_checkpoint)
+        finally:
+            torch.load = original
 
     def save_checkpoint(self, filename: str) -> None:
         super().save_checkpoint(filename)

@@ -253,7 +253,7 @@ def save_peaks(peaks: np.ndarray, like: Image, out_path: Path | str) -> Path:
     import nibabel as nib
 
     from segkit.io.image import is_nifti_path
-    from segkit.io.writer import atomic_output, ensure_not_input
+    from segkit.io.writer import atomic_output, ensure_not_input, write_nifti_image
 
     out_path = Path(out_path)
     if not is_nifti_path(out_path):
@@ -266,7 +266,7 @@ def save_peaks(peaks: np.ndarray, like: Image, out_path: Path | str) -> Path:
     image.header.set_xyzt_units("mm")
     image.header["descrip"] = b"segkit fODF peaks, world RAS (MRtrix)"
     with atomic_output(out_path) as tmp:
-        nib.save(image, str(tmp))
+        write_nifti_image(image, tmp, out_path.name)
     return out_path
 
 

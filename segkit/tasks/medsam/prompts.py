@@ -65,6 +65,9 @@ def check_box_inside(box: Box, image_shape: tuple[int, ...], label: str) -> Box:
                 f"{label}: the box runs outside the image along axis {axis} ({lo}..{hi}, valid 0..{size - 1}); "
                 f"image shape is {tuple(image_shape)}"
             )
+    if sum(hi > lo for lo, hi in zip(box.lo, box.hi)) < 2:  # a point or a line: LiteMedSAM returns nothing
+        raise PromptError(f"{label}: the box has no area ({list(box.lo)}..{list(box.hi)}); it must span "
+                          "at least two voxels along two axes")
     return box
 
 
