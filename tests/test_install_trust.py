@@ -101,3 +101,33 @@ def test_force_re_pins_a_changed_custom_file(tmp_path, segkit_home):
         install_local_task("mine", archive.as_uri())  # held to the pin
     install_local_task("mine", archive.as_uri(), force=True)  # the user says: this file now
     assert read_pins("mine")[f"custom:{archive.as_uri()}"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------ item 9
+
+
+def _zip_spec(tmp_path, members: dict, name="m.zip"):
+    archive = tmp_path / name
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for member, data in members.items():
+            zf.writestr(member, data)
+    data = archive.read_bytes()
+    entry = file_entry(name, archive.as_uri(), hashlib.sha256(data).hexdigest(), len(data), unpack=True)
+    return load_registry(write_registry(tmp_path / "r.yaml", {"z": task_entry("z", [entry])})).get("z")
+
+
+def test_an_archive_unpacking_past_the_limit_is_refused(tmp_path, segkit_home, monkeypatch):
+    monkeypatch.setenv("SEGKIT_MAX_UNPACK_GB", "0.01")  # 10 MB here; the default is a few times the largest model
+    spec = _zip_spec(tmp_path, {"M/zeros.bin": bytes(30_000_000)})  # 30 MB of zeros in a ~30 kB zip
+    assert (tmp_path / "m.zip").stat().st_size < 100_000
+    with pytest.raises(InstallError, match=r"would unpack to .* limit \(SEGKIT_MAX_UNPACK_GB\)"):
+        install_task(spec)
+    assert not is_installed("z") and not list((segkit_home / "staging").glob("*/*"))
+
+
+def test_zip_slip_is_checked_by_path_components(tmp_path, segkit_home):
+    """'../m_evil/x' starts with the string 'm' of the folder it unpacks into, but leaves it."""
+    spec = _zip_spec(tmp_path, {"M/plans.json": b"{}", "../m_evil/x": b"x"})
+    with pytest.raises(InstallError, match="unsafe path '../m_evil/x'"):
+        install_task(spec)
+    assert not is_installed("z")

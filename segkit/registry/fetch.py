@@ -94,17 +94,44 @@ def fetch_verified(task: str, file: FileSpec, dest: Path, expected: str | None, 
     raise InstallError(_failure_message(task, file, failures))
 
 
+# The largest shipped model file is 375 MB; unpacked zips may hold a few times that.
+DEFAULT_MAX_UNPACK_GB = 4.0
+
+
 def unpack_zip(archive: Path, into: Path) -> None:
-    """Extract `archive` into `into`, refusing members that would land outside it."""
+    """Extract `archive` into `into`, refusing members that would land outside it and archives
+    that unpack to more than SEGKIT_MAX_UNPACK_GB (a small zip of zeros can hold gigabytes)."""
     try:
         with zipfile.ZipFile(archive) as zf:
-            for member in zf.namelist():
-                target = (into / member).resolve()
-                if not str(target).startswith(str(into.resolve())):
-                    raise InstallError(f"{archive.name} contains an unsafe path '{member}'")
+            members = zf.infolist()
+            _check_unpacked_size(archive, members)
+            root = into.resolve()
+            for member in members:
+                target = (root / member.filename).resolve()
+                if target != root and not target.is_relative_to(root):  # by path components, not prefix
+                    raise InstallError(f"{archive.name} contains an unsafe path '{member.filename}'")
             zf.extractall(into)
     except zipfile.BadZipFile:
         raise InstallError(f"{archive.name} is not a valid zip archive") from None
+
+
+def _check_unpacked_size(archive: Path, members) -> None:
+    total = sum(m.file_size for m in members)  # zipfile stops each member at its declared size
+    limit = max_unpack_bytes()
+    if total > limit:
+        raise InstallError(f"{archive.name} would unpack to {total / 1e9:.1f} GB, more than the "
+                           f"{limit / 1e9:.1f} GB limit (SEGKIT_MAX_UNPACK_GB)")
+
+
+def max_unpack_bytes() -> int:
+    text = os.environ.get("SEGKIT_MAX_UNPACK_GB", str(DEFAULT_MAX_UNPACK_GB))
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise SegkitError(f"SEGKIT_MAX_UNPACK_GB={text!r}: give a size in GB, e.g. 4")
+    return int(value * 1e9)
 
 
 def _max_retries() -> int:
