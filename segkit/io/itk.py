@@ -30,6 +30,7 @@ def read_with_simpleitk(path: Path, dtype: np.dtype | None) -> tuple[np.ndarray,
     sitk.ProcessObject.SetGlobalWarningDisplay(log.isEnabledFor(logging.DEBUG))  # ITK/GDCM chatter: --debug
     try:
         if not path.is_dir():
+            _check_nrrd_text_body(path)
             _check_declared_size(path)
         sitk_image = _read_series(path) if path.is_dir() else sitk.ReadImage(str(path))
         data = _array_in_nibabel_order(sitk_image)
@@ -40,6 +41,23 @@ def read_with_simpleitk(path: Path, dtype: np.dtype | None) -> tuple[np.ndarray,
     if dtype is not None:
         data = data.astype(dtype, copy=False)
     return data, affine_from_sitk(sitk_image)
+
+
+def _check_nrrd_text_body(path: Path) -> None:
+    """ITK's NRRD reader crashes the process (segfault) on an 'encoding: ascii' body that is not
+    text; such a body is refused here before ITK sees it."""
+    import re
+
+    if path.suffix.lower() != ".nrrd":
+        return
+    with open(path, "rb") as handle:
+        head, sep, _ = handle.read(1 << 16).partition(b"\n\n")  # the header only, for a start
+    encoding = re.search(rb"^encoding:\s*(\S+)", head, re.MULTILINE)
+    if not sep or encoding is None or encoding.group(1).lower() not in (b"ascii", b"text", b"txt"):
+        return
+    body = path.read_bytes()[len(head) + 2:]  # ascii bodies only: text files, small by nature
+    if re.search(rb"[^0-9eE+\-.,naifNAIF \t\r\n]", body):
+        raise ImageError(f"{path}: NRRD with 'encoding: ascii' holds non-numeric bytes; the file is corrupt")
 
 
 def _check_declared_size(path: Path) -> None:
