@@ -125,6 +125,8 @@ IMAGE_CASES = [
          lambda d: save(d / "f.nii.gz", np.full((16, 16, 4), 0.5, np.float32))),
     Case("5D image", ["quantify", "-m", "5d.nii.gz"], "5D",
          lambda d: save(d / "5d.nii.gz", np.ones((4, 4, 4, 2, 2), np.uint8))),
+    Case("NRRD 'encoding: ascii' with binary bytes (crashed ITK)", ["quantify", "-m", "a.nrrd"], "non-numeric",
+         write("a.nrrd", b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 5 5 5\nencoding: ascii\n\n" + bytes(400))),
     Case("not an image format segkit reads", ["quantify", "-m", "m.png"], "cannot read", write("m.png", b"\x89PNG\r\n")),
 ]
 
