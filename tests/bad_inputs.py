@@ -201,6 +201,10 @@ INSTALL_CASES = [
          "not an nnU-Net v2 results zip", write("z.zip", bytes.fromhex("504b0506") + bytes(18))),
     Case("SEGKIT_TIMEOUT=abc", ["install-task", "mine", "--custom-url", "http://127.0.0.1:9/m.zip"], "SEGKIT_TIMEOUT",
          env={"SEGKIT_TIMEOUT": "abc"}),
+    Case("model cache in a read-only tree", ["install-task", "medsam"], "cannot write the model cache",
+         env={"SEGKIT_HOME": "/proc/segkit_home"}),
+    Case("model cache below a file", ["install-task", "medsam"], "SEGKIT_HOME to a folder you can write",
+         env={"SEGKIT_HOME": "/dev/null/segkit"}),
     Case("SEGKIT_RETRIES=many", ["install-task", "mine", "--custom-url", "http://127.0.0.1:9/m.zip"], "SEGKIT_RETRIES",
          env={"SEGKIT_RETRIES": "many"}),
 ]

@@ -131,3 +131,18 @@ def test_zip_slip_is_checked_by_path_components(tmp_path, segkit_home):
     with pytest.raises(InstallError, match="unsafe path '../m_evil/x'"):
         install_task(spec)
     assert not is_installed("z")
+
+
+# ------------------------------------------------------------------------------ item 11: shared caches
+
+
+def test_an_install_is_readable_by_the_group_of_a_shared_cache(tmp_path, segkit_home):
+    previous = os.umask(0o002)  # a site's shared-cache umask
+    try:
+        archive = _nnunet_zip(tmp_path / "m.zip")
+        install_local_task("mine", archive.as_uri())
+    finally:
+        os.umask(previous)
+    from segkit.registry.paths import task_dir
+
+    assert task_dir("mine").stat().st_mode & 0o070 == 0o070  # not mkdtemp's 0700

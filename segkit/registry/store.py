@@ -225,25 +225,32 @@ def install_task(
 
     `validate(path)` checks the staged model file (or its unpacked folder) before anything is
     moved into place or pinned: a rejected file leaves neither an install nor a pin."""
-    from filelock import FileLock
-
     if not spec.files and custom_url:
         spec = _with_user_model_file(spec, custom_url)
     if not spec.files:
         raise SegkitError(f"task '{spec.name}' has nothing to download: {spec.weights_note}")
     if custom_sha256 and not custom_url:
         raise SegkitError("--sha256 only applies together with --custom-url")
-    progress = progress or NullProgress()
+    custom = _Custom(custom_url, custom_sha256, force)
+    try:
+        return _install_locked(spec, custom, progress or NullProgress(), validate)
+    except OSError as exc:  # the cache itself (not a download): say whose it is and what to do
+        raise SegkitError(_cache_error(exc)) from None
+
+
+def _install_locked(spec: TaskSpec, custom: _Custom, progress, validate) -> InstalledTask:
+    from filelock import FileLock
+
     lock = lock_path(spec.name)
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    _ensure(lock.parent)
     with FileLock(str(lock)):
         existing = installed_task(spec.name)
-        if existing is not None and not force and _matches_request(existing, custom_url, custom_sha256):
+        if existing is not None and not custom.force and _matches_request(existing, custom.url, custom.sha256):
             return existing
         _clean_stale_staging(spec.name)
         staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-{os.getpid()}-", dir=_ensure(staging_root())))
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared cache from the group
         try:
-            custom = _Custom(custom_url, custom_sha256, force)
             entries, new_pins = _install_files(spec, staging, custom, progress)
             if validate is not None:
                 validate(staging / entries[_primary_file_index(spec)]["local_path"])
@@ -262,6 +269,29 @@ def install_task(
     installed = installed_task(spec.name)
     assert installed is not None, "manifest vanished right after install"
     return installed
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _cache_error(exc: OSError) -> str:
+    """One line naming the cache, its owner and the two ways out."""
+    home = cache_home()
+    existing = home
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        import pwd
+
+        owner = pwd.getpwuid(existing.stat().st_uid).pw_name
+    except (ImportError, KeyError, OSError):
+        owner = "another user"
+    return (f"cannot write the model cache {home} ({exc.strerror or exc}: {exc.filename or existing}); "
+            f"{existing} belongs to {owner}: set SEGKIT_HOME to a folder you can write, or ask {owner} "
+            f"to run `chmod -R g+rwX {home}` for a shared cache")
 
 
 def _with_user_model_file(spec: TaskSpec, custom_url: str) -> TaskSpec:
