@@ -41,7 +41,8 @@ def resolve_task(task: str | None, model: Path | str | None = None):
 
 
 def make_runner(task: str | None = None, *, inputs=(), output=None, qc=None, device: str = "auto",
-                largest: bool = False, fill_holes: bool = False, remove_small: str | None = None, **task_options):
+                largest: bool = False, fill_holes: bool = False, remove_small: str | None = None,
+                series: str | None = None, **task_options):
     """A task runner with its options checked (nothing read, nothing loaded): for batch use."""
     from segkit.postprocess import parse_min_size
     from segkit.tasks.catalog import load_target, not_runnable, segment_options_class
@@ -51,7 +52,7 @@ def make_runner(task: str | None = None, *, inputs=(), output=None, qc=None, dev
     spec = resolve_task(task, task_options.get("model"))
     common = build_options(SegmentCommon, "segment", dict(
         inputs=list(inputs), task=spec.name, output=output, qc=qc, device=device, largest=largest,
-        fill_holes=fill_holes, remove_small=remove_small,
+        fill_holes=fill_holes, remove_small=remove_small, series=series,
     ))
     parse_min_size(remove_small)
     options_class = segment_options_class(spec)

@@ -89,6 +89,26 @@ def nan_image(d: Path) -> None:
     save(d / "nan.nii.gz", data)
 
 
+def dicom_two_series(d: Path) -> None:
+    """A folder with two DICOM series (T2 axial: 4 slices, T1 axial: 3 slices)."""
+    import SimpleITK as sitk
+
+    for uid, description, slices, value in (("1.2.3.4", "T2 axial", 4, 100), ("1.2.3.5", "T1 axial", 3, 200)):
+        for k in range(slices):
+            image = sitk.GetImageFromArray(np.full((1, 16, 16), value + k, np.int16))
+            image.SetSpacing((1.0, 1.0, 2.0))
+            tags = {"0020|000e": uid, "0020|000d": "1.2.3", "0008|103e": description, "0008|0060": "MR",
+                    "0020|0013": str(k + 1), "0020|0032": f"0\\0\\{2.0 * k}", "0020|0037": "1\\0\\0\\0\\1\\0",
+                    "0008|0018": f"{uid}.{k + 1}", "0008|0016": "1.2.840.10008.5.1.4.1.1.4"}
+            for tag, text in tags.items():
+                image.SetMetaData(tag, text)
+            writer = sitk.ImageFileWriter()
+            writer.KeepOriginalImageUIDOn()
+            (d / "dcm").mkdir(exist_ok=True)
+            writer.SetFileName(str(d / "dcm" / f"{uid}_{k}.dcm"))
+            writer.Execute(image)
+
+
 def symlink(d: Path) -> None:
     (d / "link.nii.gz").symlink_to(d / "m.nii.gz")
 
@@ -188,6 +208,10 @@ SEGMENT_CASES = [
     Case("unknown --device", ["segment", "-task", "medsam", "-i", "img.nii.gz", "--device", "tpu"] + BOX, "tpu"),
     Case("--remove-small not a size", SEGMENT + ["-i", "img.nii.gz", "--remove-small", "lots"] + BOX, "lots"),
     Case("input image missing", SEGMENT + ["-i", "nope.nii.gz"] + BOX, "not found"),
+    Case("DICOM folder with two series", SEGMENT + ["-i", "dcm", "--box", "2,2,0,9,9,2"], "choose one with --series",
+         dicom_two_series),
+    Case("--series not in the DICOM folder", SEGMENT + ["-i", "dcm", "--series", "9.9", "--box", "2,2,0,9,9,2"],
+         "no DICOM series 9.9", dicom_two_series),
 ]
 
 INSTALL_CASES = [

@@ -35,7 +35,8 @@ def register(app: typer.Typer, argv: list[str]) -> None:
             written = api.segment(
                 task, tc.path_list(values["inputs"]), output=values["output"], qc=values["qc"],
                 device=values["device"], largest=values["largest"], fill_holes=values["fill_holes"],
-                remove_small=values["remove_small"], command_line=" ".join(["segkit", *sys.argv[1:]]),
+                remove_small=values["remove_small"], series=values["series"],
+                command_line=" ".join(["segkit", *sys.argv[1:]]),
                 progress=progress, **own,
             )
         for path in written:

@@ -87,13 +87,14 @@ def load_image(
     allowed_ndim: tuple[int, ...] = (2, 3),
     dtype=np.float32,
     allow_nonfinite: bool = False,
+    series: str | None = None,
 ) -> Image:
     """Read an image as floats (NIfTI scaling applied). Bad input raises a one-line ImageError."""
     dtype = np.dtype(dtype)
     if not np.issubdtype(dtype, np.floating):
         raise TypeError(f"load_image reads floating point data; use load_label_map for labels, not {dtype}")
     path = _existing_path(path)
-    image = _read_any(path, dtype)
+    image = _read_any(path, dtype, series)
     image = _squeeze_to_allowed(image, allowed_ndim)
     if not allow_nonfinite:
         _check_finite(image)
@@ -116,13 +117,13 @@ def _existing_path(path: Path | str) -> Path:
     return path
 
 
-def _read_any(path: Path, dtype: np.dtype | None) -> Image:
+def _read_any(path: Path, dtype: np.dtype | None, series: str | None = None) -> Image:
     """Dispatch on the format. dtype None keeps the stored type (scaled when the file says so)."""
     if path.is_file() and is_nifti_path(path):
         return _read_nifti(path, dtype)
     from segkit.io.itk import read_with_simpleitk
 
-    data, affine = read_with_simpleitk(path, dtype)
+    data, affine = read_with_simpleitk(path, dtype, series)
     check_geometry(affine, min(data.ndim, 3), path)
     return Image(data=data, affine=affine, path=path, header=None)
 

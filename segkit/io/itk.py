@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def read_with_simpleitk(path: Path, dtype: np.dtype | None) -> tuple[np.ndarray, np.ndarray]:
+def read_with_simpleitk(path: Path, dtype: np.dtype | None, series: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(array in nibabel's axis order, RAS affine) of a file or a DICOM series folder.
 
     dtype None keeps SimpleITK's pixel type. segkit.io.image wraps the result in an Image.
@@ -32,7 +32,7 @@ def read_with_simpleitk(path: Path, dtype: np.dtype | None) -> tuple[np.ndarray,
         if not path.is_dir():
             _check_nrrd_text_body(path)
             _check_declared_size(path)
-        sitk_image = _read_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+        sitk_image = _read_series(path, series) if path.is_dir() else sitk.ReadImage(str(path))
         data = _array_in_nibabel_order(sitk_image)
     except ImageError:
         raise
@@ -74,17 +74,37 @@ def _check_declared_size(path: Path) -> None:
     check_fits_in_memory(path, size, n_bytes)  # 8 bytes: the widest type segkit converts to
 
 
-def _read_series(folder: Path):
+def _read_series(folder: Path, chosen: str | None = None):
+    """The folder's one DICOM series, or the one --series names; several without a choice are an
+    error that lists them (a silent pick could segment the wrong scan)."""
     import SimpleITK as sitk
 
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    series_ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     if not series_ids:
         raise ImageError(f"{folder}: folder holds no DICOM series; give a NIfTI/NRRD/MHA file or a DICOM folder")
-    if len(series_ids) > 1:
-        log.warning("%s holds %d DICOM series; reading the first (%s)", folder, len(series_ids), series_ids[0])
+    if chosen is not None and chosen not in series_ids:
+        raise ImageError(f"{folder}: no DICOM series {chosen}; it holds {_describe_series(folder, series_ids)}")
+    if chosen is None and len(series_ids) > 1:
+        raise ImageError(f"{folder} holds {len(series_ids)} DICOM series: {_describe_series(folder, series_ids)}; "
+                         "choose one with --series UID")
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), chosen or series_ids[0]))
     return reader.Execute()
+
+
+def _describe_series(folder: Path, series_ids: list[str]) -> str:
+    """'UID ("description", N slices)' for each series, from the first file's header."""
+    import SimpleITK as sitk
+
+    parts = []
+    for uid in series_ids:
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(files[0])
+        reader.ReadImageInformation()
+        description = reader.GetMetaData("0008|103e").strip() if reader.HasMetaDataKey("0008|103e") else ""
+        parts.append(f'{uid} ("{description}", {len(files)} slices)')
+    return "; ".join(parts)
 
 
 def _array_in_nibabel_order(sitk_image) -> np.ndarray:

@@ -137,7 +137,7 @@ class TaskRunner:
     def prepare(self, case: Case) -> Prepared:
         from segkit.io.image import load_image
 
-        images = [load_image(path, allowed_ndim=self.input_ndim) for path in case.inputs]
+        images = [load_image(path, allowed_ndim=self.input_ndim, series=self.common.series) for path in case.inputs]
         check_same_grid(images)
         reference = images[0]
         if self.orientation() == "native":

@@ -76,6 +76,8 @@ class SegmentCommon(TaskOptions):
     fill_holes: bool = option(False, "--fill-holes", help="Fill holes inside each label's mask.")
     remove_small: str | None = option(None, "--remove-small", kind=str,
                                       help="Remove objects smaller than this from each label: e.g. 5mm3 or 5vox.")
+    series: str | None = option(None, "--series", kind=str,
+                                help="A DICOM folder's series to read (its SeriesInstanceUID), when it holds several.")
 
 
 @dataclass(frozen=True)
