@@ -14,7 +14,8 @@ Four stages, each for the points the previous one leaves:
    minimum, over in-plane offsets o between its line and a target's line, of (gap along the
    line x spacing)^2 + |o|^2 (mm). Offsets are visited in order of increasing |o|, so a point is
    final as soon as its best squared distance is no larger than the next |o|^2. The work per
-   point grows with the square of its distance, so it stops after a fixed budget.
+   point grows with the square of its distance, so it stops after a budget, or sooner when its
+   next ring of offsets would cost more than stage 4 for the points still open.
 4. The points left (a hole in the prediction, a missed lesion, a leak, disjoint masks): an exact
    distance transform of the targets, restricted to the planes that hold those points. In each
    plane, the squared distance along the plane's normal to the nearest target of every grid line
@@ -23,8 +24,8 @@ Four stages, each for the points the previous one leaves:
    which target is nearest. Its cost is proportional to the area of those planes, whatever the
    distances, and it runs over a few planes at a time to bound memory.
 
-Every stage returns the offset to the nearest target, and the distance is computed from those
-integer offsets by one formula (`_squared_mm`), so equal geometric distances give equal floats
+Every stage ends with the integer offset to the nearest target, and the distance is computed
+from it by one formula (`_Metric.squared_mm`), so equal geometric distances give equal floats
 whichever stage found them.
 """
 
@@ -33,8 +34,8 @@ from __future__ import annotations
 import numpy as np
 
 _CHUNK_ELEMENTS = 1 << 18  # (points x offsets) evaluated per vectorised step of the line search
-# Line look-ups (about 25 ns each) before the rest goes to the plane transform. Typical
-# segmentations need about 25 per point.
+# Line look-ups (about 25 ns each) before the rest goes to the plane transform (stage 4).
+# Typical segmentations need about 25 per point.
 _BUDGET_PER_POINT = 40
 _MIN_BUDGET = 2_000_000
 # Before each ring of offsets (after the first): stop searching if the ring would take more
