@@ -167,6 +167,7 @@ class _LineSearch:
         self.strides = np.array([int(np.prod(widths[i + 1:])) for i in range(len(widths))], dtype=np.int64)
         keys = np.sort(self._keys(targets))
         self.sorted_keys = np.concatenate(([-_SENTINEL], keys, [_SENTINEL]))
+        self.no_target_squared = 0.5 * (float(_NO_TARGET) * self.spacing[self.axis]) ** 2
 
     def _keys(self, indices: np.ndarray) -> np.ndarray:
         in_plane = indices[:, self.others] + self.extent[self.others]
@@ -207,6 +208,7 @@ class _LineSearch:
         # Without a break, every line in the image was visited: all distances are exact.
         unsorted = np.empty_like(best)
         unsorted[order] = best
+        unsorted[unsorted >= self.no_target_squared] = np.inf  # only empty lines were seen
         return unsorted, resolved
 
     def _chunk_minimum(self, keys, position, shift, radius2) -> np.ndarray:
@@ -218,8 +220,8 @@ class _LineSearch:
         # A neighbour key belongs to the same line only if the gap stays inside the line.
         after = np.where(after < self.line_length - position, after, _NO_TARGET)
         before = np.where(before <= position, before, _NO_TARGET)
-        gap = np.minimum(after, before)
-        gap_mm = np.where(gap < _NO_TARGET, gap * self.spacing[self.axis], np.inf)  # inf: empty line
+        # No target in the line: a gap of _NO_TARGET, far beyond any real distance (made inf below).
+        gap_mm = np.minimum(after, before) * self.spacing[self.axis]
         return np.min(gap_mm * gap_mm + radius2[:, None], axis=0)
 
     def _offset_chunks(self, active_count):
