@@ -1,4 +1,4 @@
-"""Issue 11 'Prove': kill -9 at random moments of install-task and segment, repeated.
+"""Issue 11 'Prove': kill -9 at random moments of install-task, segment and train, repeated.
 
 After every kill, nothing incomplete may count as complete (an install is either absent or verifies;
 an output is either absent or a complete image with its sidecar; no temp file looks like an image),
@@ -35,6 +35,24 @@ def _killed_at(args: list[str], delay: float, env: dict) -> int | None:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         return None
+
+
+def _killed_near_a_checkpoint(args: list[str], checkpoint: Path, extra: float, env: dict) -> int | None:
+    """Start segkit, wait for `checkpoint` to be (re)written, then SIGKILL it `extra` seconds later:
+    the moments around a checkpoint write are the ones that could tear it."""
+    before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
+    child = subprocess.Popen([SEGKIT, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while child.poll() is None and time.monotonic() < deadline:
+        if checkpoint.exists() and checkpoint.stat().st_mtime_ns != before:
+            time.sleep(extra)
+            break
+        time.sleep(0.05)
+    if child.poll() is not None:
+        return child.returncode
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    return None
 
 
 def _env(home: Path) -> dict:
@@ -95,3 +113,52 @@ def test_segment_killed_at_random_moments_then_rerun(tmp_path):
         assert done.returncode == 0, f"killed at {moment} s (seed {SEED}): {done.stderr}"
         _outputs_absent_or_complete(tmp_path / "out")
         assert (tmp_path / "out" / "img_seg.json").exists()
+
+
+def _peaks_dataset(root: Path) -> Path:
+    """Three tiny fODF-peaks subjects with a left-right bundle (as tests/test_cc_train.py builds)."""
+    shape = (18, 20, 14)
+    for k in range(3):
+        rng = np.random.default_rng(k)
+        peaks = np.zeros(shape + (9,), np.float32)
+        peaks[2:-2, 2:-2, 2:-2, :3] = rng.normal(0, 0.2, (14, 16, 10, 3))
+        mask = np.zeros(shape, np.uint8)
+        mask[4:-4, 8 + k % 3: 12 + k % 3, 6:8] = 1
+        peaks[mask > 0, 0] = 1.0
+        for data, sub in ((peaks, f"imagesTr/cc_{k:03d}_0000.nii.gz"), (mask, f"labelsTr/cc_{k:03d}.nii.gz")):
+            (root / sub).parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), str(root / sub))
+    return root
+
+
+def _checkpoint_absent_or_whole(out: Path) -> None:
+    from segkit.runtime.checkpoint import load_data
+
+    folder = out / "checkpoints"
+    visible = sorted(p.name for p in folder.glob("[!.]*")) if folder.exists() else []
+    assert set(visible) <= {"last.pt", "best.pt"}, visible  # temps are hidden: never taken for a checkpoint
+    if "last.pt" in visible:
+        assert {"model", "optimizer", "state"} <= set(load_data(folder / "last.pt"))  # complete, never torn
+
+
+@pytest.mark.slow
+def test_train_killed_at_random_moments_resumes(tmp_path):
+    data = _peaks_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    args = ["train", "-task", "cc_fodf", "--data", str(data), "-o", str(out), "--architecture", "unet",
+            "--slice-size", "16", "--width", "0.0625", "--batch-size", "4", "--epochs", "6", "--device", "cpu"]
+    env = _env(tmp_path / "home")
+    rng = random.Random(SEED + 100)
+    _killed_at(args, round(rng.uniform(2.0, 10.0), 2), env)  # somewhere in start-up or the first epoch
+    _checkpoint_absent_or_whole(out)
+    for _ in range(3):  # then just after a checkpoint appears, while the next may be being written
+        resumable = (out / "checkpoints" / "last.pt").exists()
+        code = _killed_near_a_checkpoint(args + (["--resume"] if resumable else []), out / "checkpoints" / "last.pt",
+                                         round(rng.uniform(0.0, 1.5), 2), env)
+        assert code is None or code == 0, f"seed {SEED}: a run between kills failed (exit {code})"
+        _checkpoint_absent_or_whole(out)
+    resumable = (out / "checkpoints" / "last.pt").exists()  # else killed before the first checkpoint
+    done = subprocess.run([SEGKIT, *args, *(["--resume"] if resumable else [])], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, f"seed {SEED}: {done.stderr}"
+    assert (out / "model" / "model_card.json").exists()

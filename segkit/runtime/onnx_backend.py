@@ -64,6 +64,7 @@ class OnnxModule:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings about unused initialisers are noise for users
+        ort.set_default_logger_severity(3)  # and the process-wide logger's notices (issue 11: one line)
         self.providers = onnx_providers(device)
         provider_options = None
         if device.startswith("cuda:") and self.providers[0] == "CUDAExecutionProvider":
