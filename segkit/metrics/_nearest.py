@@ -212,17 +212,43 @@ class _LineSearch:
         return unsorted, resolved
 
     def _chunk_minimum(self, keys, position, shift, radius2) -> np.ndarray:
-        """Per point, the smallest squared distance to a target in the lines `shift` away."""
-        query = shift[:, None] + keys[None, :]  # one sorted row per offset
-        slot = np.searchsorted(self.sorted_keys, query)
-        after = self.sorted_keys[slot] - query  # slot indexes the sentinel-padded array
-        before = query - self.sorted_keys[slot - 1]
-        # A neighbour key belongs to the same line only if the gap stays inside the line.
-        after = np.where(after < self.line_length - position, after, _NO_TARGET)
-        before = np.where(before <= position, before, _NO_TARGET)
-        # No target in the line: a gap of _NO_TARGET, far beyond any real distance (made inf below).
-        gap_mm = np.minimum(after, before) * self.spacing[self.axis]
-        return np.min(gap_mm * gap_mm + radius2[:, None], axis=0)
+        """Per point, the smallest squared distance to a target in the lines `shift` away.
+
+        The (offsets x points) work arrays are reused between chunks: fresh arrays of this size
+        come from mmap and cost a page fault per 4 KiB on every chunk.
+        """
+        shape = (shift.size, keys.size)
+        work = self._work(shape[0] * shape[1])
+        query = work["query"].reshape(shape)  # one sorted row per offset
+        np.add(shift[:, None], keys[None, :], out=query)
+        slot = np.searchsorted(self.sorted_keys, query)  # slot indexes the sentinel-padded array
+        after, before, outside = work["after"].reshape(shape), work["before"].reshape(shape), work["outside"].reshape(shape)
+        np.take(self.sorted_keys, slot, out=after)
+        np.subtract(after, query, out=after)
+        np.subtract(slot, 1, out=slot)
+        np.take(self.sorted_keys, slot, out=before)
+        np.subtract(query, before, out=before)
+        # A neighbour key belongs to the same line only if the gap stays inside the line. With no
+        # target in the line the gap is _NO_TARGET, far beyond any real distance (made inf later).
+        np.greater_equal(after, (self.line_length - position)[None, :], out=outside)
+        np.copyto(after, _NO_TARGET, where=outside)
+        np.greater(before, position[None, :], out=outside)
+        np.copyto(before, _NO_TARGET, where=outside)
+        np.minimum(after, before, out=after)
+        gap_mm = work["gap_mm"].reshape(shape)
+        np.multiply(after, self.spacing[self.axis], out=gap_mm)
+        np.multiply(gap_mm, gap_mm, out=gap_mm)
+        np.add(gap_mm, radius2[:, None], out=gap_mm)
+        return np.min(gap_mm, axis=0)
+
+    def _work(self, size: int) -> dict:
+        """Work arrays of exactly `size` elements (views of buffers that only grow)."""
+        if getattr(self, "_buffers", None) is None or self._buffers["query"].size < size:
+            capacity = max(size, _CHUNK_ELEMENTS)
+            self._buffers = {"query": np.empty(capacity, np.int64), "after": np.empty(capacity, np.int64),
+                             "before": np.empty(capacity, np.int64), "outside": np.empty(capacity, bool),
+                             "gap_mm": np.empty(capacity)}
+        return {name: buffer[:size] for name, buffer in self._buffers.items()}
 
     def _offset_chunks(self, active_count):
         """(key shifts, |o|^2, lower bound of every later |o|^2, ring size or 0) in order of
