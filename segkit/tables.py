@@ -84,7 +84,7 @@ def read_csv_rows(path: Path) -> tuple[set[str], list[dict[str, str]]]:
     Names are stripped and lower-cased and cells stripped, so " Mask " is the column "mask";
     cells beyond the header are dropped and rows without any value are skipped.
     """
-    with Path(path).open(newline="") as handle:
+    with Path(path).open(newline="", encoding="utf-8-sig") as handle:  # not the locale's codec
         reader = csv.DictReader(handle)
         fields = {(name or "").strip().lower() for name in (reader.fieldnames or [])}
         # DictReader puts cells beyond the header under the key None

@@ -147,7 +147,7 @@ def test_every_round_trains_without_mirroring(trained):
     import torch
 
     for round_dir in sorted(trained["package"].glob("round_*")):
-        assert "segkit: no mirroring" in (round_dir / "train.log").read_text()
+        assert "segkit: no mirroring" in (round_dir / "train.log").read_text(encoding="utf-8", errors="replace")
         (checkpoint_path,) = round_dir.glob("nnunet/nnUNet_results/*/*/fold_all/checkpoint_final.pth")
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         assert checkpoint["inference_allowed_mirroring_axes"] is None  # even --tta cannot swap the sides

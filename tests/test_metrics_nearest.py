@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import segkit.metrics._nearest as nearest
+import segkit.metrics._plane_transform as plane_transform
 from segkit.metrics._nearest import nearest_distances
 
 
@@ -42,7 +43,7 @@ STAGES = {
 @pytest.fixture(params=sorted(STAGES))
 def stage(request, monkeypatch):
     for name, value in STAGES[request.param].items():
-        monkeypatch.setattr(nearest, name, value)
+        monkeypatch.setattr(plane_transform if hasattr(plane_transform, name) else nearest, name, value)
     return request.param
 
 
@@ -50,13 +51,13 @@ def stage(request, monkeypatch):
 def transform_calls(monkeypatch):
     """Counts the batches the plane transform solves."""
     calls = []
-    original = nearest._PlaneTransform._solve
+    original = plane_transform.PlaneTransform._solve
 
     def counting(self, *args):
         calls.append(args[0].size)
         return original(self, *args)
 
-    monkeypatch.setattr(nearest._PlaneTransform, "_solve", counting)
+    monkeypatch.setattr(plane_transform.PlaneTransform, "_solve", counting)
     return calls
 
 
@@ -132,7 +133,7 @@ def test_envelope_argmin_matches_brute_force():
         weight = float(rng.uniform(0.1, 5.0))
         values = np.where(rng.random((n, m)) < rng.random(), rng.uniform(0, 500, (n, m)), np.inf)
         position = np.arange(n, dtype=np.float64)[:, None]
-        argmin = nearest._envelope_argmin(values + weight * position**2, weight)
+        argmin = plane_transform.envelope_argmin(values + weight * position**2, weight)
         cost = values[None, :, :] + weight * (position[:, :, None] - position[None, :, :]) ** 2  # (row, i, col)
         expected = cost.min(axis=1)
         found = np.where(argmin >= 0, np.take_along_axis(values, np.maximum(argmin, 0), 0) + weight * (position - argmin) ** 2,

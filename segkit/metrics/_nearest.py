@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from segkit.metrics._plane_transform import NO_TARGET, SENTINEL, PlaneTransform, distinct, transform_squared
+
 _CHUNK_ELEMENTS = 1 << 18  # (points x offsets) evaluated per vectorised step of the line search
 # Line look-ups (about 25 ns each) before the rest goes to the plane transform (stage 4).
 # Typical segmentations need about 25 per point.
@@ -45,10 +47,7 @@ _MIN_BUDGET = 2_000_000
 _RING_VS_TRANSFORM = 4
 _RING_CHECK = 1 << 20
 _BRUTE_FORCE_PAIRS = 1 << 22  # points x targets below which every pair is compared
-_PLANE_BATCH_PIXELS = 1 << 21  # grid positions per batch of the plane transform (about 60 B each)
 _DENSE_PLANE = 16  # a plane holding at least 1/16 of its positions as points is solved on its own
-_SENTINEL = np.int64(1) << 62
-_NO_TARGET = np.int64(1) << 40
 
 
 def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.ndarray:
@@ -72,7 +71,7 @@ def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.nd
     # transform, which costs at most _DENSE_PLANE positions per point there; the rest is searched.
     crowded = np.zeros(points.shape[0], dtype=bool)
     for axis, members in _crowded_planes(points, extent):
-        found = _PlaneTransform(targets, extent, metric, axis).squared(points[members], squared[members])
+        found = PlaneTransform(targets, extent, metric, axis).squared(points[members], squared[members])
         squared[members] = np.minimum(squared[members], found)
         crowded |= members
     rest = np.flatnonzero(~crowded)
@@ -82,12 +81,12 @@ def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.nd
     budget = max(_MIN_BUDGET, _BUDGET_PER_POINT * rest.size)
 
     def transform_cost(active_points, bound):  # positions the transform would cover for them
-        return min(_PlaneTransform.cost(active_points, bound, extent, metric, a) for a in range(points.shape[1]))
+        return min(PlaneTransform.cost(active_points, bound, extent, metric, a) for a in range(points.shape[1]))
 
     squared[rest], resolved = search.squared_distances(points[rest], budget, squared[rest], transform_cost)
     left = rest[~resolved]
     if left.size:
-        found = _transform_squared(points[left], targets, extent, metric, squared[left])
+        found = transform_squared(points[left], targets, extent, metric, squared[left])
         squared[left] = np.minimum(squared[left], found)
     return np.sqrt(squared)
 
@@ -116,7 +115,7 @@ def _whole_planes(points, targets, extent, metric: _Metric):
         return squared, targets
     # A plane counts as whole only with distinct targets.
     dims = tuple(int(e) for e in extent)
-    targets = np.stack(np.unravel_index(_distinct(np.ravel_multi_index(tuple(targets.T), dims)), dims), axis=1)
+    targets = np.stack(np.unravel_index(distinct(np.ravel_multi_index(tuple(targets.T), dims)), dims), axis=1)
     in_whole_plane = np.zeros(targets.shape[0], dtype=bool)
     for axis in range(ndim):
         counts = np.bincount(targets[:, axis], minlength=int(extent[axis]))
@@ -133,12 +132,6 @@ def _whole_planes(points, targets, extent, metric: _Metric):
         offsets[:, axis] = gap
         squared = np.minimum(squared, metric.squared_mm(offsets))
     return squared, targets[~in_whole_plane]
-
-
-def _distinct(values: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (np.unique, without its hash table: faster for these int arrays)."""
-    values = np.sort(values)
-    return values[np.concatenate(([True], values[1:] != values[:-1]))]
 
 
 def _brute_force_squared(points, targets, metric: _Metric) -> np.ndarray:
@@ -166,8 +159,8 @@ class _LineSearch:
         widths = [3 * int(extent[a]) for a in self.others]
         self.strides = np.array([int(np.prod(widths[i + 1:])) for i in range(len(widths))], dtype=np.int64)
         keys = np.sort(self._keys(targets))
-        self.sorted_keys = np.concatenate(([-_SENTINEL], keys, [_SENTINEL]))
-        self.no_target_squared = 0.5 * (float(_NO_TARGET) * self.spacing[self.axis]) ** 2
+        self.sorted_keys = np.concatenate(([-SENTINEL], keys, [SENTINEL]))
+        self.no_target_squared = 0.5 * (float(NO_TARGET) * self.spacing[self.axis]) ** 2
 
     def _keys(self, indices: np.ndarray) -> np.ndarray:
         in_plane = indices[:, self.others] + self.extent[self.others]
@@ -229,11 +222,11 @@ class _LineSearch:
         np.take(self.sorted_keys, slot, out=before)
         np.subtract(query, before, out=before)
         # A neighbour key belongs to the same line only if the gap stays inside the line. With no
-        # target in the line the gap is _NO_TARGET, far beyond any real distance (made inf later).
+        # target in the line the gap is NO_TARGET, far beyond any real distance (made inf later).
         np.greater_equal(after, (self.line_length - position)[None, :], out=outside)
-        np.copyto(after, _NO_TARGET, where=outside)
+        np.copyto(after, NO_TARGET, where=outside)
         np.greater(before, position[None, :], out=outside)
-        np.copyto(before, _NO_TARGET, where=outside)
+        np.copyto(before, NO_TARGET, where=outside)
         np.minimum(after, before, out=after)
         gap_mm = work["gap_mm"].reshape(shape)
         np.multiply(after, self.spacing[self.axis], out=gap_mm)
@@ -299,159 +292,3 @@ def _crowded_planes(points, extent):
         if members.any():
             todo &= ~members
             yield axis, members
-
-
-def _transform_squared(points, targets, extent, metric: _Metric, bound) -> np.ndarray:
-    """Exact squared distances for points far from the targets; `bound` holds upper bounds (or inf).
-
-    The planes are taken normal to the axis that makes the transform smallest (planes that hold
-    points x the in-plane window that can hold their nearest targets).
-    """
-    costs = [_PlaneTransform.cost(points, bound, extent, metric, axis) for axis in range(points.shape[1])]
-    return _PlaneTransform(targets, extent, metric, int(np.argmin(costs))).squared(points, bound)
-
-
-class _PlaneTransform:
-    """Exact nearest targets for every position of a stack of planes normal to one axis."""
-
-    def __init__(self, targets, extent, metric: _Metric, axis: int) -> None:
-        self.metric, self.axis, self.extent = metric, axis, extent
-        self.others = [a for a in range(extent.size) if a != axis]
-        self.length = int(extent[axis])
-        keys = np.sort(self._line_ids(targets[:, self.others]) * self.length + targets[:, axis])
-        self.sorted_keys = np.concatenate(([-_SENTINEL], keys, [_SENTINEL]))
-
-    def _line_ids(self, in_plane: np.ndarray) -> np.ndarray:
-        return np.ravel_multi_index(tuple(in_plane.T), tuple(int(e) for e in self.extent[self.others]))
-
-    @staticmethod
-    def _window(points, bound, extent, metric: _Metric, axis: int):
-        """In-plane box (lo, hi inclusive) that holds every target within the bounds of the points."""
-        others = [a for a in range(extent.size) if a != axis]
-        top = extent[others] - 1
-        reach = float(np.sqrt(np.max(bound)))
-        if not np.isfinite(reach):
-            return np.zeros(len(others), dtype=np.int64), top
-        margin = np.ceil(reach / metric.spacing[others]).astype(np.int64)
-        lo = np.maximum(points[:, others].min(axis=0) - margin, 0)
-        hi = np.minimum(points[:, others].max(axis=0) + margin, top)
-        return lo, hi
-
-    @staticmethod
-    def cost(points, bound, extent, metric: _Metric, axis: int) -> float:
-        lo, hi = _PlaneTransform._window(points, bound, extent, metric, axis)
-        planes = np.count_nonzero(np.bincount(points[:, axis]))
-        return float(planes) * float(np.prod(hi - lo + 1))
-
-    def squared(self, points: np.ndarray, bound: np.ndarray) -> np.ndarray:
-        lo, hi = self._window(points, bound, self.extent, self.metric, self.axis)
-        shape = tuple(int(v) for v in hi - lo + 1)
-        per_batch = max(1, _PLANE_BATCH_PIXELS // int(np.prod(shape)))
-        order = np.argsort(points[:, self.axis], kind="stable")
-        sorted_planes = points[order, self.axis]
-        planes = _distinct(sorted_planes)
-        squared = np.empty(points.shape[0])
-        for start in range(0, planes.size, per_batch):
-            batch = planes[start:start + per_batch]
-            first, stop = np.searchsorted(sorted_planes, [batch[0], batch[-1] + 1])
-            members = order[first:stop]
-            squared[members] = self._solve(batch, lo, shape, points[members])
-        return squared
-
-    def _solve(self, planes, lo, shape, points) -> np.ndarray:
-        """Squared distances of `points` (all lying in `planes`) over the in-plane box lo + shape."""
-        # Along the normal: per grid line of the box and per plane, the nearest target on the line.
-        grid = np.indices(shape, dtype=np.int64).reshape(len(shape), -1).T + lo
-        query = self._line_ids(grid)[:, None] * self.length + planes[None, :]  # sorted, row-major
-        slot = np.searchsorted(self.sorted_keys, query)
-        after = self.sorted_keys[slot] - query
-        before = query - self.sorted_keys[slot - 1]
-        after = np.where(after < self.length - planes, after, _NO_TARGET)
-        before = np.where(before <= planes, before, _NO_TARGET)
-        del slot
-        target_at = np.where(after < before, planes + after, planes - before)
-        target_at[np.minimum(after, before) == _NO_TARGET] = -1
-        along = np.minimum(after, before).astype(np.float64) * self.metric.spacing[self.axis]
-        values = np.where(target_at >= 0, along * along, np.inf).reshape(shape + (planes.size,))
-        del after, before, query, along
-        target_at = target_at.astype(np.int32).reshape(shape + (planes.size,))
-        # Across the plane: one lower envelope of parabolas per in-plane axis.
-        nearest = []
-        for k, axis in enumerate(self.others):
-            weight = float(self.metric.spacing[axis]) ** 2
-            moved = np.moveaxis(values, k, 0)
-            flat = np.ascontiguousarray(moved).reshape(shape[k], -1)
-            position = np.arange(shape[k], dtype=np.float64)[:, None]
-            argmin = _envelope_argmin(flat + weight * position * position, weight)
-            nearest.append(np.moveaxis(argmin.reshape(moved.shape), 0, k))
-            if k + 1 < len(self.others):
-                chosen = np.take_along_axis(flat, np.maximum(argmin, 0), axis=0)
-                flat = np.where(argmin >= 0, chosen + weight * (position - argmin) ** 2, np.inf)
-                values = np.moveaxis(flat.reshape(moved.shape), 0, k)
-        # Trace each point back through the envelopes to its target.
-        plane_index = np.searchsorted(planes, points[:, self.axis])
-        local = [points[:, a] - lo[k] for k, a in enumerate(self.others)]
-        coords = list(local)
-        for k in reversed(range(len(self.others))):
-            coords[k] = nearest[k][tuple(coords) + (plane_index,)].astype(np.int64)
-            if np.any(coords[k] < 0):  # no target in the window: only possible with an empty window
-                coords[k] = np.maximum(coords[k], 0)
-        along_target = target_at[tuple(coords) + (plane_index,)].astype(np.int64)
-        offsets = np.zeros_like(points)
-        offsets[:, self.axis] = points[:, self.axis] - along_target
-        for k, a in enumerate(self.others):
-            offsets[:, a] = local[k] - coords[k]
-        squared = self.metric.squared_mm(offsets)
-        squared[along_target < 0] = np.inf
-        return squared
-
-
-def _envelope_argmin(lifted: np.ndarray, weight: float) -> np.ndarray:
-    """Per column of `lifted` (n, m), for each row j the row i minimising f_i + weight (j - i)^2.
-
-    `lifted` holds f_i + weight i^2 (inf where f is empty). Felzenszwalb and Huttenlocher's
-    lower envelope, vectorised across columns: one pass builds each column's envelope (vertex
-    rows and the boundaries between them), one pass reads it. Empty columns give -1.
-    """
-    n, m = lifted.shape
-    vertex = np.zeros((n, m), dtype=np.int32)
-    bound = np.empty((n + 1, m))
-    top = np.full(m, -1, dtype=np.int64)  # stack height - 1 per column
-    vertex_flat, bound_flat, lifted_flat = vertex.reshape(-1), bound.reshape(-1), lifted.reshape(-1)
-    two_weight = 2.0 * weight
-    for row in range(n):
-        current = lifted[row]
-        columns = np.flatnonzero(current < np.inf)
-        if columns.size == 0:
-            continue
-        height = top[columns]
-        value = current[columns]
-        start = np.full(columns.size, -np.inf)  # where the new parabola starts to be lowest
-        pending = np.flatnonzero(height >= 0)
-        while pending.size:
-            slot = height[pending] * m + columns[pending]
-            previous = vertex_flat[slot]
-            crossing = (value[pending] - lifted_flat[previous * m + columns[pending]]) / (two_weight * (row - previous))
-            start[pending] = crossing
-            hidden = crossing <= bound_flat[slot]  # the previous parabola is never lowest: drop it
-            pending = pending[hidden]
-            height[pending] -= 1
-            start[pending[height[pending] < 0]] = -np.inf
-            pending = pending[height[pending] >= 0]
-        height += 1
-        slot = height * m + columns
-        vertex_flat[slot] = row
-        bound_flat[slot] = start
-        bound_flat[slot + m] = np.inf
-        top[columns] = height
-    nearest = np.full((n, m), -1, dtype=np.int32)
-    filled = np.flatnonzero(top >= 0)
-    reading = np.zeros(filled.size, dtype=np.int64)
-    for row in range(n):
-        moving = np.arange(filled.size)
-        while moving.size:
-            ahead = bound_flat[(reading[moving] + 1) * m + filled[moving]] < row
-            moving = moving[ahead]
-            reading[moving] += 1
-        nearest[row, filled] = vertex_flat[reading * m + filled]
-    return nearest

@@ -205,7 +205,7 @@ def read_manifest(path) -> list[tuple[str, Path, Path]]:
     path = Path(path)
     if not path.is_file():
         raise EvalError(f"{path}: manifest not found")
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # not the locale's codec: C in CI and cron
         reader = csv.DictReader(handle)
         fields = {name.strip().lower() for name in (reader.fieldnames or [])}
         if not {"pred", "ref"} <= fields:

@@ -192,7 +192,8 @@ def _run_worker(config: dict, env: dict, output: Path, on_event: EventFn | None)
     config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     command = [sys.executable, "-m", "segkit.engines.nnunet._worker", str(config_path)]
     seen: dict = {"all": []}
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) as child:
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                          text=True, encoding="utf-8", errors="replace") as child:
         try:
             for line in child.stdout:
                 event = _parse_event(line)

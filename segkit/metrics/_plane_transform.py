@@ -1,0 +1,180 @@
+"""Stage 4 of `_nearest`: an exact distance transform of the targets over a stack of planes.
+
+For the points the cheaper stages leave (far from the other surface). In each plane, the squared
+distance along the plane's normal to the nearest target of every grid line comes from sorted
+keys; then one lower envelope of parabolas per in-plane axis (Felzenszwalb and Huttenlocher's
+separable transform) gives, for every position of the plane, which target is nearest. Its cost is
+proportional to the area of those planes, whatever the distances, and it runs over a few planes at
+a time to bound memory. `metric` is `_nearest._Metric` (spacing and the squared-mm formula).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_PLANE_BATCH_PIXELS = 1 << 21  # grid positions per batch of the plane transform (about 60 B each)
+SENTINEL = np.int64(1) << 62  # beyond every key: the sorted keys are padded with -SENTINEL and SENTINEL
+NO_TARGET = np.int64(1) << 40  # the gap along a line that holds no target (made inf later)
+
+
+def distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (np.unique, without its hash table: faster for these int arrays)."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
+
+def transform_squared(points, targets, extent, metric, bound) -> np.ndarray:
+    """Exact squared distances for points far from the targets; `bound` holds upper bounds (or inf).
+
+    The planes are taken normal to the axis that makes the transform smallest (planes that hold
+    points x the in-plane window that can hold their nearest targets).
+    """
+    costs = [PlaneTransform.cost(points, bound, extent, metric, axis) for axis in range(points.shape[1])]
+    return PlaneTransform(targets, extent, metric, int(np.argmin(costs))).squared(points, bound)
+
+
+class PlaneTransform:
+    """Exact nearest targets for every position of a stack of planes normal to one axis."""
+
+    def __init__(self, targets, extent, metric, axis: int) -> None:
+        self.metric, self.axis, self.extent = metric, axis, extent
+        self.others = [a for a in range(extent.size) if a != axis]
+        self.length = int(extent[axis])
+        keys = np.sort(self._line_ids(targets[:, self.others]) * self.length + targets[:, axis])
+        self.sorted_keys = np.concatenate(([-SENTINEL], keys, [SENTINEL]))
+
+    def _line_ids(self, in_plane: np.ndarray) -> np.ndarray:
+        return np.ravel_multi_index(tuple(in_plane.T), tuple(int(e) for e in self.extent[self.others]))
+
+    @staticmethod
+    def _window(points, bound, extent, metric, axis: int):
+        """In-plane box (lo, hi inclusive) that holds every target within the bounds of the points."""
+        others = [a for a in range(extent.size) if a != axis]
+        top = extent[others] - 1
+        reach = float(np.sqrt(np.max(bound)))
+        if not np.isfinite(reach):
+            return np.zeros(len(others), dtype=np.int64), top
+        margin = np.ceil(reach / metric.spacing[others]).astype(np.int64)
+        lo = np.maximum(points[:, others].min(axis=0) - margin, 0)
+        hi = np.minimum(points[:, others].max(axis=0) + margin, top)
+        return lo, hi
+
+    @staticmethod
+    def cost(points, bound, extent, metric, axis: int) -> float:
+        lo, hi = PlaneTransform._window(points, bound, extent, metric, axis)
+        planes = np.count_nonzero(np.bincount(points[:, axis]))
+        return float(planes) * float(np.prod(hi - lo + 1))
+
+    def squared(self, points: np.ndarray, bound: np.ndarray) -> np.ndarray:
+        lo, hi = self._window(points, bound, self.extent, self.metric, self.axis)
+        shape = tuple(int(v) for v in hi - lo + 1)
+        per_batch = max(1, _PLANE_BATCH_PIXELS // int(np.prod(shape)))
+        order = np.argsort(points[:, self.axis], kind="stable")
+        sorted_planes = points[order, self.axis]
+        planes = distinct(sorted_planes)
+        squared = np.empty(points.shape[0])
+        for start in range(0, planes.size, per_batch):
+            batch = planes[start:start + per_batch]
+            first, stop = np.searchsorted(sorted_planes, [batch[0], batch[-1] + 1])
+            members = order[first:stop]
+            squared[members] = self._solve(batch, lo, shape, points[members])
+        return squared
+
+    def _solve(self, planes, lo, shape, points) -> np.ndarray:
+        """Squared distances of `points` (all lying in `planes`) over the in-plane box lo + shape."""
+        # Along the normal: per grid line of the box and per plane, the nearest target on the line.
+        grid = np.indices(shape, dtype=np.int64).reshape(len(shape), -1).T + lo
+        query = self._line_ids(grid)[:, None] * self.length + planes[None, :]  # sorted, row-major
+        slot = np.searchsorted(self.sorted_keys, query)
+        after = self.sorted_keys[slot] - query
+        before = query - self.sorted_keys[slot - 1]
+        after = np.where(after < self.length - planes, after, NO_TARGET)
+        before = np.where(before <= planes, before, NO_TARGET)
+        del slot
+        target_at = np.where(after < before, planes + after, planes - before)
+        target_at[np.minimum(after, before) == NO_TARGET] = -1
+        along = np.minimum(after, before).astype(np.float64) * self.metric.spacing[self.axis]
+        values = np.where(target_at >= 0, along * along, np.inf).reshape(shape + (planes.size,))
+        del after, before, query, along
+        target_at = target_at.astype(np.int32).reshape(shape + (planes.size,))
+        # Across the plane: one lower envelope of parabolas per in-plane axis.
+        nearest = []
+        for k, axis in enumerate(self.others):
+            weight = float(self.metric.spacing[axis]) ** 2
+            moved = np.moveaxis(values, k, 0)
+            flat = np.ascontiguousarray(moved).reshape(shape[k], -1)
+            position = np.arange(shape[k], dtype=np.float64)[:, None]
+            argmin = envelope_argmin(flat + weight * position * position, weight)
+            nearest.append(np.moveaxis(argmin.reshape(moved.shape), 0, k))
+            if k + 1 < len(self.others):
+                chosen = np.take_along_axis(flat, np.maximum(argmin, 0), axis=0)
+                flat = np.where(argmin >= 0, chosen + weight * (position - argmin) ** 2, np.inf)
+                values = np.moveaxis(flat.reshape(moved.shape), 0, k)
+        # Trace each point back through the envelopes to its target.
+        plane_index = np.searchsorted(planes, points[:, self.axis])
+        local = [points[:, a] - lo[k] for k, a in enumerate(self.others)]
+        coords = list(local)
+        for k in reversed(range(len(self.others))):
+            coords[k] = nearest[k][tuple(coords) + (plane_index,)].astype(np.int64)
+            if np.any(coords[k] < 0):  # no target in the window: only possible with an empty window
+                coords[k] = np.maximum(coords[k], 0)
+        along_target = target_at[tuple(coords) + (plane_index,)].astype(np.int64)
+        offsets = np.zeros_like(points)
+        offsets[:, self.axis] = points[:, self.axis] - along_target
+        for k, a in enumerate(self.others):
+            offsets[:, a] = local[k] - coords[k]
+        squared = self.metric.squared_mm(offsets)
+        squared[along_target < 0] = np.inf
+        return squared
+
+
+def envelope_argmin(lifted: np.ndarray, weight: float) -> np.ndarray:
+    """Per column of `lifted` (n, m), for each row j the row i minimising f_i + weight (j - i)^2.
+
+    `lifted` holds f_i + weight i^2 (inf where f is empty). Felzenszwalb and Huttenlocher's
+    lower envelope, vectorised across columns: one pass builds each column's envelope (vertex
+    rows and the boundaries between them), one pass reads it. Empty columns give -1.
+    """
+    n, m = lifted.shape
+    vertex = np.zeros((n, m), dtype=np.int32)
+    bound = np.empty((n + 1, m))
+    top = np.full(m, -1, dtype=np.int64)  # stack height - 1 per column
+    vertex_flat, bound_flat, lifted_flat = vertex.reshape(-1), bound.reshape(-1), lifted.reshape(-1)
+    two_weight = 2.0 * weight
+    for row in range(n):
+        current = lifted[row]
+        columns = np.flatnonzero(current < np.inf)
+        if columns.size == 0:
+            continue
+        height = top[columns]
+        value = current[columns]
+        start = np.full(columns.size, -np.inf)  # where the new parabola starts to be lowest
+        pending = np.flatnonzero(height >= 0)
+        while pending.size:
+            slot = height[pending] * m + columns[pending]
+            previous = vertex_flat[slot]
+            crossing = (value[pending] - lifted_flat[previous * m + columns[pending]]) / (two_weight * (row - previous))
+            start[pending] = crossing
+            hidden = crossing <= bound_flat[slot]  # the previous parabola is never lowest: drop it
+            pending = pending[hidden]
+            height[pending] -= 1
+            start[pending[height[pending] < 0]] = -np.inf
+            pending = pending[height[pending] >= 0]
+        height += 1
+        slot = height * m + columns
+        vertex_flat[slot] = row
+        bound_flat[slot] = start
+        bound_flat[slot + m] = np.inf
+        top[columns] = height
+    nearest = np.full((n, m), -1, dtype=np.int32)
+    filled = np.flatnonzero(top >= 0)
+    reading = np.zeros(filled.size, dtype=np.int64)
+    for row in range(n):
+        moving = np.arange(filled.size)
+        while moving.size:
+            ahead = bound_flat[(reading[moving] + 1) * m + filled[moving]] < row
+            moving = moving[ahead]
+            reading[moving] += 1
+        nearest[row, filled] = vertex_flat[reading * m + filled]
+    return nearest
