@@ -1,0 +1,176 @@
+"""AutoSAM2's trainable parts (METHODS.md, AutoSAM2): the 3D UNet, the bridge and the MRI-to-RGB mapper.
+
+    UNet3D     4 contrasts -> 4 class logits, and the 32-channel 'mid' features at 1/4 resolution.
+               Stem conv 4->16 (kernel 5) + GroupNorm + ReLU + a residual block; encoder max-pool +
+               residual blocks 32/64/128/128; decoder trilinear up-sampling + concat + residual
+               block 256->64, 128->32 (mid), 64->16, 32->16; Dropout3d; 1x1 head.
+    Bridge     mid features (32) -> 256 channels for SAM's prompt embedding grid: channel attention
+               (C -> C/4 -> C, sigmoid), spatial attention (7x7 conv -> 1, sigmoid), two conv3 -> 128
+               with GroupNorm(16) and a 1x1 shortcut, then 1x1 -> 256, GroupNorm(32), times a
+               learnable scale (initially 1.5).
+    MriToRgb   4 contrasts of a slice -> a 3-channel image in [0, 1] for SAM's image encoder: conv
+               4->16, two conv 16->16 (GroupNorm, ReLU), a sigmoid attention map, 1x1 -> 3, sigmoid.
+
+Two initialisations are segkit's, so that an untrained SAM stage is plain SAM prompted by the
+UNet (how the CPU proof runs it; training the bridge and mapper needs gradients through SAM's
+image encoder, about 75 GFLOP a slice, a GPU's job): the bridge's last GroupNorm starts with gain
+0 (it adds nothing until trained), and the mapper has a 1x1 skip from the contrasts, initialised
+to FLAIR -> red, T1ce -> green, T2 -> blue, beside its learned branch whose 1x1 -> 3 starts at 0.
+
+`width` scales every UNet channel count (1.0 is the method's 16-32-64-128-128; CPU tests use 0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+N_CLASSES = 4
+N_CONTRASTS = 4
+SAM_CHANNELS = 256
+RGB_CONTRASTS = (3, 1, 2)  # FLAIR, T1ce, T2: the mapper's initial red, green and blue
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    width: float = 1.0
+    dropout: float = 0.15
+
+    def channels(self) -> tuple[int, ...]:
+        return tuple(max(4, int(round(c * self.width))) for c in (16, 32, 64, 128, 128))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NetworkConfig":
+        return cls(width=float(data["width"]), dropout=float(data["dropout"]))
+
+
+def group_norm(channels: int, groups: int | None = None) -> nn.GroupNorm:
+    groups = min(8, channels) if groups is None else min(groups, channels)
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels)
+
+
+class ResidualBlock3d(nn.Module):
+    """Two conv3 + GroupNorm (groups = min(8, C)) with a 1x1 projection of the input."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv1 = nn.Conv3d(c_in, c_out, 3, padding=1, bias=False)
+        self.norm1 = group_norm(c_out)
+        self.conv2 = nn.Conv3d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = group_norm(c_out)
+        self.project = nn.Conv3d(c_in, c_out, 1, bias=False) if c_in != c_out else nn.Identity()
+
+    def forward(self, x):
+        y = F.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return F.relu(y + self.project(x))
+
+
+class UNet3D(nn.Module):
+    """(B, 4, D, H, W) -> (class logits (B, 4, D, H, W), mid features (B, c1, D/4, H/4, W/4)).
+
+    D, H and W must be multiples of 16 (four poolings); the runner pads to that.
+    """
+
+    def __init__(self, config: NetworkConfig = NetworkConfig()):
+        super().__init__()
+        c0, c1, c2, c3, c4 = config.channels()
+        self.stem = nn.Sequential(nn.Conv3d(N_CONTRASTS, c0, 5, padding=2, bias=False), group_norm(c0), nn.ReLU(inplace=True),
+                                  ResidualBlock3d(c0, c0))
+        self.down = nn.ModuleList([ResidualBlock3d(a, b) for a, b in ((c0, c1), (c1, c2), (c2, c3), (c3, c4))])
+        self.up = nn.ModuleList([ResidualBlock3d(a, b) for a, b in ((c4 + c3, c2), (c2 + c2, c1), (c1 + c1, c0), (c0 + c0, c0))])
+        self.dropout = nn.Dropout3d(config.dropout)
+        self.head = nn.Conv3d(c0, N_CLASSES, 1)
+        self.mid_channels = c1
+
+    def forward(self, x):
+        skips = [self.stem(x)]
+        for block in self.down:
+            skips.append(block(F.max_pool3d(skips[-1], 2)))
+        y = skips.pop()
+        mid = None
+        for i, block in enumerate(self.up):
+            skip = skips.pop()
+            y = F.interpolate(y, size=skip.shape[2:], mode="trilinear", align_corners=False)
+            y = block(torch.cat([y, skip], dim=1))
+            if i == 1:
+                mid = y
+        return self.head(self.dropout(y)), mid
+
+
+class ChannelAttention(nn.Module):
+    def __init__(self, channels: int, reduction: int = 4):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels), nn.Sigmoid())
+
+    def forward(self, x):
+        weights = self.fc(x.mean(dim=(2, 3)))
+        return x * weights[:, :, None, None]
+
+
+class SpatialAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, 7, padding=3)
+
+    def forward(self, x):
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv(pooled))
+
+
+class Bridge(nn.Module):
+    """UNet mid features of a slice (B, C, h, w) -> (B, 256, h, w) added to SAM's dense prompt embedding."""
+
+    def __init__(self, c_in: int = 32, hidden: int = 128, c_out: int = SAM_CHANNELS, scale: float = 1.5):
+        super().__init__()
+        self.channel = ChannelAttention(c_in)
+        self.spatial = SpatialAttention()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, hidden, 3, padding=1), group_norm(hidden, 16), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1), group_norm(hidden, 16),
+        )
+        self.shortcut = nn.Conv2d(c_in, hidden, 1)
+        self.out = nn.Sequential(nn.Conv2d(hidden, c_out, 1), group_norm(c_out, 32))
+        nn.init.zeros_(self.out[1].weight)  # an untrained bridge adds nothing to SAM's prompt embedding
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+
+    def forward(self, x):
+        x = self.spatial(self.channel(x))
+        y = F.relu(self.body(x) + self.shortcut(x))
+        return self.out(y) * self.scale
+
+
+class MriToRgb(nn.Module):
+    """(B, 4, H, W) normalised contrasts -> (B, 3, H, W) in [0, 1]."""
+
+    def __init__(self, hidden: int = 16):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(N_CONTRASTS, hidden, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1), group_norm(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1), group_norm(hidden), nn.ReLU(inplace=True),
+        )
+        self.attention = nn.Conv2d(hidden, 1, 1)
+        self.rgb = nn.Conv2d(hidden, 3, 1)
+        nn.init.zeros_(self.rgb.weight)
+        nn.init.zeros_(self.rgb.bias)
+        self.direct = nn.Conv2d(N_CONTRASTS, 3, 1)
+        with torch.no_grad():  # FLAIR -> red, T1ce -> green, T2 -> blue until trained
+            self.direct.weight.zero_()
+            self.direct.bias.zero_()
+            for rgb, contrast in enumerate(RGB_CONTRASTS):
+                self.direct.weight[rgb, contrast] = 1.0
+
+    def forward(self, x):
+        y = self.features(x)
+        y = y * torch.sigmoid(self.attention(y))
+        return torch.sigmoid(self.rgb(y) + self.direct(x))
