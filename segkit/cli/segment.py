@@ -16,9 +16,12 @@ HELP = "Segment images with a task's model. Outputs keep the input's exact shape
 
 
 def register(app: typer.Typer, argv: list[str]) -> None:
+    from segkit.cli import cohort
     from segkit.tasks.common_options import SegmentCommon
 
     params, flags, common_names = tc.command_parameters("segment", SegmentCommon, argv)
+    cohort_params, cohort_names = cohort.cohort_parameters()
+    params += cohort_params
 
     def segment(ctx: typer.Context, **values) -> None:
         from segkit import api
@@ -26,11 +29,19 @@ def register(app: typer.Typer, argv: list[str]) -> None:
 
         typed = tc.given_on_command_line(ctx, values)
         task = values["task"]
+        if cohort.wants_cohort(values, cohort_names):
+            spec = api.resolve_task(task, typed.get("model"))
+            tc.refuse_foreign(spec.name, typed, _segment_options_class(spec), flags, common_names | cohort_names)
+            own = {k: v for k, v in typed.items() if k not in common_names | cohort_names}
+            return cohort.run_cohort(task, values, cohort_names, own)
         if not values["inputs"]:
             raise tc.OptionError("Missing option '-i' / '--input' (the image to segment)")
+        stray = sorted(name for name in typed if name in cohort_names)
+        if stray:
+            raise tc.OptionError(f"--{stray[0].replace('_', '-')} applies to a cohort: add --bids, --manifest or --glob")
         spec = api.resolve_task(task, typed.get("model"))
-        tc.refuse_foreign(spec.name, typed, _segment_options_class(spec), flags, common_names)
-        own = {k: v for k, v in typed.items() if k not in common_names}
+        tc.refuse_foreign(spec.name, typed, _segment_options_class(spec), flags, common_names | cohort_names)
+        own = {k: v for k, v in typed.items() if k not in common_names | cohort_names}
         with SliceProgress(spec.name) as progress:
             written = api.segment(
                 task, tc.path_list(values["inputs"]), output=values["output"], qc=values["qc"],

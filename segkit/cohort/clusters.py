@@ -1,0 +1,94 @@
+"""Which Dask cluster a cohort runs on: a LocalCluster (default), an existing scheduler (by address
+or scheduler file), or SLURM through dask-jobqueue. Never a scheduler of segkit's own."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from segkit.errors import SegkitError
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    workers: int = 2
+    threads_per_worker: int = 1
+    memory_per_worker: str = "auto"
+    scheduler: str | None = None
+    scheduler_file: str | None = None
+    cluster: str = "local"  # local | slurm
+    partition: str | None = None
+    walltime: str = "01:00:00"
+    cores: int = 4
+    memory: str = "16GB"
+    gpus: int = 0  # GPUs per worker: 0 or 1 (one GPU per worker)
+    jobs: int | None = None  # SLURM jobs (one worker each); default: --workers
+    account: str | None = None
+
+    def check(self) -> None:
+        if self.cluster not in ("local", "slurm"):
+            raise SegkitError(f"--cluster {self.cluster!r}: choose local or slurm")
+        if self.scheduler and self.scheduler_file:
+            raise SegkitError("give either --scheduler or --scheduler-file, not both")
+        if (self.scheduler or self.scheduler_file) and self.cluster != "local":
+            raise SegkitError("--cluster starts its own scheduler: leave out --scheduler/--scheduler-file")
+        if self.workers < 1 or self.threads_per_worker < 1 or self.cores < 1:
+            raise SegkitError("--workers, --threads-per-worker and --cores must be at least 1")
+        if self.gpus not in (0, 1):
+            raise SegkitError(f"--gpus {self.gpus}: one GPU per worker (0 or 1); ask for more workers instead")
+
+    @property
+    def resources(self) -> dict | None:
+        """What each inference task asks of a worker: a GPU when workers have one."""
+        return {"GPU": 1} if self.gpus else None
+
+
+def open_cluster(settings: ClusterSettings, allowed_failures: int = 0):
+    """(client, cluster or None). A worker that dies mid-case fails its case at once
+    (`allowed-failures`), so the driver's own retry count is the only one in force."""
+    import dask
+    from distributed import Client
+
+    settings.check()
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
+        if settings.scheduler:
+            return Client(settings.scheduler), None
+        if settings.scheduler_file:
+            return Client(scheduler_file=settings.scheduler_file), None
+        cluster = slurm_cluster(settings) if settings.cluster == "slurm" else local_cluster(settings)
+        if settings.cluster == "slurm":
+            cluster.scale(jobs=settings.jobs or settings.workers)
+        return Client(cluster), cluster
+
+
+def local_cluster(settings: ClusterSettings):
+    from distributed import LocalCluster
+
+    threads = str(settings.threads_per_worker)
+    return LocalCluster(
+        n_workers=settings.workers, threads_per_worker=settings.threads_per_worker, processes=True,
+        memory_limit=settings.memory_per_worker, host="127.0.0.1", dashboard_address=":0",
+        resources=settings.resources,
+        env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads},
+    )
+
+
+def slurm_cluster(settings: ClusterSettings, scheduler_host: str | None = None):
+    """A dask-jobqueue SLURMCluster: one worker per job, its cores, memory, walltime and GPU."""
+    from dask_jobqueue import SLURMCluster
+
+    directives = [f"--gres=gpu:{settings.gpus}"] if settings.gpus else []
+    worker_args = ["--resources", f"GPU={settings.gpus}"] if settings.gpus else []
+    return SLURMCluster(
+        queue=settings.partition, account=settings.account, cores=settings.cores, processes=1,
+        memory=settings.memory, walltime=settings.walltime, job_extra_directives=directives,
+        worker_extra_args=worker_args, python=sys.executable, job_name="segkit",
+        scheduler_options={"host": scheduler_host} if scheduler_host else {},
+    )
+
+
+def dashboard_link(client) -> str | None:
+    try:
+        return client.dashboard_link
+    except Exception:  # noqa: BLE001 - no dashboard (bokeh absent): nothing to link
+        return None
