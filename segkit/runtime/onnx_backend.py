@@ -8,6 +8,7 @@ fails to load (e.g. truncated by a crash of an older version) is re-exported.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,9 @@ class OnnxModule:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings about unused initialisers are noise for users
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:  # the usual knob; cohort workers set it to their thread count
+            options.intra_op_num_threads = int(threads)
         ort.set_default_logger_severity(3)  # and the process-wide logger's notices (issue 11: one line)
         self.providers = onnx_providers(device)
         provider_options = None
