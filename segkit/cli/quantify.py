@@ -19,8 +19,10 @@ def _pairs(option: str, values: list, count: int) -> list:
 
     if not values:
         return [None] * count
+    if len(values) == 1:
+        return list(values) * count  # one image for every mask (e.g. the right and left muscle of one subject)
     if len(values) != count:
-        raise QuantifyError(f"{option} was given {len(values)} time(s) for {count} mask(s); give it once per -m")
+        raise QuantifyError(f"{option} was given {len(values)} time(s) for {count} mask(s); give it once, or once per -m")
     return list(values)
 
 
@@ -53,6 +55,12 @@ def _subjects(masks, images, fats, waters, ffs, cords, manifest):
     return [Subject(mask, *extra) for mask, *extra in zip(masks, *columns)]
 
 
+def _task_names(task: Optional[str]):
+    from segkit.quantify.names import task_label_names
+
+    return task_label_names(task) if task else None
+
+
 @app.command("quantify")
 def quantify_command(
     masks: Optional[List[Path]] = typer.Option(None, "-m", "--mask", help="Label map or binary mask (repeat for several subjects)."),
@@ -71,6 +79,7 @@ def quantify_command(
     cords: Optional[List[Path]] = typer.Option(None, "--cord", help="With --lesions: cord mask for the max axial damage ratio, one per -m."),
     cc: bool = typer.Option(False, "--cc", help="Corpus callosum volume and mid-sagittal area (mm^2)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Labels to report, e.g. 1,2 (default: all present)."),
+    task: Optional[str] = typer.Option(None, "-task", "--task", help="Name the rows' labels after this task's registry labels (a label map of several). Default: the mask's segkit sidecar, if any."),
     fmt: str = typer.Option("tsv", "--format", help="tsv, csv or json."),
 ) -> None:
     """Quantify masks: one row per (subject, label[, lesion]); units are in the column names."""
@@ -84,6 +93,8 @@ def quantify_command(
         raise QuantifyError("--lesions and --cc give their own rows; run them without --volume/--intensity/--fat-ratio")
     if lesions and cc:
         raise QuantifyError("run --lesions and --cc separately")
+    if (fats or waters or ffs) and not fat_ratio:
+        fat_ratio = True  # --fat/--water/--ff are given for one measure only: the fat ratio
     if (hu_window or erode) and not intensity:
         raise QuantifyError("--hu-window and --erode apply to --intensity; add --intensity")
     try:
@@ -95,7 +106,7 @@ def quantify_command(
     measures = Measures(
         volume=volume or not (intensity or fat_ratio), intensity=intensity, fat_ratio=fat_ratio,
         lesions=lesions, cc=cc, labels=label_list, hu_window=_window(hu_window), erode=erode,
-        noise_threshold=noise_threshold,
+        noise_threshold=noise_threshold, label_names=_task_names(task),
     )
     subjects = _subjects(masks, images, fats, waters, ffs, cords, manifest)
     for subject in subjects:
@@ -104,5 +115,6 @@ def quantify_command(
         if fat_ratio and subject.ff is None and (subject.fat is None or subject.water is None):
             raise QuantifyError(f"{subject.mask}: --fat-ratio needs --fat F --water W (Dixon) or --ff FF (fat-fraction map)")
     rows = api.quantify(subjects, measures)
-    first = ["subject", "label", "lesion", "status"] if lesions else ["subject", "label", "status"]
+    named = ["label_name"] if any("label_name" in row for row in rows) else []
+    first = ["subject", "label", *named, "lesion", "status"] if lesions else ["subject", "label", *named, "status"]
     write_table(rows, sys.stdout, fmt, columns_of(rows, first))

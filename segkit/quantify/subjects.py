@@ -42,6 +42,7 @@ class Measures:
     erode: int = 0
     noise_threshold: float | None = None
     ff_scale: float | None = None
+    label_names: dict[int, str] | None = None  # value -> name (e.g. a task's registry labels); else the sidecar's
     extra: dict = field(default_factory=dict)
 
 
@@ -99,7 +100,14 @@ def quantify_subject(subject: Subject, measures: Measures) -> list[dict]:
     if not measures.volume:
         for row in rows:
             row.pop("voxel_count"), row.pop("volume_ml")
-    return [{"subject": name, **row} for row in rows]
+    names = _names(subject, measures)
+    return [{"subject": name, **({"label_name": names.get(row["label"])} if names else {}), **row} for row in rows]
+
+
+def _names(subject: Subject, measures: Measures) -> dict[int, str]:
+    from segkit.quantify.names import sidecar_label_names
+
+    return measures.label_names or sidecar_label_names(subject.mask)
 
 
 def _fat_function(subject: Subject, mask, measures: Measures):
