@@ -1,0 +1,101 @@
+"""brats_autosam2 model packages: model.pt (UNet, bridge and mapper weights) + model_card.json.
+
+`segkit train -task brats_autosam2` writes one; `segment --model` reads it (or the package
+registered with `install-task --custom-url`). The card names the network settings, the SAM the
+model was trained with (the default SAM stage at inference), the label meaning and the weights'
+sha256, verified before loading. SAM's own weights are never in the package: they come through
+the registry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from segkit.errors import SegkitError
+from segkit.training.package import CARD_NAME
+
+PACKAGE_FORMAT = "segkit-brats_autosam2-model"
+WEIGHTS_NAME = "model.pt"
+LABELS = {1: "NCR (necrotic tumour core)", 2: "ED (peritumoral oedema)", 3: "ET (enhancing tumour)"}  # BraTS 2023
+
+
+class ModelPackageError(SegkitError):
+    """A --model folder that is not a usable brats_autosam2 model package."""
+
+
+@dataclass
+class PackageInfo:
+    folder: Path
+    card: dict
+    sha256: str
+
+
+def package_root(path: Path, what: str) -> Path:
+    from segkit.training.package import find_card
+
+    card = find_card(Path(path))
+    if card is None:
+        raise ModelPackageError(f"{what}: {path} holds no {CARD_NAME}; it is not a brats_autosam2 model package "
+                                "(make one with `segkit train -task brats_autosam2`)")
+    return card.parent
+
+
+def find_model_folder(spec, model: Path | str | None) -> Path:
+    """--model if given, else the package registered with install-task; otherwise refuse plainly."""
+    from segkit.tasks.base import no_weights_error
+
+    if model is not None:
+        return package_root(Path(model), f"--model {model}")
+    from segkit.registry.store import installed_task
+
+    from segkit.training.package import find_card
+
+    installed = installed_task(spec.name)
+    for entry in (installed.manifest.get("files", []) if installed is not None else []):
+        if find_card(installed.root / entry["local_path"]) is not None:  # the registry's SAM file is not a package
+            return package_root(installed.root / entry["local_path"], f"the installed {spec.name} model")
+    raise no_weights_error(spec)
+
+
+def read_card(folder: Path) -> dict:
+    try:
+        card = json.loads((Path(folder) / CARD_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelPackageError(f"{Path(folder) / CARD_NAME}: cannot be read as JSON ({exc})") from None
+    if card.get("format") != PACKAGE_FORMAT:
+        raise ModelPackageError(f"{Path(folder) / CARD_NAME}: format is {card.get('format')!r}, expected {PACKAGE_FORMAT!r}")
+    return card
+
+
+def verified_weights(folder: Path, card: dict) -> tuple[Path, str]:
+    from segkit.registry.store import sha256_of
+
+    weights = Path(folder) / card["weights"]["file"]
+    if not weights.is_file():
+        raise ModelPackageError(f"{weights}: the weights named by the model card are missing")
+    actual = sha256_of(weights)
+    if actual != card["weights"]["sha256"]:
+        raise ModelPackageError(f"{weights}: sha256 {actual[:12]}... does not match the model card; the file is corrupt or replaced")
+    return weights, actual
+
+
+def load_package(folder: Path, device: str = "cpu"):
+    """(AutoSam2 without its SAM stage, PackageInfo): card read, weights verified, then loaded."""
+    from segkit.runtime.checkpoint import load_data
+    from segkit.tasks.brats_autosam2.hybrid import AutoSam2
+    from segkit.tasks.brats_autosam2.network import NetworkConfig
+
+    card = read_card(folder)
+    weights, sha = verified_weights(folder, card)
+    try:
+        config = NetworkConfig.from_dict(card["network"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelPackageError(f"{Path(folder) / CARD_NAME}: invalid network settings ({exc})") from None
+    model = AutoSam2(config)
+    try:
+        model.load_state_dict(load_data(weights), strict=True)
+    except RuntimeError as exc:
+        raise ModelPackageError(f"{weights}: does not fit the network the card describes ({str(exc).splitlines()[0]})") from None
+    return model.to(device).eval(), PackageInfo(Path(folder), card, sha)
