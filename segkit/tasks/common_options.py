@@ -29,6 +29,17 @@ def backend_option():
                   help="Image encoder backend of the LiteMedSAM model: auto | onnx | torch.")
 
 
+def modality_option():
+    return option("auto", "--modality", choices=("auto", "ct", "mri"),
+                  help="What the image is: ct | mri, or auto (a DICOM header says; else the task guesses from the intensities).")
+
+
+def window_option():
+    return option(None, "--window", kind=str,
+                  help="Intensity window before the model: lo,hi (e.g. -160,240) or soft-tissue | brain | lung | "
+                       "bone | none. Default: soft-tissue for CT (--modality ct or a DICOM CT), none otherwise.")
+
+
 def support_option():
     return option(None, "--support", kind=Path, reads_file=True, help="Support image with annotated slice(s).")
 

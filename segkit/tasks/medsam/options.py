@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from segkit.tasks.common_options import backend_option
+from segkit.tasks.common_options import backend_option, modality_option, window_option
 from segkit.tasks.options import TaskOptions, option
 
 
@@ -22,3 +22,11 @@ class SegmentOptions(TaskOptions):
     slice_index: int | None = option(None, "--slice", kind=int, help="Segment only this slice of a 3D image (2D box).")
     axis: int = option(2, "--axis", minimum=0, maximum=2, help="Array axis that slices are taken along.")
     backend: str = backend_option()
+    window: str | None = window_option()
+    modality: str = modality_option()
+
+    def validate(self) -> None:
+        from segkit.tasks.medsam.window import parse_window
+
+        super().validate()
+        parse_window(self.window)  # a bad --window is exit 2 before any image is read

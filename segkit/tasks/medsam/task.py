@@ -25,7 +25,19 @@ class MedsamRunner(TaskRunner):
             slice_index=self.options.slice_index, axis=self.options.axis,
         )
         prepared.extra["boxes"] = _checked_boxes(boxes, image.shape)
+        window = self._window(case)
+        if window is not None:
+            prepared.arrays[0] = window.apply(prepared.arrays[0])
+            prepared.extra["window"] = window
         return prepared
+
+    def _window(self, case):
+        """--window, or the CT default when --modality or the DICOM header says CT (segkit.tasks.medsam.window)."""
+        from segkit.io.dicom import dicom_modality
+        from segkit.tasks.medsam.window import chosen_window
+
+        header = dicom_modality(case.inputs[0], self.common.series) if self.options.window is None else None
+        return chosen_window(self.options.window, self.options.modality, header)
 
     def model_key(self) -> tuple:
         from segkit.runtime.device import resolve_device
@@ -54,4 +66,7 @@ class MedsamRunner(TaskRunner):
             slice_axis=self.options.axis, device=model["device"], progress=progress,
         )
         label = self.spec.labels[0]
-        return Inferred(result.mask * label.values[0], {"model": model["identity"], **result.info})
+        info = {"model": model["identity"], **result.info}
+        if "window" in prepared.extra:
+            info["intensity_window"] = prepared.extra["window"].to_dict()
+        return Inferred(result.mask * label.values[0], info)
