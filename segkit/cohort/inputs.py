@@ -102,8 +102,8 @@ def manifest_cases(path: Path, out: Path | None, option_flags: dict) -> list[Coh
     from segkit.cohort.manifest import read_manifest
 
     file_options = tuple(name for name, flag in option_flags.items() if flag.reads_file)
-    rows = read_manifest(path, required=("input",), path_columns=("input", "output", *file_options),
-                         error=CohortError, hint=" (optional: id, output, and the task's options)")
+    rows = read_manifest(path, required=("input",), path_columns=("input", "output", *file_options), several=True,
+                         error=CohortError, header="an 'input' column (optional: id, output, and the task's options)")
     cases = []
     for row in rows:
         unknown = sorted(set(row) - {"_line", *MANIFEST_RESERVED, *option_flags})

@@ -1,7 +1,8 @@
 """The one manifest reader of `segment`, `eval` and `quantify`: a CSV with one row per case.
 
 Column names are read as people type them (stripped, lower case, '-' as '_'); paths are relative to
-the manifest's folder; a cell may hold several values separated by ';' (channels, several boxes).
+the manifest's folder. For `segment`, a cell may hold several values separated by ';' (a case's
+channels, several boxes).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from pathlib import Path
 from segkit.errors import SegkitError
 
 
-def read_manifest(path, *, required: tuple[str, ...], path_columns: tuple[str, ...] = (),
-                  what: str = "cases", error: type = SegkitError, hint: str = "") -> list[dict]:
-    """Rows as dicts (path columns as Path, or a list of Paths when the cell holds several), with
-    '_line' the row's line number. Every required column must be in the header and filled."""
+def read_manifest(path, *, required: tuple[str, ...], path_columns: tuple[str, ...] = (), what: str = "cases",
+                  error: type = SegkitError, header: str | None = None, line: str | None = None,
+                  several: bool = False) -> list[dict]:
+    """Rows as dicts of their filled cells (path columns as Path, or a list of Paths when `several`
+    and the cell holds more than one), with '_line' the row's line number. Every required column
+    must be in the header (else `header` says what is needed) and filled on every row (else `line`)."""
     from segkit.tables import read_csv_rows
 
     path = Path(path)
@@ -25,10 +28,9 @@ def read_manifest(path, *, required: tuple[str, ...], path_columns: tuple[str, .
     except (UnicodeDecodeError, ValueError) as exc:
         raise error(f"{path}: not a readable CSV manifest ({exc})") from None
     fields = {name.replace("-", "_") for name in fields}
-    missing = [name for name in required if name not in fields]
-    if missing:
-        listed = " and ".join(f"'{name}'" for name in required)
-        raise error(f"{path}: manifest needs a header with column(s) {listed}{hint}")
+    if any(name not in fields for name in required):
+        needed = header or "column(s) " + " and ".join(f"'{name}'" for name in required)
+        raise error(f"{path}: manifest needs a header with {needed}")
     rows = [{key.replace("-", "_"): value for key, value in row.items()} for row in rows]
     if not rows:
         raise error(f"{path}: manifest lists no {what}")
@@ -36,13 +38,14 @@ def read_manifest(path, *, required: tuple[str, ...], path_columns: tuple[str, .
     for number, row in enumerate(rows, start=2):
         empty = [name for name in required if not row.get(name)]
         if empty:
-            raise error(f"{path}: line {number} has no {' or '.join(empty)}")
+            raise error(f"{path}: line {number} {line or 'has no ' + ' or '.join(empty)}")
         out.append({**{k: v for k, v in row.items() if v}, "_line": number,
-                    **{k: _paths(path.parent, row[k]) for k in path_columns if row.get(k)}})
+                    **{k: _paths(path.parent, row[k], several) for k in path_columns if row.get(k)}})
     return out
 
 
-def _paths(folder: Path, cell: str):
-    parts = [part.strip() for part in cell.split(";") if part.strip()]
-    paths = [folder / part for part in parts]
+def _paths(folder: Path, cell: str, several: bool):
+    if not several:
+        return folder / cell
+    paths = [folder / part.strip() for part in cell.split(";") if part.strip()]
     return paths[0] if len(paths) == 1 else paths

@@ -5,7 +5,6 @@ This is the library behind `segkit eval`; it never imports torch.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,26 +200,13 @@ def match_folders(pred_dir, ref_dir) -> list[tuple[str, Path, Path]]:
 
 
 def read_manifest(path) -> list[tuple[str, Path, Path]]:
-    """A CSV with columns pred, ref and optionally case; relative paths are from the manifest's folder."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvalError(f"{path}: manifest not found")
-    with path.open(newline="", encoding="utf-8-sig") as handle:  # not the locale's codec: C in CI and cron
-        reader = csv.DictReader(handle)
-        fields = {name.strip().lower() for name in (reader.fieldnames or [])}
-        if not {"pred", "ref"} <= fields:
-            raise EvalError(f"{path}: manifest needs a header with columns 'pred' and 'ref' (and optionally 'case')")
-        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
-    rows = [row for row in rows if row.get("pred") or row.get("ref")]
-    if not rows:
-        raise EvalError(f"{path}: manifest lists no cases")
-    cases = []
-    for number, row in enumerate(rows, start=2):
-        if not row.get("pred") or not row.get("ref"):
-            raise EvalError(f"{path}: line {number} needs both a pred and a ref path")
-        pred, ref = (path.parent / row["pred"], path.parent / row["ref"])
-        cases.append((row.get("case") or case_id(ref), pred, ref))
-    return cases
+    """A CSV with columns pred, ref and optionally case; relative paths are from the manifest's folder
+    (segkit.cohort.manifest: the reader `segment` and `quantify` use too)."""
+    from segkit.cohort.manifest import read_manifest as read_rows
+
+    rows = read_rows(path, required=("pred", "ref"), path_columns=("pred", "ref"), error=EvalError,
+                     header="columns 'pred' and 'ref' (and optionally 'case')", line="needs both a pred and a ref path")
+    return [(row.get("case") or case_id(row["ref"]), row["pred"], row["ref"]) for row in rows]
 
 
 def summarize(rows: list[dict], metric_columns: list[str]) -> list[dict]:

@@ -13,7 +13,6 @@ from segkit.quantify.fat import fat_fraction_dixon, fat_fraction_map
 from segkit.quantify.intensity import intensity_stats, masked_values
 from segkit.quantify.morphometry import corpus_callosum_measures, lesion_measures
 from segkit.quantify.volumes import label_volumes
-from segkit.tables import read_csv_rows
 
 class QuantifyError(SegkitError):
     """Bad quantify input: missing image for a measure, empty manifest, bad option."""
@@ -154,21 +153,12 @@ _SUBJECT_TABLE_COLUMNS = ("subject", "mask", "image", "fat", "water", "ff", "cor
 
 
 def read_subject_table(path) -> list[Subject]:
-    """A CSV with a 'mask' column and optional subject,image,fat,water,ff,cord; paths relative to it."""
-    path = Path(path)
-    if not path.is_file():
-        raise QuantifyError(f"{path}: manifest not found")
-    fields, rows = read_csv_rows(path)
-    if "mask" not in fields:
-        raise QuantifyError(f"{path}: manifest needs a header with a 'mask' column "
-                            "(optional: subject, image, fat, water, ff, cord)")
-    if not rows:
-        raise QuantifyError(f"{path}: manifest lists no subjects")
-    subjects = []
-    for number, row in enumerate(rows, start=2):
-        if not row.get("mask"):
-            raise QuantifyError(f"{path}: line {number} has no mask path")
-        files = {key: (path.parent / row[key] if row.get(key) else None) for key in _SUBJECT_TABLE_COLUMNS[1:]}
-        subjects.append(Subject(name=row.get("subject") or None, **files))
-    return subjects
+    """A CSV with a 'mask' column and optional subject,image,fat,water,ff,cord; paths relative to it
+    (segkit.cohort.manifest: the reader `segment` and `eval` use too)."""
+    from segkit.cohort.manifest import read_manifest
 
+    rows = read_manifest(path, required=("mask",), path_columns=_SUBJECT_TABLE_COLUMNS[1:], what="subjects",
+                         error=QuantifyError, line="has no mask path",
+                         header="a 'mask' column (optional: subject, image, fat, water, ff, cord)")
+    return [Subject(name=row.get("subject") or None, **{key: row.get(key) for key in _SUBJECT_TABLE_COLUMNS[1:]})
+            for row in rows]
