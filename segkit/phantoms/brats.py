@@ -4,6 +4,9 @@ Anatomy per seed, on a 1 mm RAS grid (axial slices along the third axis), backgr
 the brain as in BraTS's skull-stripped images:
 
 - a brain ellipsoid with grey/white matter texture (smoothed noise) and CSF-dark ventricles;
+- look-alikes that are not tumour, as in real scans: enhancing meninges/vessels at the brain's edge
+  and choroid plexus (bright on T1ce), and small white-matter hyperintensities (bright on FLAIR/T2),
+  so a threshold on one contrast is a weak segmentation;
 - one or two tumours, each a lobulated blob (radius modulated by smooth noise over directions):
   a necrotic core (label 1, NCR), an enhancing rim around it (label 3, ET) and a larger, more
   irregular oedema around both (label 2, ED). Size, shape, position and the core's share vary.
@@ -15,9 +18,14 @@ Appearance follows BraTS (relative to normal white matter at 1.0):
     CSF           0.30   0.30   2.00   0.25
     necrosis      0.45   0.40   1.80   0.95   dark core on T1ce, T2-bright
     enhancing     0.65   1.80   1.35   1.35   ring enhancement on T1ce, dark on T1
-    oedema        0.75   0.80   1.65   1.70   FLAIR/T2-bright, T1-dark
+    oedema        0.70   0.80   1.65   1.70   FLAIR/T2-bright, T1-dark
 
-then a smooth bias field per contrast, a random gain per contrast, slight blur and Rician noise.
+    meninges     0.70   1.75   1.10   0.90
+    plexus       0.60   1.70   1.50   0.80
+    WM lesion    0.85   0.90   1.50   1.60
+
+each tissue's signal scaled by a random factor in [0.9, 1.1] per case and contrast, then a smooth
+bias field per contrast, a random gain per contrast, slight blur and Rician noise.
 Labels use the BraTS 2023 convention: 0 background, 1 NCR, 2 ED, 3 ET.
 """
 
@@ -36,7 +44,10 @@ _TISSUE_SIGNAL = {  # T1, T1ce, T2, FLAIR
     "csf": (0.30, 0.30, 2.00, 0.25),
     "ncr": (0.45, 0.40, 1.80, 0.95),
     "et": (0.65, 1.80, 1.35, 1.35),
-    "ed": (0.75, 0.80, 1.65, 1.70),
+    "ed": (0.70, 0.80, 1.65, 1.70),
+    "dura": (0.70, 1.75, 1.10, 0.90),  # enhancing meninges and vessels at the brain's edge: not tumour
+    "plexus": (0.60, 1.70, 1.50, 0.80),  # enhancing choroid plexus in the ventricles: not tumour
+    "wmh": (0.85, 0.90, 1.50, 1.60),  # white-matter hyperintensities, FLAIR/T2-bright: not tumour
 }
 
 
@@ -48,7 +59,7 @@ class TumourPhantom:
     n_tumours: int
 
 
-def make_tumour_phantom(seed: int, shape: tuple[int, int, int] = (64, 64, 48), noise: float = 0.04) -> TumourPhantom:
+def make_tumour_phantom(seed: int, shape: tuple[int, int, int] = (64, 64, 48), noise: float = 0.06) -> TumourPhantom:
     """One case. Same seed, same case; seeds differ in brain, tumour count, shape, size and place."""
     rng = np.random.default_rng(seed)
     grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
@@ -93,6 +104,15 @@ def _normal_tissue(grid, brain, centre, radii, rng) -> np.ndarray:
     for side in (-1, 1):  # two ventricles beside the midline
         ventricle = centre + np.array([side * radii[0] * 0.18, 0.0, 0.0])
         tissue[_lobulated(grid, ventricle, radii * np.array([0.08, 0.30, 0.15]), rng, 0.05) & brain] = "csf"
+    for _ in range(int(rng.integers(3, 8))):  # FLAIR-bright lesions that are not oedema
+        where = centre + rng.uniform(-0.55, 0.55, 3) * radii
+        size = np.full(3, rng.uniform(0.08, 0.18) * float(radii.min()), dtype=np.float32)
+        tissue[_lobulated(grid, where, size, rng, 0.1) & brain] = "wmh"
+    for side in (-1, 1):
+        plexus = centre + np.array([side * radii[0] * 0.18, rng.uniform(-0.1, 0.1) * radii[1], 0.0])
+        tissue[_lobulated(grid, plexus, np.full(3, 1.6, dtype=np.float32), rng, 0.05) & brain] = "plexus"
+    edge = _lobulated(grid, centre, radii * 0.93, rng, 0.04)
+    tissue[brain & ~edge] = "dura"
     tissue[~brain] = "air"
     return tissue
 
@@ -115,10 +135,11 @@ def _render(tissue, brain, rng, noise: float) -> np.ndarray:
     from scipy import ndimage
 
     images = np.zeros((4, *tissue.shape), dtype=np.float32)
+    jitter = {name: rng.uniform(0.9, 1.1, 4) for name in _TISSUE_SIGNAL}  # cases differ in contrast too
     for c in range(4):
         signal = np.zeros(tissue.shape, dtype=np.float32)
         for name, values in _TISSUE_SIGNAL.items():
-            signal[tissue == name] = values[c]
+            signal[tissue == name] = values[c] * jitter[name][c]
         signal = ndimage.gaussian_filter(signal, 0.6)
         field = ndimage.gaussian_filter(rng.normal(size=tissue.shape), 8.0)
         bias = 1.0 + 0.08 * field / max(float(field.std()), 1e-12)
