@@ -1,0 +1,90 @@
+"""AISCT-SAM's self-prompt generator: one 3D CNN, weights shared, run on the CT and on its
+registered mirror; the prompts are their differences.
+
+    stage i: Conv3d 3^3 + InstanceNorm + ReLU, a spatial/channel reconstruction convolution
+             (SCConv: SRU then CRU, Li et al., CVPR 2023), max-pool (1, 2, 2)
+    channels 32/64/128/256 at 1/2, 1/4, 1/8, 1/16 of the in-plane size
+    outputs  the raw difference (CT - mirror) and the four stage-wise feature differences
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SpatialReconstruction(nn.Module):
+    """SRU: group-norm scale factors split informative from redundant features, then cross-add them."""
+
+    def __init__(self, channels: int, groups: int = 4, threshold: float = 0.5):
+        super().__init__()
+        self.norm = nn.GroupNorm(min(groups, channels), channels)
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = self.norm(x)
+        gamma = self.norm.weight / self.norm.weight.abs().sum().clamp_min(1e-6)
+        weights = torch.sigmoid(normed * gamma.view(1, -1, 1, 1, 1))
+        informative = torch.where(weights > self.threshold, torch.ones_like(weights), weights) * x
+        redundant = torch.where(weights > self.threshold, torch.zeros_like(weights), weights) * x
+        a1, a2 = informative.chunk(2, dim=1)
+        b1, b2 = redundant.chunk(2, dim=1)
+        return torch.cat([a1 + b2, a2 + b1], dim=1)
+
+
+class ChannelReconstruction(nn.Module):
+    """CRU: split channels, rich (group + point-wise conv) and cheap (point-wise) paths, softmax fuse."""
+
+    def __init__(self, channels: int, alpha: float = 0.5, squeeze: int = 2, groups: int = 2):
+        super().__init__()
+        self.up = int(channels * alpha)
+        self.low = channels - self.up
+        self.squeeze_up = nn.Conv3d(self.up, max(1, self.up // squeeze), 1, bias=False)
+        self.squeeze_low = nn.Conv3d(self.low, max(1, self.low // squeeze), 1, bias=False)
+        up_s, low_s = max(1, self.up // squeeze), max(1, self.low // squeeze)
+        self.group_conv = nn.Conv3d(up_s, channels, 3, padding=1, groups=groups if up_s % groups == 0 else 1)
+        self.point_up = nn.Conv3d(up_s, channels, 1, bias=False)
+        self.point_low = nn.Conv3d(low_s, channels - low_s, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up, low = torch.split(x, [self.up, self.low], dim=1)
+        up, low = self.squeeze_up(up), self.squeeze_low(low)
+        rich = self.group_conv(up) + self.point_up(up)
+        cheap = torch.cat([self.point_low(low), low], dim=1)
+        both = torch.cat([rich, cheap], dim=1)
+        weights = torch.softmax(both.mean(dim=(2, 3, 4), keepdim=True), dim=1)
+        first, second = (both * weights).chunk(2, dim=1)
+        return first + second
+
+
+class PromptStage(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv3d(in_channels, out_channels, 3, padding=1),
+                                  nn.InstanceNorm3d(out_channels, affine=True), nn.ReLU(inplace=True))
+        self.reconstruct = nn.Sequential(SpatialReconstruction(out_channels), ChannelReconstruction(out_channels))
+        self.pool = nn.MaxPool3d((1, 2, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.reconstruct(self.conv(x)))
+
+
+class SelfPromptGenerator(nn.Module):
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 128, 256)):
+        super().__init__()
+        self.channels = tuple(channels)
+        widths = (1, *channels)
+        self.stages = nn.ModuleList(PromptStage(a, b) for a, b in zip(widths[:-1], widths[1:]))
+
+    def features(self, volume: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for stage in self.stages:
+            volume = stage(volume)
+            out.append(volume)
+        return out
+
+    def forward(self, ct: torch.Tensor, mirror: torch.Tensor):
+        """(B, 1, D, H, W) each -> (raw difference, [four stage-wise differences])."""
+        both = self.features(torch.cat([ct, mirror], dim=0))  # one pass, the same weights for both
+        half = ct.shape[0]
+        return ct - mirror, [f[:half] - f[half:] for f in both]
