@@ -192,17 +192,19 @@ def test_a_bids_dataset_maps_to_derivatives_names(tmp_path):
 def test_a_bids_study_through_the_cli_on_a_local_cluster(cohort_env, tmp_path):
     root = _bids(tmp_path / "ds")
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
-    args = ["segment", "-task", "level", "--bids", root, "--bids-suffix", "T2w", "--participant-label", "01",
+    args = ["segment", "-task", "level", "--bids", root, "--bids-suffix", "T2w", "--participant-label", "01,sub-02",
             "--workers", "2", "--level", "0.5", "-o", tmp_path / "study"]
     done = subprocess.run([*SEGKIT, *map(str, args)], env=cohort_env["env"], capture_output=True, encoding="utf-8", timeout=300)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "study" / "derivatives" / "segkit"
-    for stem in ("sub-01/ses-1/anat/sub-01_ses-1_T2w_fg", "sub-01/ses-2/anat/sub-01_ses-2_T2w_fg"):
+    for stem in ("sub-01/ses-1/anat/sub-01_ses-1_T2w_fg", "sub-01/ses-2/anat/sub-01_ses-2_T2w_fg",
+                 "sub-02/anat/sub-02_T2w_fg", "sub-02/anat/sub-02_acq-sag_T2w_fg"):
         assert (out / f"{stem}.nii.gz").is_file() and json.loads((out / f"{stem}.json").read_text())["level"] == 0.5
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "segkit"
     assert done.stdout.splitlines() == [str(out / "segkit_runs.tsv")]
-    assert "2 cases: 2 done, 0 skipped, 0 failed" in done.stderr
+    assert "4 cases: 4 done, 0 skipped, 0 failed" in done.stderr
+    assert not (out / "sub-03").exists()
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before  # inputs never written
     assert not list((tmp_path / "study").glob("sub-*"))
 

@@ -37,12 +37,13 @@ def run_cohort(task, values: dict, names: set[str], own: dict) -> None:
     from segkit.cohort.command import segment_cohort, summary
     from segkit.cohort.options import CohortOptions
     from segkit.cohort.progress import CohortBar
+    from segkit.tasks.options import build_options
 
     if values.get("inputs"):
         from segkit.cohort.inputs import CohortError
 
         raise CohortError("give the cases either with -i or with --bids/--manifest/--glob, not both")
-    cohort = CohortOptions(**{name: values[name] if values[name] is not None else _default(name) for name in names})
+    cohort = build_options(CohortOptions, "segment", {name: values[name] for name in names if values[name] is not None})
     settings = {k: values[k] for k in ("device", "largest", "fill_holes", "remove_small", "series")}
 
     bar = CohortBar()
@@ -58,15 +59,6 @@ def run_cohort(task, values: dict, names: set[str], own: dict) -> None:
     sys.stderr.write("segkit: " + summary(records) + "\n")
     if any(r["status"] == "failed" for r in records):
         raise SystemExit(1)  # not typer.Exit: the app runs with standalone_mode=False
-
-
-def _default(name: str):
-    import dataclasses
-
-    from segkit.cohort.options import CohortOptions
-
-    field = next(f for f in dataclasses.fields(CohortOptions) if f.name == name)
-    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
 
 
 @qc_app.command("build")
