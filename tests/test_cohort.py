@@ -202,9 +202,15 @@ def test_a_bids_study_through_the_cli_on_a_local_cluster(cohort_env, tmp_path):
         assert (out / f"{stem}.nii.gz").is_file() and json.loads((out / f"{stem}.json").read_text())["level"] == 0.5
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "segkit"
-    assert done.stdout.splitlines() == [str(out / "segkit_runs.tsv")]
+    assert done.stdout.splitlines() == [str(out / "segkit_runs.tsv"), str(out / "segkit_masks.csv")]
     assert "4 cases: 4 done, 0 skipped, 0 failed" in done.stderr
     assert not (out / "sub-03").exists()
+    # the finished masks, as `quantify --manifest` reads them
+    quantified = subprocess.run([*SEGKIT, "quantify", "--manifest", str(out / "segkit_masks.csv"), "--intensity"],
+                                env=cohort_env["env"], capture_output=True, encoding="utf-8", timeout=120)
+    assert quantified.returncode == 0, quantified.stderr
+    table = quantified.stdout.splitlines()
+    assert len(table) == 5 and table[1].startswith("sub-01_ses-1_T2w\t1\t")
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before  # inputs never written
     assert not list((tmp_path / "study").glob("sub-*"))
 

@@ -37,6 +37,7 @@ def run_cohort(task, values: dict, names: set[str], own: dict) -> None:
     from segkit.cohort.command import segment_cohort, summary
     from segkit.cohort.options import CohortOptions
     from segkit.cohort.progress import CohortBar
+    from segkit.cohort.run import masks_manifest
     from segkit.tasks.options import build_options
 
     if values.get("inputs"):
@@ -54,6 +55,7 @@ def run_cohort(task, values: dict, names: set[str], own: dict) -> None:
     finally:
         bar.close()
     typer.echo(str(table))
+    typer.echo(str(masks_manifest(table)))
     if values["qc"] is not None:
         typer.echo(str(Path(values["qc"]) / "index.html"))
     sys.stderr.write("segkit: " + summary(records) + "\n")

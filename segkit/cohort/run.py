@@ -21,6 +21,12 @@ RUN_TABLE = "segkit_runs.tsv"
 RUN_COLUMNS = ["id", "status", "seconds", "worker", "attempts", "error"]
 
 
+def masks_manifest(run_table: Path) -> Path:
+    """Beside the run table: every finished mask, as `quantify --manifest` reads it (segkit_masks.csv)."""
+    path = Path(run_table).with_name(Path(run_table).stem.replace("segkit_runs", "segkit_masks") + ".csv")
+    return path if path != Path(run_table) else path.with_name(path.stem + "_masks.csv")
+
+
 @dataclass
 class CohortRun:
     task: str | None
@@ -87,7 +93,8 @@ def prefetch_model(job: dict) -> None:
 def execute(run: CohortRun, cluster: ClusterSettings, progress=None, say=None) -> list[dict]:
     """Run every case; returns one record per case, in the cases' order."""
     say = say or (lambda text: sys.stderr.write(text + "\n"))
-    extra = [p for p in (run.run_table, None if run.qc_dir is None else Path(run.qc_dir) / "index.html") if p]
+    extra = [] if run.run_table is None else [Path(run.run_table), masks_manifest(run.run_table)]
+    extra += [] if run.qc_dir is None else [Path(run.qc_dir) / "index.html"]
     jobs = plan_and_check(run, extra)
     shard = parse_shard(run.shard, len(jobs))
     if shard is not None:
@@ -204,6 +211,7 @@ def _finish(run: CohortRun, jobs: list[dict], records: list[dict]) -> None:
 
     if run.run_table is not None:
         save_table(records, run.run_table, "tsv", RUN_COLUMNS)
+        save_table(mask_rows(jobs, records), masks_manifest(run.run_table), "csv", ["subject", "mask", "image"])
     if run.qc_dir is not None:
         from segkit.qc.report import build_report, write_failed_record
 
@@ -212,3 +220,20 @@ def _finish(run: CohortRun, jobs: list[dict], records: list[dict]) -> None:
             if rec["status"] == "failed":
                 write_failed_record(Path(run.qc_dir), rec["id"], by_id[rec["id"]]["case"].inputs, rec["error"])
         build_report(Path(run.qc_dir))
+
+
+def mask_rows(jobs: list[dict], records: list[dict]) -> list[dict]:
+    """One row per finished mask (subject: the case id, plus the label when the task writes several)."""
+    from segkit.cohort.work import plan_case
+
+    finished = {r["id"] for r in records if r["status"] in ("done", "skipped")}
+    rows = []
+    for job in jobs:
+        if job["case"].id not in finished:
+            continue
+        masks = plan_case(job)[2].masks
+        for label, path in masks.items():
+            subject = job["case"].id if len(masks) == 1 else f"{job['case'].id}_{label}"
+            rows.append({"subject": subject, "mask": str(Path(path).resolve()),
+                         "image": str(Path(job["case"].inputs[0]).resolve())})
+    return rows
