@@ -52,7 +52,9 @@ def same_masks(first: Path, second: Path, name: str) -> None:
 def compare(name: str, folder: Path, paths: list[Path], options: list, out: Path) -> None:
     n = len(paths)
     two, two_cases = cohort(folder, options, out / "two", 2)
+    print(f"{name}: 2 workers {two:.1f} s", flush=True)
     one, one_cases = cohort(folder, options, out / "one", 1)
+    print(f"{name}: 1 worker {one:.1f} s", flush=True)
     each = sum(run(["segment", "-i", p, *options, "-o", f"{out}/each/"]) for p in paths)
     same_masks(out / "two", out / "one", name)
     same_masks(out / "two", out / "each", name)
