@@ -279,8 +279,8 @@ def evaluate(pairs, *, regions=None, metrics="all", tolerance_mm: float = 2.0, s
     """(metric rows, lesion rows) for each (case, pred, ref) in `pairs`; case may be None."""
     from segkit.metrics.evaluate import EvalError, EvalOptions, evaluate_files, parse_metrics
 
-    if surface not in ("surfel", "voxel"):
-        raise EvalError(f"--surface {surface!r}: choose surfel or voxel")
+    if surface not in ("surfel", "voxel", "brats"):
+        raise EvalError(f"--surface {surface!r}: choose surfel, voxel or brats")
     if not tolerance_mm >= 0:
         raise EvalError(f"--tolerance-mm {tolerance_mm}: must be >= 0")
     options = EvalOptions(parse_metrics(metrics), tolerance_mm, surface, lesions)

@@ -19,6 +19,7 @@ from segkit.metrics.surface import DEFINITION_LABELS, surface_distances, surface
 OVERLAP_METRICS = ("dice", "iou", "precision", "recall", "tp", "fp", "fn", "volume")
 SURFACE_METRICS = ("hd", "hd95", "assd", "masd", "nsd")
 ALL_METRICS = OVERLAP_METRICS + SURFACE_METRICS
+OPT_IN_METRICS = ("brats_lesionwise",)  # not in "all": asked for by name (segkit.metrics.brats_lesionwise)
 _VOLUME_COLUMNS = ("ref_volume_ml", "pred_volume_ml", "volume_diff_ml", "abs_volume_diff_ml")
 _SURFACE_COLUMNS = {"hd": "hd_mm", "hd95": "hd95_mm", "assd": "assd_mm", "masd": "masd_mm", "nsd": "nsd"}
 LESION_COLUMNS = ("lesion_f1", "lesion_tp", "lesion_fp", "lesion_fn", "n_ref_lesions", "n_pred_lesions",
@@ -56,19 +57,25 @@ class EvalOptions:
             columns.append("surface_definition")
         if self.lesions:
             columns += LESION_COLUMNS
+        if "brats_lesionwise" in self.metrics:
+            from segkit.metrics.brats_lesionwise import COLUMNS
+
+            columns = [c for c in columns if c != "brats_lesionwise"] + list(COLUMNS)
         return columns
 
 
 def parse_metrics(text: str | None) -> tuple[str, ...]:
-    """'all' (default), 'overlap', 'surface' or a comma list of metric names."""
+    """'all' (default), 'overlap', 'surface' or a comma list of metric names; 'brats_lesionwise' adds
+    the BraTS challenge's lesion-wise metrics (e.g. 'all,brats_lesionwise')."""
     if not text or text.strip() == "all":
         return ALL_METRICS
     names: list[str] = []
     for item in (part.strip().lower() for part in text.split(",") if part.strip()):
-        group = {"overlap": OVERLAP_METRICS, "surface": SURFACE_METRICS}.get(item, (item,))
+        group = {"overlap": OVERLAP_METRICS, "surface": SURFACE_METRICS, "all": ALL_METRICS}.get(item, (item,))
         for name in group:
-            if name not in ALL_METRICS:
-                raise EvalError(f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS)}, overlap, surface, all")
+            if name not in ALL_METRICS + OPT_IN_METRICS:
+                raise EvalError(f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS + OPT_IN_METRICS)}, "
+                                "overlap, surface, all")
             if name not in names:
                 names.append(name)
     return tuple(names)
@@ -99,6 +106,10 @@ def _evaluate_binary(ref, pred, spacing, voxel_volume_mm3, options: EvalOptions)
         values.update({_SURFACE_COLUMNS[k]: v for k, v in surface.items() if k in _SURFACE_COLUMNS})
         values["nsd_tolerance_mm"] = float(options.tolerance_mm)
         values["surface_definition"] = DEFINITION_LABELS[options.surface]
+    if "brats_lesionwise" in options.metrics:
+        from segkit.metrics.brats_lesionwise import brats_lesionwise
+
+        values.update(brats_lesionwise(ref, pred, spacing))
     lesions = []
     if options.lesions:
         summary, lesions = lesion_detection(ref, pred, voxel_volume_mm3)
@@ -213,7 +224,7 @@ def summarize(rows: list[dict], metric_columns: list[str]) -> list[dict]:
     """Mean, std (ddof=1) and median over cases per label, ignoring nulls; counts of empty masks."""
     summary = []
     labels = list(dict.fromkeys(row["label"] for row in rows))
-    numeric = [c for c in metric_columns if c not in ("surface_definition",)]
+    numeric = [c for c in metric_columns if c not in ("surface_definition", "lw_status")]
     for label in labels:
         group = [row for row in rows if row["label"] == label]
         counts = {

@@ -9,6 +9,9 @@
   compute_average_surface_distance, compute_surface_dice). The surface is the set of mask voxels
   with a face neighbour outside the mask (or outside the image); every voxel weighs 1;
   percentiles interpolate linearly; ASSD pools both directions.
+- "brats": the BraTS challenge's own (brats-evaluation / panoptica): MONAI's boundary voxels, but
+  HD95 = the 95th percentile (linear) of both directions' distances pooled, and NSD = the mean of
+  the two directions' shares within the tolerance (segkit.metrics.brats_lesionwise).
 
 Both crop each mask to its own bounding box (exact), place both surfaces on one grid and measure
 exact Euclidean nearest-surface distances between the surface points' grid positions (see
@@ -25,11 +28,12 @@ import numpy as np
 from segkit.metrics._nearest import nearest_distances
 from segkit.metrics._surfel_table import contour_length_table_2d, surfel_area_table_3d
 
-SURFACE_DEFINITIONS = ("surfel", "voxel")
+SURFACE_DEFINITIONS = ("surfel", "voxel", "brats")
 _SLAB_VOXELS = 1 << 24  # padded voxels per slab of surface extraction
 DEFINITION_LABELS = {
     "surfel": "surfel-area (DeepMind surface-distance)",
     "voxel": "boundary-voxel (MONAI)",
+    "brats": "boundary-voxel, pooled HD95 (BraTS challenge, panoptica)",
 }
 
 
@@ -70,7 +74,7 @@ def surface_distances(ref: np.ndarray, pred: np.ndarray, spacing, definition: st
     # Both surfaces on the grid of the union box: each mask is cropped to its own box (exact: the
     # cubes or voxels outside it are not on its surface) and its points shifted onto that grid.
     origin = np.min([box[0] for box in (ref_box, pred_box) if box is not None], axis=0)
-    find_surface = _surfels if definition == "surfel" else _boundary_voxels
+    find_surface = _surfels if definition == "surfel" else _boundary_voxels  # "voxel" and "brats" alike
     ref_points, ref_weights = _surface_points(ref, ref_box, origin, find_surface, spacing)
     pred_points, pred_weights = _surface_points(pred, pred_box, origin, find_surface, spacing)
     ref_to_pred = _directed(ref_points, ref_weights, pred_points, spacing)
@@ -191,7 +195,7 @@ def _directed(points: np.ndarray, weights: np.ndarray, targets: np.ndarray, spac
 
 def directed_percentile(directed: DirectedDistances, percent: float, definition: str) -> float:
     """The percentile of one directed distribution under the definition's own rule."""
-    if definition == "voxel":
+    if definition in ("voxel", "brats"):
         return float(np.percentile(directed.distances, percent))
     cumulative = np.cumsum(directed.weights) / np.sum(directed.weights)
     index = int(np.searchsorted(cumulative, percent / 100.0))
@@ -216,6 +220,8 @@ def surface_metrics(distances: SurfaceDistances, tolerance_mm: float = 2.0, perc
         status = "ref_empty" if forward.is_empty else "pred_empty"
         return {"hd": None, "hd95": None, "assd": None, "masd": None, "nsd": 0.0, "status": status}
     definition = distances.definition
+    if definition == "brats":
+        return _brats_metrics(forward, backward, tolerance_mm, percent)
     hd95 = max(
         directed_percentile(forward, percent, definition), directed_percentile(backward, percent, definition)
     )
@@ -230,5 +236,19 @@ def surface_metrics(distances: SurfaceDistances, tolerance_mm: float = 2.0, perc
         "assd": float(pooled_sum / pooled_weights),
         "masd": 0.5 * (_weighted_mean(forward) + _weighted_mean(backward)),
         "nsd": float(within / pooled_weights),
+        "status": "ok",
+    }
+
+
+def _brats_metrics(forward: DirectedDistances, backward: DirectedDistances, tolerance_mm: float, percent: float) -> dict:
+    """The challenge's rules: pooled HD95; NSD the mean of the two directed shares within tolerance."""
+    pooled = np.concatenate([forward.distances, backward.distances])
+    shares = [np.count_nonzero(d.distances <= tolerance_mm) / d.distances.size for d in (forward, backward)]
+    return {
+        "hd": float(pooled.max()),
+        "hd95": float(np.percentile(pooled, percent)),
+        "assd": float(pooled.mean()),
+        "masd": 0.5 * (float(forward.distances.mean()) + float(backward.distances.mean())),
+        "nsd": float(sum(shares) / 2.0),
         "status": "ok",
     }
