@@ -70,10 +70,14 @@ def _run(env, folder: Path, pattern: str = "*.nii.gz", **options):
     cohort = {k: options.pop(k) for k in list(options) if k in ("force", "retries", "manifest", "shard")}
     if "manifest" not in cohort:
         cohort["glob"] = str(folder / "in" / pattern)
+    if options.pop("via_scheduler_file", False):  # what `dask scheduler --scheduler-file F` writes
+        (folder / "scheduler.json").write_text(json.dumps({"address": env["address"]}))
+        cohort["scheduler_file"] = folder / "scheduler.json"
+    else:
+        cohort["scheduler"] = env["address"]
     loads = Path(env["root"]) / "loads.txt"
     loads.unlink(missing_ok=True)
-    records, table = segment_cohort("level", CohortOptions(scheduler=env["address"], **cohort),
-                                    output=folder / "out", **options)
+    records, table = segment_cohort("level", CohortOptions(**cohort), output=folder / "out", **options)
     pids = loads.read_text().split() if loads.exists() else []
     return {r["id"]: r for r in records}, table, pids
 
@@ -96,7 +100,7 @@ def test_a_failing_case_is_retried_then_reported(cohort_env, tmp_path):
     for name in ("good0", "good1", "crash", "flaky"):
         _image(tmp_path / "in" / f"{name}.nii.gz")
     (tmp_path / "in" / "broken.nii.gz").write_bytes(b"not a nifti")
-    records, table, _ = _run(cohort_env, tmp_path, level=0.5, retries=2)
+    records, table, _ = _run(cohort_env, tmp_path, level=0.5, retries=2, via_scheduler_file=True)
     assert records["good0"]["status"] == records["good1"]["status"] == "done"
     assert records["flaky"]["status"] == "done" and records["flaky"]["attempts"] == 2
     crash = records["crash"]

@@ -178,7 +178,10 @@ def _collect(future, job: dict, attempt: int, retries: int, started: dict) -> di
 
     if future.status == "finished":
         return {**future.result(), "attempts": attempt}
-    exc = future.exception()
+    try:
+        exc = future.exception()
+    except BaseException as cancelled:  # noqa: BLE001 - a cancelled future (scheduler gone) is a failure too
+        exc = cancelled
     if attempt <= retries and not isinstance(exc, SegkitError):
         return None
     failed = record(job["case"].id, "failed", started[job["case"].id], _one_line(exc), attempts=attempt)
