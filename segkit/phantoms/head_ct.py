@@ -171,3 +171,27 @@ def _lesion(head: np.ndarray, allowed: np.ndarray, subject: dict, rng: np.random
         if mask.sum() >= 8:
             return mask, float(rng.uniform(*LESION_DROP_RANGE))
     raise RuntimeError("no lesion site found inside the parenchyma; the field of view is too small")
+
+
+def write_head_ct_dataset(folder, seeds, **phantom_options) -> list:
+    """An nnU-Net v2 folder (dataset.json, imagesTr/CASE_0000.nii.gz, labelsTr/CASE.nii.gz) of phantoms,
+    the CT only (ais_ncct builds the mirror channel itself). Returns the phantoms."""
+    import json
+    from pathlib import Path
+
+    import nibabel as nib
+
+    folder = Path(folder)
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    phantoms = []
+    for seed in seeds:
+        phantom = make_head_phantom(seed, **phantom_options)
+        case = f"head_{seed:03d}"
+        nib.save(nib.Nifti1Image(np.round(phantom.ct).astype(np.int16), phantom.affine), folder / "imagesTr" / f"{case}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(phantom.lesion, phantom.affine), folder / "labelsTr" / f"{case}.nii.gz")
+        phantoms.append(phantom)
+    dataset = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "lesion": 1},
+               "numTraining": len(phantoms), "file_ending": ".nii.gz", "name": "HeadCTPhantoms"}
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=2), encoding="utf-8")
+    return phantoms

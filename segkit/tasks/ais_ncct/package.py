@@ -1,0 +1,127 @@
+"""The ais_ncct model package: what `segkit train -task ais_ncct` writes and `segment` reads.
+
+    DIR/model_card.json   format, task, network settings, backbone (name, pretrained, the verified
+                          sha256 of its weights), model spacing, the CT normalisation of both
+                          channels (training-set foreground statistics), weights file and sha256,
+                          training summary
+    DIR/model.pt          the trained tensors: adapters, prompt generator and decoder (a pretrained
+                          backbone's frozen weights come from the registry; a random one is stored)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from segkit.errors import SegkitError
+from segkit.training.package import CARD_NAME
+
+PACKAGE_FORMAT = "segkit-ais_ncct-model"
+WEIGHTS_NAME = "model.pt"
+
+
+class ModelPackageError(SegkitError):
+    """A --model that is not a usable ais_ncct model package."""
+
+
+@dataclass
+class LoadedModel:
+    net: object
+    card: dict
+    folder: Path
+    sha256: str
+
+    @property
+    def backbone(self) -> str:
+        return self.card["network"]["backbone"]
+
+
+def read_card(folder: Path) -> dict:
+    from segkit.training.package import find_card
+
+    card_path = find_card(folder)
+    if card_path is None:
+        raise ModelPackageError(f"{folder}: holds no {CARD_NAME}; it is not an ais_ncct model package "
+                                f"(train one with `segkit train -task ais_ncct`)")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelPackageError(f"{card_path}: cannot be read as JSON ({exc})") from None
+    if card.get("format") != PACKAGE_FORMAT:
+        raise ModelPackageError(f"{card_path}: format is {card.get('format')!r}, expected {PACKAGE_FORMAT!r}")
+    card["_folder"] = str(card_path.parent)
+    return card
+
+
+def find_package(spec, model) -> Path:
+    """--model DIR, else an installed package (install-task --custom-url); otherwise refuse plainly."""
+    from segkit.registry.store import installed_task
+    from segkit.tasks.base import no_weights_error
+    from segkit.training.package import find_card
+
+    if model is not None:
+        return Path(read_card(Path(model))["_folder"])
+    installed = installed_task(spec.name)
+    for entry in (installed.manifest["files"] if installed is not None else []):
+        card = find_card(installed.root / entry["local_path"])
+        if card is not None:
+            return Path(read_card(card.parent)["_folder"])
+    raise no_weights_error(spec)
+
+
+def check_backbone(card: dict, requested: str | None, folder) -> None:
+    trained = card["network"]["backbone"]
+    if requested is not None and requested != trained:
+        raise ModelPackageError(f"--backbone {requested}: the model {folder} was trained with the {trained} backbone; "
+                                f"pass --backbone {trained} (or none), or train a model with {requested}")
+
+
+def load_package(folder: Path, device: str = "cpu") -> LoadedModel:
+    """Card, weights' sha256, network rebuilt with its backbone, tensors loaded (data only)."""
+    from segkit.registry.store import sha256_of
+    from segkit.runtime.checkpoint import load_data
+    from segkit.tasks.ais_ncct.network import NetworkConfig, build_network
+
+    card = read_card(folder)
+    folder = Path(card["_folder"])
+    weights = folder / card["weights"]["file"]
+    if not weights.is_file():
+        raise ModelPackageError(f"{weights}: the weights named by the model card are missing")
+    actual = sha256_of(weights)
+    if actual != card["weights"]["sha256"]:
+        raise ModelPackageError(f"{weights}: sha256 {actual[:12]}... does not match the model card; the file is corrupt or replaced")
+    try:
+        config = NetworkConfig.from_dict(card["network"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelPackageError(f"{folder / CARD_NAME}: invalid network settings ({exc})") from None
+    pretrained = bool(card["backbone"]["pretrained"])
+    net = build_network(config, pretrained=pretrained)
+    state = load_data(weights)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    if unexpected or (set(missing) & trainable) or (not pretrained and missing):
+        raise ModelPackageError(f"{weights}: does not match the network in its card "
+                                f"({len(unexpected)} unexpected, {len(missing)} missing tensors)")
+    return LoadedModel(net.to(device).eval(), card, folder, actual)
+
+
+def write_package(folder: Path, net, card: dict) -> Path:
+    """model.pt then model_card.json, each atomically: a folder with a card is complete."""
+    import os
+
+    import torch
+
+    from segkit.io.writer import atomic_write_json
+    from segkit.registry.store import sha256_of
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = net.trainable_state() if card["backbone"]["pretrained"] else net.state_dict()
+    tmp = folder / f".{WEIGHTS_NAME}.tmp"
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
+    os.replace(tmp, folder / WEIGHTS_NAME)
+    card = {**card, "format": PACKAGE_FORMAT, "task": "ais_ncct",
+            "weights": {"file": WEIGHTS_NAME, "sha256": sha256_of(folder / WEIGHTS_NAME)}}
+    atomic_write_json(folder / CARD_NAME, card)
+    return folder

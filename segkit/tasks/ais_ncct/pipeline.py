@@ -1,0 +1,119 @@
+"""One case from HU to the network's two channels, shared by `segment` and `train`:
+
+    HU (RAS) -> brain mask (strip_skull) -> skull-stripped CT -> registered mirror (flip_register,
+    cached per case) -> both resampled to the model spacing -> nnU-Net CT normalisation per channel
+
+The registered mirror is cached under SEGKIT_HOME/cache/ais_ncct/mirror/<key>/, the key being the
+sha256 of the stripped CT's bytes, its spacing and the registration settings: the same case is
+registered once (the transform is kept there too, as an ITK transform file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REGISTRATION_VERSION = "rigid-euler3d+demons-v1"
+
+
+@dataclass
+class CasePreprocessed:
+    hu: np.ndarray  # RAS
+    spacing: tuple[float, float, float]
+    brain: np.ndarray  # bool
+    stripped: np.ndarray  # HU inside the brain, 0 outside (channel 0)
+    mirror: np.ndarray  # registered mirror (channel 1)
+    registration: dict = field(default_factory=dict)
+
+
+def default_cache_dir() -> Path:
+    from segkit.registry.paths import cache_home
+
+    return cache_home() / "cache" / "ais_ncct" / "mirror"
+
+
+def case_key(stripped: np.ndarray, spacing) -> str:
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(stripped, dtype=np.float32).tobytes())
+    digest.update(json.dumps([list(stripped.shape), [round(float(s), 6) for s in spacing], REGISTRATION_VERSION]).encode())
+    return digest.hexdigest()[:32]
+
+
+def cached_flip_register(stripped: np.ndarray, spacing, brain: np.ndarray, cache_dir: Path | None):
+    """(registered mirror, info): from the cache when this case was registered before."""
+    from segkit.tasks.ais_ncct.mirror import flip_register
+
+    folder = None if cache_dir is None else Path(cache_dir) / case_key(stripped, spacing)
+    if folder is not None and (folder / "info.json").is_file():
+        try:
+            mirror = np.load(folder / "mirror.npy")
+            info = json.loads((folder / "info.json").read_text(encoding="utf-8"))
+            if mirror.shape == stripped.shape:
+                return mirror, {**info, "cached": True}
+        except (OSError, ValueError):
+            pass  # a damaged entry is recomputed and replaced
+    result = flip_register(stripped, spacing, brain=brain)
+    if folder is not None:
+        _store(folder, result)
+    return result.mirror, {**result.info, "cached": False}
+
+
+def _store(folder: Path, result) -> None:
+    """mirror.npy, transform.h5, then info.json (the entry counts only once info.json is there)."""
+    import SimpleITK as sitk
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".mirror.{os.getpid()}.npy"
+        np.save(tmp, result.mirror)
+        os.replace(tmp, folder / "mirror.npy")
+        sitk.WriteTransform(result.transform, str(folder / f".transform.{os.getpid()}.h5"))
+        os.replace(folder / f".transform.{os.getpid()}.h5", folder / "transform.h5")
+        info_tmp = folder / f".info.{os.getpid()}.json"
+        info_tmp.write_text(json.dumps(result.info), encoding="utf-8")
+        os.replace(info_tmp, folder / "info.json")
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+
+
+def preprocess_case(hu: np.ndarray, spacing, cache_dir: Path | None = None) -> CasePreprocessed:
+    from segkit.tasks.ais_ncct.ct import apply_brain_mask, strip_skull
+
+    spacing = tuple(float(s) for s in spacing)
+    brain = strip_skull(hu, spacing)
+    stripped = apply_brain_mask(hu, brain)
+    mirror, info = cached_flip_register(stripped, spacing, brain, cache_dir)
+    mirror = np.where(brain, mirror, np.float32(0.0)).astype(np.float32)
+    return CasePreprocessed(hu, spacing, brain, stripped, mirror, info)
+
+
+def model_channels(case: CasePreprocessed, target_spacing, stats: list[dict]) -> np.ndarray:
+    """(2, X, Y, Z) float32 at the model spacing (None: the case's own), each channel normalised."""
+    from segkit.tasks.ais_ncct.intensity import CTStats, normalise_ct, resample_to_spacing
+
+    channels = []
+    for array, channel_stats in zip((case.stripped, case.mirror), stats):
+        if target_spacing is not None:
+            array = resample_to_spacing(array, case.spacing, target_spacing, order=3)
+        channels.append(normalise_ct(array, CTStats.from_dict(channel_stats)))
+    return np.stack(channels)
+
+
+def parse_spacing(text: str | None):
+    """'x,y,z' mm -> tuple, 'native' or None -> None (the data's own spacing)."""
+    from segkit.errors import SegkitError
+
+    if text is None or str(text).strip().lower() == "native":
+        return None
+    try:
+        values = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(v > 0 for v in values):
+        raise SegkitError(f"--spacing {text!r}: give three positive numbers in mm (R-L,A-P,S-I), or 'native'")
+    return values
