@@ -71,6 +71,7 @@ def segment(task: str | None = None, inputs=(), *, command_line: str = "",
     """
     runner = make_runner(task, inputs=inputs, **options)
     cases = runner.cases(runner.common.inputs)
+    runner.prepare_all(cases)  # every input checked before any weights are looked for (labels may need them)
     plans = [plan_outputs(runner, case, len(cases)) for case in cases]
     check_outputs([p for plan in plans for p in plan.paths()], files_read_by(runner),
                   [p for plan in plans for p in plan.qc_patterns()])

@@ -59,13 +59,13 @@ def test_a_3d_t2w_is_refused_with_what_the_task_needs(tmp_path):
     assert_user_error(excinfo, "sub-001_T2w.nii.gz", "needs a 4D peaks file (9 volumes) or a 4D DWI with --bval/--bvec")
 
 
-def test_a_single_volume_dwi_is_a_3d_image(tmp_path):
+def test_a_single_volume_dwi_says_what_a_dwi_needs(tmp_path):
     b0 = write_nifti(tmp_path / "b0.nii.gz", np.ones((5, 5, 5, 1), np.float32))
     bval = write_text(tmp_path / "b0.bval", "0\n")
     bvec = write_text(tmp_path / "b0.bvec", "0\n0\n0\n")
     with pytest.raises(CCInputError) as excinfo:
         load_cc_input(b0, bval, bvec)
-    assert_user_error(excinfo, "3D image")
+    assert_user_error(excinfo, "holds a single volume", "at least one b=0 volume and at least 6")
 
 
 def test_a_peaks_file_is_read_and_mrtrix_nans_become_zero(tmp_path):
@@ -105,7 +105,7 @@ def test_bval_count_differing_from_volumes_is_refused(tmp_path):
     _, bval, bvec = dwi_files(tmp_path, [0, 1000, 1000, 1000, 1000, 1000], name="other")
     with pytest.raises(GradientError) as excinfo:
         load_cc_input(image, bval, bvec)
-    assert_user_error(excinfo, "6 gradient entries", "7 volumes")
+    assert_user_error(excinfo, "other.bval", "6 b-values", "7 volumes")  # the bval is named, not the bvec
 
 
 def test_bvec_count_differing_from_bval_is_refused(tmp_path):

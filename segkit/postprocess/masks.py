@@ -30,6 +30,17 @@ def parse_min_size(text: str | None) -> MinSize | None:
     return MinSize(float(match.group(1)), match.group(2).lower())
 
 
+def postprocess_record(*, largest: bool, fill_holes: bool, remove_small: MinSize | None,
+                       voxel_volume_mm3: float) -> dict:
+    """The post-processing a mask received, as sidecar fields (every option, set or not, and the order)."""
+    small = None
+    if remove_small is not None:
+        small = {"amount": remove_small.amount, "unit": remove_small.unit,
+                 "voxels": round(remove_small.voxels(voxel_volume_mm3), 6)}
+    return {"largest": bool(largest), "fill_holes": bool(fill_holes), "remove_small": small,
+            "order": ["remove_small", "largest", "fill_holes"], "objects": "26-connected (8 in 2D)"}
+
+
 def clean_mask(
     mask: np.ndarray,
     *,

@@ -148,22 +148,21 @@ class TaskRunner:
         return Prepared(case, reference, [reorient.to_canonical(img.data) for img in images], reorient)
 
     def finish(self, prepared: Prepared, inferred: Inferred) -> Prediction:
-        from segkit.postprocess import parse_min_size, split_labels
+        from segkit.postprocess import parse_min_size, postprocess_record, split_labels
 
         label_map = inferred.label_map
         if prepared.reorientation is not None:
             label_map = prepared.reorientation.from_canonical(label_map)
-        masks = split_labels(
-            label_map, self.labels(), largest=self.common.largest, fill_holes=self.common.fill_holes,
-            remove_small=parse_min_size(self.common.remove_small),
-            voxel_volume_mm3=prepared.reference.voxel_volume_mm3,
-        )
+        steps = dict(largest=self.common.largest, fill_holes=self.common.fill_holes,
+                     remove_small=parse_min_size(self.common.remove_small),
+                     voxel_volume_mm3=prepared.reference.voxel_volume_mm3)
+        masks = split_labels(label_map, self.labels(), **steps)
         outputs = [
             OutputMask(name=lab.name, suffix=lab.suffix, mask=masks[lab.name],
                        value=lab.values[0] if len(lab.values) == 1 else 1)
             for lab in self.labels()
         ]
-        info = {**self.provenance(), **inferred.info}
+        info = {**self.provenance(), **inferred.info, "postprocess": postprocess_record(**steps)}
         return Prediction(prepared.case, prepared.reference, outputs, info, inferred.artifacts)
 
     def model(self):
@@ -175,9 +174,19 @@ class TaskRunner:
             _LOADED_MODELS[key] = self.load_model()
         return _LOADED_MODELS[key]
 
+    def prepare_all(self, cases: list[Case]) -> list[Prepared]:
+        """Read and check every case, before any weights are looked for (kept for `predict_many`, so
+        `segkit.api` can check the inputs first, then plan outputs, then predict, reading each once)."""
+        checked = getattr(self, "_checked", None)
+        if checked is None or checked[0] != list(cases):
+            checked = (list(cases), [self.prepare(case) for case in cases])
+            self._checked = checked
+        return checked[1]
+
     def predict_many(self, cases: list[Case], progress: ProgressFn | None = None) -> Iterator[Prediction]:
         """Every case is read and checked before the model loads; then each is inferred in turn."""
-        prepared = [self.prepare(case) for case in cases]
+        prepared = self.prepare_all(cases)
+        self._checked = None
         model = self.model()
         for one in prepared:
             yield self.finish(one, self.infer(model, one, progress))

@@ -29,10 +29,23 @@ def slice_channels_first(peaks: np.ndarray, axis: int, index: int) -> np.ndarray
 
 
 def normalise_slices(x):
-    """Zero mean / unit variance per sample over all channels together (METHODS.md)."""
+    """Peak signs canonicalised (peak_frames.SIGN_RULE: axes, not vectors), then zero mean / unit
+    variance per sample over all channels together (METHODS.md). Every path into the network passes
+    here: training batches after augmentation, validation and inference."""
+    x = canonical_slice_signs(x)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     std = x.std(dim=(1, 2, 3), keepdim=True)
     return (x - mean) / std.clamp_min(1e-6)
+
+
+def canonical_slice_signs(x):
+    """(B, 9, H, W): each peak's (x, y, z) channels multiplied by its SIGN_RULE sign, per pixel."""
+    from segkit.tasks.cc_fodf.peak_frames import sign_key
+
+    batch, channels, height, width = x.shape
+    vectors = x.reshape(batch, channels // 3, 3, height, width).movedim(2, -1)
+    signs = sign_key(vectors).to(x.dtype)
+    return (vectors * signs[..., None]).movedim(-1, 2).reshape(x.shape)
 
 
 def augment(images, masks, generator):

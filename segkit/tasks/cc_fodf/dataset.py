@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from segkit.errors import SegkitError
+from segkit.tasks.cc_fodf.peak_frames import canonical_signs
 from segkit.tasks.facts import orientation
 
 IMAGE_ENDINGS = (".nii.gz", ".nii")
@@ -85,7 +86,9 @@ def load_subject(case: Case, slice_size: int, cache_dir: Path | None = None) -> 
     mask = reorientation_to(label.affine, label.spatial_shape, orientation("cc_fodf")).to_canonical(np.asarray(label.data) > 0)
     cube_peaks, box = fit_to_cube(peaks, slice_size)
     cube_mask, _ = fit_to_cube(mask.astype(np.uint8), slice_size, box=box)
-    return Subject(case.name, cube_peaks.astype(np.float32), cube_mask.astype(np.uint8), tuple(peaks.shape[:3]))
+    # signs set before augmentation, so its interpolation never averages a peak with its negative
+    cube_peaks = canonical_signs(cube_peaks.astype(np.float32))
+    return Subject(case.name, cube_peaks, cube_mask.astype(np.uint8), tuple(peaks.shape[:3]))
 
 
 def _cache_path(cache_dir: Path | None, case: Case) -> Path | None:

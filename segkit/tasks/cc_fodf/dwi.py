@@ -52,8 +52,13 @@ class Gradients:
 # --------------------------------------------------------------------------------------- files
 
 
-def read_fsl_gradients(bval_path: Path | str, bvec_path: Path | str) -> Gradients:
-    """Read FSL .bval (one row of N numbers) and .bvec (3 rows of N; N rows of 3 also accepted)."""
+def read_fsl_gradients(bval_path: Path | str, bvec_path: Path | str, n_volumes: int | None = None,
+                       dwi_path=None) -> Gradients:
+    """Read FSL .bval (one row of N numbers) and .bvec (3 rows of N; N rows of 3 also accepted).
+
+    With `n_volumes` (the DWI's), each file is checked against it on its own, so a count mismatch
+    names the file that is wrong (not the one that disagrees with it).
+    """
     bvals = _read_numbers(bval_path)
     if bvals.ndim == 2 and 1 in bvals.shape:
         bvals = bvals.ravel()
@@ -61,6 +66,11 @@ def read_fsl_gradients(bval_path: Path | str, bvec_path: Path | str) -> Gradient
         raise GradientError(f"{bval_path}: expected one row of b-values, got a table of shape {bvals.shape}")
     if (bvals < 0).any():
         raise GradientError(f"{bval_path}: has negative b-values; b-values are in s/mm^2 and >= 0")
+    if n_volumes is not None and len(bvals) != n_volumes:
+        raise GradientError(
+            f"{bval_path}: has {len(bvals)} b-values but {dwi_path or 'the DWI'} has {n_volumes} volumes; "
+            "give the .bval file written with this DWI (one b-value per volume)"
+        )
     bvecs = _bvecs_as_rows(_read_numbers(bvec_path), len(bvals), bvec_path)
     return Gradients(bvals=bvals.astype(np.float64), bvecs=_unit_directions(bvecs, bvals, bvec_path))
 
@@ -108,7 +118,7 @@ def _bvecs_as_rows(values: np.ndarray, n: int, path) -> np.ndarray:
     if values.ndim == 2 and values.shape == (n, 3):
         return values.copy()
     raise GradientError(
-        f"{path}: expected 3 rows (x, y, z) of {n} values to match the .bval file, got shape {values.shape}"
+        f"{path}: expected 3 rows (x, y, z) of {n} values (one direction per volume), got shape {values.shape}"
     )
 
 

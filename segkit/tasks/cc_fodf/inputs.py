@@ -15,14 +15,19 @@ from segkit.errors import ImageError
 from segkit.io.image import Image, load_image, load_label_map
 from segkit.io.writer import output_stem
 from segkit.tasks.cc_fodf.dwi import (
+    MIN_DW_DIRECTIONS,
+    DwiInputError,
     Gradients,
     check_matches_volumes,
+    count_unique_directions,
     read_fsl_gradients,
     select_single_shell,
 )
 from segkit.tasks.cc_fodf.peak_frames import N_CHANNELS
 
 NEEDS = "task cc_fodf needs a 4D peaks file (9 volumes) or a 4D DWI with --bval/--bvec"
+DWI_NEEDS = (f"a DWI for cc_fodf is one 4D file with at least one b=0 volume and at least {MIN_DW_DIRECTIONS} "
+             "diffusion-weighted volumes in distinct directions (b~1000 s/mm^2), with one .bval/.bvec entry per volume")
 
 
 class CCInputError(ImageError):
@@ -51,14 +56,28 @@ def load_cc_input(path, bval=None, bvec=None, mask=None) -> CCInput:
         given, missing = ("--bval", "--bvec") if bval is not None else ("--bvec", "--bval")
         raise CCInputError(f"{path}: {given} was given without {missing}; a DWI needs both FSL files")
     image = load_image(path, allowed_ndim=(3, 4), dtype=np.float32, allow_nonfinite=bval is None)
+    if image.ndim != 4 and bval is not None:
+        raise CCInputError(f"{image.path}: holds a single volume (shape {image.shape}), not a DWI; {DWI_NEEDS}")
     if image.ndim != 4:
         raise CCInputError(f"{image.path}: is a 3D image (shape {image.shape}); {NEEDS}")
     if bval is None:
         return CCInput("peaks", _as_peaks(image))
-    gradients = read_fsl_gradients(bval, bvec)
+    gradients = read_fsl_gradients(bval, bvec, image.shape[3], image.path)
     check_matches_volumes(gradients, image.shape[3], image.path, bval, bvec)
-    select_single_shell(gradients, image.path)  # raises early when there is no b=0 or no DW volume
+    check_dwi_content(gradients, image.path)
     return CCInput("dwi", image, gradients, _load_mask(mask, image))
+
+
+def check_dwi_content(gradients: Gradients, dwi_path) -> None:
+    """Enough for CSD: a b=0 volume and >= 6 distinct directions on the shell used (else exit 2, now)."""
+    try:
+        keep, shell = select_single_shell(gradients, dwi_path)
+    except DwiInputError as exc:
+        raise DwiInputError(f"{exc}. {DWI_NEEDS[0].upper()}{DWI_NEEDS[1:]}") from None
+    weighted = keep[~gradients.is_b0[keep]]
+    n_dirs = count_unique_directions(gradients.bvecs[weighted])
+    if n_dirs < MIN_DW_DIRECTIONS:
+        raise DwiInputError(f"{dwi_path}: only {n_dirs} distinct gradient direction(s) at b~{shell:g}; {DWI_NEEDS}")
 
 
 def peaks_for_input(cc_input: CCInput, *, save_to=None, n_jobs: int = 1):

@@ -30,7 +30,14 @@ class TrainOptions(TaskOptions):
     iterations_per_epoch: int | None = iterations_option()
     architecture: str = option("sc2snet", "--architecture", choices=("sc2snet", "unet"),
                                help="sc2snet | unet (the CNN-only baseline).")
-    slice_size: int = option(144, "--slice-size", minimum=16, help="Square slice size, a multiple of 16 (paper: 144).")
-    width: float = option(1.0, "--width", minimum=0.01, help="CNN channel multiplier (1.0: 64..1024 as in the paper).")
-    sam_grid: int = option(64, "--sam-grid", minimum=1, help="SAM token grid side (paper: 64; 14 for CPU runs).")
-    batch_size: int = option(32, "--batch-size", minimum=1, help="Slices per batch (paper: 32).")
+    preset: str | None = option(None, "--preset", kind=str, choices=("cpu", "paper"),
+                                help="Network sizes: paper (slice 144, width 1, SAM grid 64, batch 32) or cpu (slice 48, "
+                                     "width 0.25, grid 14, batch 16). Default: paper on a GPU; without one, say which.")
+    slice_size: int | None = option(None, "--slice-size", kind=int, minimum=16,
+                                    help="Square slice size, a multiple of 16 (default: the preset's; paper: 144).")
+    width: float | None = option(None, "--width", kind=float, minimum=0.01,
+                                 help="CNN channel multiplier (default: the preset's; 1.0: 64..1024 as in the paper).")
+    sam_grid: int | None = option(None, "--sam-grid", kind=int, minimum=1,
+                                  help="SAM token grid side (default: the preset's; paper: 64, cpu: 14).")
+    batch_size: int | None = option(None, "--batch-size", kind=int, minimum=1,
+                                    help="Slices per batch (default: the preset's; paper: 32).")

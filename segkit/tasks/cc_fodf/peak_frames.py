@@ -25,6 +25,30 @@ N_CHANNELS = 3 * N_PEAKS
 FRAMES = ("world", "voxel")
 
 
+SIGN_RULE = ("peaks are axes, not vectors: each peak's sign is set so that v . (1, 1, 1) > 0 in the canonical "
+             "frame (on a tie, its first non-zero component > 0)")
+
+
+def canonical_signs(peaks: np.ndarray) -> np.ndarray:
+    """(..., 9) peaks with each peak's sign chosen by SIGN_RULE, so v and -v give the same array.
+
+    No rule is continuous everywhere (an axis has no continuous choice of sign); this one changes
+    sign only on the plane x + y + z = 0, 55 degrees from each of the RAS axes along which the
+    callosal (x), cingulum (y) and corticospinal (z) fibres run. -v's key is exactly -(v's key) in
+    floating point, so the choice never depends on the sign given.
+    """
+    vectors = np.asarray(peaks).reshape(np.shape(peaks)[:-1] + (N_PEAKS, 3))
+    return (vectors * sign_key(vectors)[..., None]).reshape(np.shape(peaks)).astype(np.asarray(peaks).dtype)
+
+
+def sign_key(vectors):
+    """+1/-1 per (..., 3) vector by SIGN_RULE; works on numpy arrays and torch tensors alike."""
+    key = vectors[..., 0] + vectors[..., 1] + vectors[..., 2]
+    for component in range(3):
+        key = key + (key == 0) * vectors[..., component]
+    return (key >= 0) * 2.0 - 1.0
+
+
 def voxel_axes_rotation(affine: np.ndarray) -> np.ndarray:
     """The rotation (3x3, columns = unit world directions of the voxel axes) of an affine.
 

@@ -183,6 +183,7 @@ class CcFodfRunner(TaskRunner):
                       "validation_dice": model.card.get("validation", {}).get("dice_mean")},
             "device": device,
             "inference": {"axes": "x,y,z", "fusion": "mean probability", "threshold": self.spec.threshold,
+                          "peak_signs": "canonicalised: peaks are axes (a peak and its negative give one mask)",
                           "seconds": round(time.perf_counter() - started, 3)},
             **peaks.info(),
         }

@@ -28,6 +28,7 @@ from segkit.errors import SegkitError
 from segkit.metrics.overlap import dice
 from segkit.tasks.cc_fodf.batches import augment, normalise_slices, sample_batch
 from segkit.tasks.cc_fodf.dataset import Subject, discover_cases, load_subject, split_cases
+from segkit.tasks.cc_fodf.peak_frames import SIGN_RULE
 from segkit.tasks.facts import orientation
 
 PACKAGE_FORMAT = "segkit-cc_fodf-model"
@@ -247,6 +248,7 @@ def write_model_package(output: Path, config: TrainConfig, net_config, train_sub
             "channels": "9 peak channels (3 peaks x x,y,z), TractSeg/MRtrix convention",
             "orientation": orientation("cc_fodf"),
             "normalisation": "zero mean / unit variance per 2D slice over all channels",
+            "peak_signs": SIGN_RULE,
         },
         "inference": {"axes": ["x", "y", "z"], "fusion": "mean probability", "threshold": 0.5},
         "training": {
@@ -296,14 +298,18 @@ def train_task(spec, common, options, say) -> list[tuple]:
     """`segkit train -task cc_fodf`: train with a progress bar on stderr; rows for stdout."""
     from segkit.errors import SegkitError
 
+    from segkit.runtime.device import resolve_device
+    from segkit.tasks.cc_fodf.presets import resolve_sizes
+
     if options.data is None:
         raise SegkitError("Missing option '--data' (the training dataset folder)")
+    discover_cases(options.data)  # a wrong dataset is named before the sizes are weighed
+    batches = options.iterations_per_epoch or TrainConfig.batches_per_epoch
+    sizes = resolve_sizes(options, options.architecture, resolve_device(common.device), batches, say)
     config = TrainConfig(
-        data=Path(options.data), output=Path(common.output), architecture=options.architecture,
-        slice_size=options.slice_size, width=options.width, sam_grid=options.sam_grid, device=common.device,
-        resume=common.resume, batch_size=options.batch_size, epochs=common.epochs or TrainConfig.epochs,
-        batches_per_epoch=options.iterations_per_epoch or TrainConfig.batches_per_epoch,
-        seed=TrainConfig.seed if common.seed is None else common.seed,
+        data=Path(options.data), output=Path(common.output), architecture=options.architecture, **sizes,
+        device=common.device, resume=common.resume, epochs=common.epochs or TrainConfig.epochs,
+        batches_per_epoch=batches, seed=TrainConfig.seed if common.seed is None else common.seed,
     )
     from segkit.training.progress import EpochProgress
 

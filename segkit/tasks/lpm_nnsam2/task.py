@@ -43,6 +43,9 @@ class LpmRunner(TaskRunner):
     def labels(self):
         return self.trained.labels() if self.trained is not None else self.spec.labels
 
+    def prepare_all(self, cases):
+        return super().prepare_all(cases) if self.trained is None else self.trained.prepare_all(cases)
+
     def predict_many(self, cases, progress=None):
         if self.trained is None:
             yield from super().predict_many(cases, progress)

@@ -11,6 +11,7 @@ process; training (which needs them) runs in a child process, see segkit/engines
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 from segkit.engines.nnunet.model_folder import load_model_folder
@@ -37,9 +38,12 @@ def adhoc_spec(model_path: Path) -> TaskSpec:
 
 
 class NnunetRunner(TaskRunner):
-    def __init__(self, spec, options, common):
-        super().__init__(spec, options, common)
-        self.folder = load_model_folder(self._model_root(), [str(f).strip() for f in options.folds] or None)
+    """The model folder is looked for only when first needed (labels, model), so a registry task's
+    inputs are checked before its weights: a wrong image is named even when the task is not installed."""
+
+    @cached_property
+    def folder(self):
+        return load_model_folder(self._model_root(), [str(f).strip() for f in self.options.folds] or None)
 
     # ------------------------------------------------------------------ model and labels
 
@@ -57,6 +61,9 @@ class NnunetRunner(TaskRunner):
         return tuple(LabelSpec(lab.name, lab.values, suffixes.get(lab.name, lab.suffix)) for lab in self.folder.labels)
 
     def channel_names(self) -> list[str]:
+        """A registry task's channels from its entry (no weights needed); a --model folder's from its json."""
+        if self.options.model is None and self.spec.input.channels:
+            return super().channel_names()
         return list(self.folder.channels)
 
     def model_key(self) -> tuple:
