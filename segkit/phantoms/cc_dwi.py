@@ -49,18 +49,28 @@ def make_cc_phantom(
     bvalue: float = 1000.0,
     extra_shells: tuple[float, ...] = (),
     axcodes: str = "RAS",
+    context: bool = False,
 ) -> CCPhantom:
     """One synthetic subject. Unset parameters are drawn from `seed` (SNR in [20, 35]).
 
     `axcodes` picks the stored array orientation (e.g. "LAS" as dcm2niix writes, "PIR", ...);
-    the anatomy is the same, only the storage and the FSL bvecs change.
+    the anatomy is the same, only the storage and the FSL bvecs change. `context=True` draws the
+    anatomy of `cc_context` (callosal fibres beyond the label, an anterior commissure, head tilt;
+    SNR in [15, 40]), where the label cannot be read off the anisotropy alone.
     """
     rng = np.random.default_rng(seed)
-    anatomy = draw_anatomy(rng, shape, voxel_size, cc_thickness_mm, cc_arch_height_mm)
-    snr = float(rng.uniform(20, 35)) if snr is None else float(snr)
     affine = ras_affine(shape, voxel_size)
     bvals, world_bvecs = gradient_scheme(n_directions, n_b0, bvalue, extra_shells)
-    tissue = tissue_model(world_grid(shape, affine, anatomy.centre), anatomy, rng, voxel_size)
+    if context:
+        from segkit.phantoms.cc_context import context_tissue_model, draw_context_anatomy, subject_grid
+
+        drawn = draw_context_anatomy(rng, shape, voxel_size)
+        snr = float(rng.uniform(15, 40)) if snr is None else float(snr)
+        tissue = context_tissue_model(subject_grid(shape, affine, drawn), drawn, rng, voxel_size)
+    else:
+        anatomy = draw_anatomy(rng, shape, voxel_size, cc_thickness_mm, cc_arch_height_mm)
+        snr = float(rng.uniform(20, 35)) if snr is None else float(snr)
+        tissue = tissue_model(world_grid(shape, affine, anatomy.centre), anatomy, rng, voxel_size)
     signal = tissue_signal(tissue, bvals, world_bvecs)
     signal *= bias_field(rng, shape)[..., None]
     dwi = add_rician_noise(signal, snr, rng)
