@@ -1,0 +1,138 @@
+"""ais_ncct end to end: refusals (exit 2, one line, nothing written), segment with a model package
+(input geometry, sidecar, mirror, cache), quantify --lesions, and train -> --resume -> package.
+
+The packages here hold random weights (plumbing); the accuracy proof is benchmarks/bench_ais_ncct.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from segkit.phantoms.head_ct import make_head_phantom, write_head_ct_dataset
+
+SEGKIT = str(Path(sys.executable).with_name("segkit"))
+SHAPE = (40, 40, 6)
+FOV = (200.0, 220.0, 36.0)
+
+
+def _segkit(*args, home: Path):
+    env = {**os.environ, "SEGKIT_HOME": str(home)}
+    env.pop("SEGKIT_MIRROR", None)
+    return subprocess.run([SEGKIT, *map(str, args)], capture_output=True, encoding="utf-8", env=env)
+
+
+def _save(path: Path, data, affine=None) -> Path:
+    nib.save(nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_package(tmp_path_factory) -> Path:
+    """A package written by the package writer around a random network (no training)."""
+    import torch
+
+    from segkit.tasks.ais_ncct.network import NetworkConfig, build_network
+    from segkit.tasks.ais_ncct.package import write_package
+
+    torch.manual_seed(0)
+    config = NetworkConfig(slice_size=32, depth=4, prompt_channels=(8, 16, 32, 64), feature_size=4)
+    net = build_network(config, pretrained=False)
+    stats = {"mean": 30.0, "std": 8.0, "percentile_00_5": 0.0, "percentile_99_5": 60.0}
+    card = {"network": config.to_dict(), "backbone": {"name": "litemedsam", "pretrained": False},
+            "spacing_mm": None, "normalisation": [stats, stats], "training": {"validation_dice": None}}
+    return write_package(tmp_path_factory.mktemp("ais_pkg") / "model", net.eval(), card)
+
+
+def _refusal_cases(d: Path) -> list[tuple[list, str]]:
+    phantom = make_head_phantom(0, shape=SHAPE, field_of_view_mm=FOV)
+    ct = _save(d / "ct.nii.gz", phantom.ct.astype(np.int16), phantom.affine)
+    mr = _save(d / "mr.nii.gz", np.abs(phantom.ct) / 4.0, phantom.affine)
+    flat = _save(d / "flat.nii.gz", phantom.ct[:, :, 2])
+    thin = _save(d / "thin.nii.gz", phantom.ct[:, :, :2].copy(), phantom.affine)
+    return [
+        (["-i", mr, "--model", "PKG"], "not a head CT in HU"),
+        (["-i", mr], "not a head CT in HU"),  # the input is checked before the missing model
+        (["-i", flat, "--model", "PKG"], "a 2D image"),
+        (["-i", thin, "--model", "PKG"], "needs at least 3 axial slices"),
+        (["-i", ct], "has no pretrained weights"),
+        (["-i", ct, "--model", "PKG", "--backbone", "sam_vit_b"], "trained with the litemedsam backbone"),
+    ]
+
+
+def test_refusals_are_one_line_exit_2_and_write_nothing(tmp_path, tiny_package):
+    for args, message in _refusal_cases(tmp_path):
+        before = sorted(p.name for p in tmp_path.iterdir())
+        args = [tiny_package if a == "PKG" else a for a in args]
+        result = _segkit("segment", "-task", "ais_ncct", *args, home=tmp_path / "home")
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name != "home") == [b for b in before if b != "home"]
+
+
+@pytest.mark.slow
+def test_segment_writes_input_geometry_sidecar_mirror_and_caches(tmp_path, tiny_package):
+    phantom = make_head_phantom(5, shape=SHAPE, field_of_view_mm=FOV)
+    las = phantom.affine.copy()
+    las[0, 0] *= -1  # stored L->R flipped: the runner must reorient to RAS and back
+    data = phantom.ct[::-1].astype(np.int16)
+    ct = _save(tmp_path / "ct.nii.gz", data, las)
+    for run in (1, 2):
+        result = _segkit("segment", "-task", "ais_ncct", "-i", ct, "--model", tiny_package, "--save-mirror",
+                         "--save-brain-mask", "--qc", tmp_path / "qc", home=tmp_path / "home")
+        assert result.returncode == 0, result.stderr
+        sidecar = json.loads((tmp_path / "ct_lesion_seg.json").read_text())
+        assert sidecar["registration"]["cached"] is (run == 2)
+    seg = nib.load(tmp_path / "ct_lesion_seg.nii.gz")
+    assert seg.shape == data.shape and np.allclose(seg.affine, las)
+    assert sidecar["backbone"]["name"] == "litemedsam" and sidecar["registration"]["residual_hu"] > 0
+    assert sidecar["registration"]["residual_hu"] < sidecar["registration"]["residual_hu_before"]
+    brain = np.asarray(nib.load(tmp_path / "ct_brain.nii.gz").dataobj) > 0
+    assert np.array_equal(brain[::-1], phantom.brain > 0)  # the mask is in the input's own (LAS) order
+    mirror = np.asarray(nib.load(tmp_path / "ct_mirror.nii.gz").dataobj)
+    assert mirror.shape == data.shape and not np.any(mirror[~brain])
+    assert np.asarray(seg.dataobj)[~brain].sum() == 0
+    assert list((tmp_path / "qc").glob("ct_lesion_seg_qc*.png"))
+
+
+def test_quantify_lesions_counts_and_measures_ml(tmp_path):
+    mask = np.zeros((20, 20, 10), np.uint8)
+    mask[2:5, 2:5, 2:4] = 1  # 18 voxels
+    mask[10:14, 10:14, 5:8] = 1  # 48 voxels
+    affine = np.diag([0.5, 0.5, 3.0, 1.0])  # 0.75 mm3 per voxel
+    path = _save(tmp_path / "ct_lesion_seg.nii.gz", mask, affine)
+    result = _segkit("quantify", "-m", path, "--lesions", home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.strip().splitlines()]
+    volumes = sorted(float(r[rows[0].index("volume_ml")]) for r in rows[1:])
+    assert volumes == pytest.approx([18 * 0.75 / 1000, 48 * 0.75 / 1000])
+
+
+@pytest.mark.slow
+def test_train_resume_and_the_package_segment_reads(tmp_path, segkit_home):
+    from segkit import api
+    from segkit.runtime.checkpoint import load_data
+    from segkit.tasks.ais_ncct.package import load_package
+
+    write_head_ct_dataset(tmp_path / "data", range(2), shape=SHAPE, field_of_view_mm=FOV)
+    options = dict(data=tmp_path / "data", output=tmp_path / "run", iterations_per_epoch=1, patch_side=32,
+                   patch_depth=4, patches_per_batch=1, spacing="native", pretrained_backbone=False, seed=0)
+    api.train("ais_ncct", epochs=1, **options)
+    assert load_data(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+    assert len(list((tmp_path / "run" / "mirror_cache").glob("*/info.json"))) == 2
+    api.train("ais_ncct", epochs=2, resume=True, **options)
+    assert load_data(tmp_path / "run" / "checkpoint.pt")["epoch"] == 2
+    model = load_package(tmp_path / "run" / "model")
+    card = model.card
+    assert card["task"] == "ais_ncct" and card["training"]["epochs"] == 2
+    assert card["training"]["recipe"]["lr"] == 1e-4 and card["training"]["recipe"]["grad_clip"] == 12.0
+    assert len(card["normalisation"]) == 2 and card["normalisation"][0]["std"] > 0
+    with pytest.raises(Exception, match="nothing to resume"):
+        api.train("ais_ncct", epochs=1, resume=True, **{**options, "output": tmp_path / "fresh"})
