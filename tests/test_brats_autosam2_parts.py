@@ -3,6 +3,7 @@ input handling and normalisation, the networks' shapes and the tumour phantom.""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -230,3 +231,47 @@ def test_tumour_phantom_follows_brats_appearance_and_varies():
     again = make_tumour_phantom(1, (40, 40, 32))
     assert np.array_equal(again.labels, make_tumour_phantom(1, (40, 40, 32)).labels)
     assert not math.isclose(float(again.images[0].sum()), float(make_tumour_phantom(2, (40, 40, 32)).images[0].sum()))
+
+
+# ------------------------------------------------------------------------------ training data
+
+
+def test_label_meaning_from_dataset_json():
+    from segkit.tasks.brats_autosam2.dataset import DEFAULT_MAPPING, label_mapping
+
+    msd = {"labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"}}
+    assert label_mapping(msd) == {0: 0, 1: 2, 2: 1, 3: 3}
+    nnunet = {"labels": {"background": 0, "NETC": 1, "SNFH": 2, "ET": 3, "RC": 4}}  # BraTS 2024 names
+    assert label_mapping(nnunet) == {0: 0, 1: 1, 2: 2, 3: 3, 4: 0}
+    assert label_mapping(None) == DEFAULT_MAPPING and DEFAULT_MAPPING[4] == 3  # ET was 4 before 2023
+    with pytest.raises(SegkitError, match="region-based"):
+        label_mapping({"labels": {"background": 0, "whole tumor": [1, 2, 3]}})
+    with pytest.raises(SegkitError, match="not a BraTS sub-region"):
+        label_mapping({"labels": {"background": 0, "liver": 1}})
+
+
+def test_channels_put_in_t1_t1ce_t2_flair_order_by_name(tmp_path):
+    import nibabel as nib
+
+    from segkit.phantoms.brats import make_tumour_phantom
+    from segkit.tasks.brats_autosam2.dataset import channel_order, discover, load_case
+    from segkit.tasks.brats_autosam2.inputs import normalise_case
+
+    msd = {"modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}}
+    assert channel_order(msd) == [1, 2, 3, 0]
+    root = tmp_path / "Task01"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    msd_labels = np.array([0, 2, 1, 3], dtype=np.uint8)  # BraTS class -> MSD value (1 edema, 2 non-enhancing)
+    for seed in (0, 1):
+        p = make_tumour_phantom(seed, (24, 24, 16))
+        for channel, contrast in zip(range(4), (3, 0, 1, 2)):  # stored FLAIR, T1, T1ce, T2
+            nib.save(nib.Nifti1Image(p.images[contrast], p.affine), str(root / "imagesTr" / f"c{seed}_{channel:04d}.nii.gz"))
+        nib.save(nib.Nifti1Image(msd_labels[p.labels], p.affine), str(root / "labelsTr" / f"c{seed}.nii.gz"))
+    (root / "dataset.json").write_text(json.dumps({**msd, "labels": {"0": "background", "1": "edema",
+                                                                      "2": "non-enhancing tumor", "3": "enhancing tumour"}}))
+    cases, mapping = discover(root)
+    volume, labels = load_case(cases[1], mapping)
+    truth = make_tumour_phantom(1, (24, 24, 16))
+    assert np.array_equal(labels, truth.labels)
+    assert np.allclose(volume, normalise_case(truth.images), atol=1e-5)
