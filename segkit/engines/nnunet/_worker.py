@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 
 
 def _event_stream():
@@ -89,6 +90,7 @@ def _plan_and_preprocess(dataset_id: int, config: dict, emit) -> None:
 
     emit({"event": "stage", "stage": "fingerprint"})
     extract_fingerprint_dataset(dataset_id, num_processes=1, check_dataset_integrity=False, clean=True, verbose=False)
+    _fingerprint_without_ignore(dataset_id)
     emit({"event": "stage", "stage": "plan"})
     # the planner passes nnUNet_n_proc_DA to torch.set_num_threads, so it must be positive here
     training_workers = os.environ.get("nnUNet_n_proc_DA", "0")
@@ -99,6 +101,17 @@ def _plan_and_preprocess(dataset_id: int, config: dict, emit) -> None:
         os.environ["nnUNet_n_proc_DA"] = training_workers
     emit({"event": "stage", "stage": "preprocess"})
     preprocess_dataset(dataset_id, configurations=[config["configuration"]], num_processes=[1], verbose=False)
+
+
+def _fingerprint_without_ignore(dataset_id: int) -> None:
+    """CT normalisation statistics from annotated voxels only, not the ignore label (fingerprint.py)."""
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from segkit.engines.nnunet.fingerprint import refit_without_ignore
+
+    name = maybe_convert_to_dataset_name(dataset_id)
+    refit_without_ignore(Path(nnUNet_raw) / name, Path(nnUNet_preprocessed) / name / "dataset_fingerprint.json")
 
 
 def _train(dataset_id: int, config: dict, emit) -> None:
