@@ -19,7 +19,7 @@ import pytest
 from segkit.phantoms.head_ct import make_head_phantom, write_head_ct_dataset
 
 SEGKIT = str(Path(sys.executable).with_name("segkit"))
-SHAPE = (40, 40, 6)
+SHAPE = (32, 32, 6)
 FOV = (200.0, 220.0, 36.0)
 
 
@@ -84,22 +84,38 @@ def test_segment_writes_input_geometry_sidecar_mirror_and_caches(tmp_path, tiny_
     las[0, 0] *= -1  # stored L->R flipped: the runner must reorient to RAS and back
     data = phantom.ct[::-1].astype(np.int16)
     ct = _save(tmp_path / "ct.nii.gz", data, las)
-    for run in (1, 2):
-        result = _segkit("segment", "-task", "ais_ncct", "-i", ct, "--model", tiny_package, "--save-mirror",
-                         "--save-brain-mask", "--qc", tmp_path / "qc", home=tmp_path / "home")
-        assert result.returncode == 0, result.stderr
-        sidecar = json.loads((tmp_path / "ct_lesion_seg.json").read_text())
-        assert sidecar["registration"]["cached"] is (run == 2)
+    result = _segkit("segment", "-task", "ais_ncct", "-i", ct, "--model", tiny_package, "--save-mirror",
+                     "--save-brain-mask", "--qc", tmp_path / "qc", home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads((tmp_path / "ct_lesion_seg.json").read_text())
     seg = nib.load(tmp_path / "ct_lesion_seg.nii.gz")
     assert seg.shape == data.shape and np.allclose(seg.affine, las)
     assert sidecar["backbone"]["name"] == "litemedsam" and sidecar["registration"]["residual_hu"] > 0
     assert sidecar["registration"]["residual_hu"] < sidecar["registration"]["residual_hu_before"]
     brain = np.asarray(nib.load(tmp_path / "ct_brain.nii.gz").dataobj) > 0
-    assert np.array_equal(brain[::-1], phantom.brain > 0)  # the mask is in the input's own (LAS) order
+    from segkit.tasks.ais_ncct.ct import strip_skull
+
+    expected = strip_skull(data[::-1].astype(np.float32), phantom.truth["spacing_mm"])  # in RAS
+    assert np.array_equal(brain[::-1], expected)  # saved in the input's own (LAS) order
+    assert 2 * (expected & (phantom.brain > 0)).sum() / (expected.sum() + phantom.brain.sum()) > 0.95
     mirror = np.asarray(nib.load(tmp_path / "ct_mirror.nii.gz").dataobj)
     assert mirror.shape == data.shape and not np.any(mirror[~brain])
     assert np.asarray(seg.dataobj)[~brain].sum() == 0
     assert list((tmp_path / "qc").glob("ct_lesion_seg_qc*.png"))
+
+
+def test_mirror_is_registered_once_per_case(tmp_path):
+    from segkit.tasks.ais_ncct.pipeline import preprocess_case
+
+    phantom = make_head_phantom(7, shape=SHAPE, field_of_view_mm=FOV)
+    first = preprocess_case(phantom.ct, phantom.truth["spacing_mm"], tmp_path / "cache")
+    second = preprocess_case(phantom.ct, phantom.truth["spacing_mm"], tmp_path / "cache")
+    assert (first.registration["cached"], second.registration["cached"]) == (False, True)
+    assert np.array_equal(first.mirror, second.mirror)
+    [entry] = list((tmp_path / "cache").iterdir())
+    assert sorted(p.name for p in entry.iterdir()) == ["info.json", "mirror.npy", "transform.h5"]
+    other = preprocess_case(phantom.ct + np.float32(1.0), phantom.truth["spacing_mm"], tmp_path / "cache")
+    assert other.registration["cached"] is False  # another image, another entry
 
 
 def test_quantify_lesions_counts_and_measures_ml(tmp_path):
