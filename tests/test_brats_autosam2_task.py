@@ -101,7 +101,7 @@ def test_tampered_weights_are_refused(case, tmp_path):
 
 @pytest.mark.slow
 def test_segment_writes_one_label_map_in_input_geometry(case, tmp_path):
-    """UNet only (slice percentage 0) from loose files; -i in the LAS order a scanner may store."""
+    """UNet only (slice percentage 0), the four contrasts given as loose -i files."""
     package = random_package(tmp_path / "pkg")
     out = tmp_path / "out"
     done = run("segment", "-task", "brats_autosam2", *[a for p in _contrasts(case) for a in ("-i", p)],
@@ -186,3 +186,28 @@ def test_resume_continues_an_interrupted_run(tmp_path):
     assert [e for e in epochs if e] == [2] and result["epochs_run"] == 2
     card = json.loads((result["model_dir"] / "model_card.json").read_text())
     assert [h["epoch"] for h in card["training"]["history"]] == [1, 2]
+
+
+@pytest.mark.slow
+def test_output_follows_the_input_orientation(case, tmp_path):
+    """The same case stored LAS (x flipped) gives the RAS result flipped: the model always sees RAS."""
+    from segkit import api
+
+    package = random_package(tmp_path / "pkg")
+    flipped = []
+    for path in _contrasts(case):
+        image = nib.load(str(path))
+        las = np.diag([-1.0, 1.0, 1.0, 1.0])
+        las[0, 3] = (image.shape[0] - 1)
+        out = tmp_path / "las" / path.name
+        out.parent.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[::-1].copy(), image.affine @ las), str(out))
+        flipped.append(out)
+    maps = []
+    for inputs, folder in ((_contrasts(case), "ras_out"), (flipped, "las_out")):
+        written = api.segment("brats_autosam2", inputs, model=package, slice_percentage=0.0, output=tmp_path / folder,
+                              device="cpu")
+        maps.append(nib.load(str(next(p for p in written if p.name.endswith(".nii.gz")))))
+    assert np.allclose(maps[1].affine, nib.load(str(flipped[0])).affine)
+    assert np.array_equal(np.asarray(maps[1].dataobj)[::-1], np.asarray(maps[0].dataobj))
+    assert len(np.unique(np.asarray(maps[0].dataobj))) > 1  # not trivially empty
