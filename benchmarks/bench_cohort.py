@@ -1,7 +1,7 @@
 """A cohort on Dask (`segkit segment --glob ... --workers N`) with 2 workers vs 1 worker vs one
 `segkit segment` process per case (the way users script a study today), in one run.
 
-    .venv/bin/python benchmarks/bench_cohort.py [--medsam-cases 40] [--nnunet-cases 10]
+    .venv/bin/python benchmarks/bench_cohort.py [--medsam-cases 40] [--nnunet-cases 10] [--one-first]
 
 medsam: 40 crops of nilearn's MNI152 template (64x64x6 voxels, bench_batch.py's), a 2D box on one
 slice each (one LiteMedSAM encoder call per case), ONNX Runtime on the CPU. nnU-Net: 10 cases of
@@ -49,14 +49,20 @@ def same_masks(first: Path, second: Path, name: str) -> None:
             raise SystemExit(f"{name}: {mask.name} differs between {first} and {second}")
 
 
-def compare(name: str, folder: Path, paths: list[Path], options: list, out: Path) -> None:
+def compare(name: str, folder: Path, paths: list[Path], options: list, out: Path, one_first: bool = False,
+            processes: bool = True) -> None:
     n = len(paths)
-    two, two_cases = cohort(folder, options, out / "two", 2)
-    print(f"{name}: 2 workers {two:.1f} s", flush=True)
-    one, one_cases = cohort(folder, options, out / "one", 1)
-    print(f"{name}: 1 worker {one:.1f} s", flush=True)
-    each = sum(run(["segment", "-i", p, *options, "-o", f"{out}/each/"]) for p in paths)
+    timed = {}
+    for workers in ((1, 2) if one_first else (2, 1)):  # the machine's load drifts: run both orders
+        timed[workers] = cohort(folder, options, out / ("one" if workers == 1 else "two"), workers)
+        print(f"{name}: {workers} worker(s) {timed[workers][0]:.1f} s", flush=True)
+    (two, two_cases), (one, one_cases) = timed[2], timed[1]
     same_masks(out / "two", out / "one", name)
+    print(f"{name}: {n} cases | 2 workers {two:.1f} s | 1 worker {one:.1f} s | 2 workers / 1 worker {one / two:.2f}x | "
+          f"case seconds in workers {one_cases / n:.2f} (1 worker) {two_cases / n:.2f} (2 workers)", flush=True)
+    if not processes:
+        return
+    each = sum(run(["segment", "-i", p, *options, "-o", f"{out}/each/"]) for p in paths)
     same_masks(out / "two", out / "each", name)
     print(f"{name}: {n} cases | 2 workers {two:.1f} s | 1 worker {one:.1f} s | {n} processes {each:.1f} s | "
           f"2 workers / 1 worker {one / two:.2f}x | 2 workers / processes {each / two:.2f}x | "
@@ -69,6 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--medsam-cases", type=int, default=40)
     parser.add_argument("--nnunet-cases", type=int, default=10)
+    parser.add_argument("--one-first", action="store_true", help="time 1 worker before 2 workers")
+    parser.add_argument("--no-processes", action="store_true", help="leave out one process per case")
     args = parser.parse_args()
     box = ["-task", "medsam", "--box", "20,20,44,44", "--slice", "3", "--axis", "2"]
     with tempfile.TemporaryDirectory(prefix="bench_cohort_") as tmp:
@@ -76,10 +84,11 @@ def main() -> None:
         run(["segment", *box, "-i", medsam_cases(tmp / "warm", 1)[0], "-o", f"{tmp}/warm/out/"])  # weights + ONNX cache
         if args.medsam_cases:
             paths = medsam_cases(tmp / "medsam" / "in", args.medsam_cases)
-            compare("medsam", tmp / "medsam" / "in", paths, box, tmp / "medsam")
+            compare("medsam", tmp / "medsam" / "in", paths, box, tmp / "medsam", args.one_first, not args.no_processes)
         if args.nnunet_cases:
             model, cords = nnunet_cases(tmp / "nnunet" / "in", args.nnunet_cases)
-            compare("nnU-Net", tmp / "nnunet" / "in", cords, ["--model", model, "--device", "cpu"], tmp / "nnunet")
+            compare("nnU-Net", tmp / "nnunet" / "in", cords, ["--model", model, "--device", "cpu"], tmp / "nnunet",
+                    args.one_first, not args.no_processes)
 
 
 if __name__ == "__main__":
