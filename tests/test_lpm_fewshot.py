@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from lpm_cli import run_segkit
 from segkit.phantoms.lumbar import make_lumbar_phantom, save_lumbar_phantom, single_slice_support
 
 SHAPE = (112, 96, 6)
+LITEMEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"  # REFERENCES.md
 
 
 segkit = partial(run_segkit, timeout=900)
@@ -55,6 +57,10 @@ def test_litemedsam_pseudo_labels_reach_dice_08_and_quantify_reads_them(tmp_path
             assert score >= 0.8
         rows = list(csv.DictReader((out / f"t{seed}_ct_lpm_iou.tsv").open(), delimiter="\t"))
         assert len(rows) == SHAPE[2]
+        assert all(r["failed_lpm_right"] == "0" and r["failed_lpm_left"] == "0" for r in rows)  # nothing flagged
+        sidecar = json.loads((out / f"t{seed}_ct_lpm_left_seg.json").read_text())
+        assert Path(sidecar["propagator_weights"]).name == "lite_medsam.pth" and "warning" not in sidecar
+        assert sidecar["propagator_weights_sha256"] == LITEMEDSAM_SHA256 and sidecar["start_slices_ras"]
         assert all(0.0 < float(r["iou_lpm_right"]) <= 1.0 and 0.0 < float(r["iou_lpm_left"]) <= 1.0 for r in rows)
 
     # measures: volumes in mL and mean HU on CT, fat ratio on the Dixon pair, table on stdout

@@ -48,23 +48,25 @@ def propagator():
 
 @pytest.mark.slow
 def test_sam2_records_iou_per_frame_and_object_and_outputs_land_in_the_target_grid(propagator):
-    from segkit.tasks.lpm_nnsam2.fewshot import Support, pseudo_label
+    from segkit.phantoms.lumbar import Pose, make_lumbar_phantom, single_slice_support
+    from segkit.tasks.lpm_nnsam2.fewshot import prepare_support, pseudo_label
     from segkit.tasks.lpm_nnsam2.sequence import SUPPORT, TARGET
 
-    rng = np.random.default_rng(0)
-    support_frames = rng.integers(0, 255, (3, 256, 256)).astype(np.uint8)
-    support_labels = np.zeros((3, 256, 256), np.uint8)
-    support_labels[1, 60:120, 40:100] = 1
-    support_labels[1, 60:120, 150:210] = 2
-    support = Support(support_frames, support_labels, [1], "ct")
-    # target stored LAS (first axis toward Left), 3 axial slices
-    data = rng.normal(40, 30, (40, 32, 3)).astype(np.float32)
-    data[:2] = -1000.0
-    affine = np.diag([-1.5, 1.5, 4.0, 1.0])
+    support = make_lumbar_phantom(0, shape=(40, 32, 3), spacing=(3.0, 3.0, 4.0))
+    mask = single_slice_support(support.labels, 1)
+    prepared = prepare_support(Image(support.ct, support.affine, "s.nii.gz"), Image(mask, support.affine, "m.nii.gz"), [1])
+    # target: another subject placed elsewhere, stored LAS (first axis toward Left), 3 axial slices
+    phantom = make_lumbar_phantom(5, shape=(40, 32, 3), spacing=(3.0, 3.0, 4.0), pose=Pose((6.0, -6.0), 5.0, 1.1))
+    data = phantom.ct[::-1].copy()
+    affine = phantom.affine.copy()
+    affine[:, 0] = -affine[:, 0]
+    affine[0, 3] = phantom.affine[0, 3] + phantom.affine[0, 0] * (data.shape[0] - 1)
     target = Image(data=data, affine=affine, path="target.nii.gz")
-    result = pseudo_label(target, support, propagator)
+    result = pseudo_label(target, prepared, propagator)
     propagation = result.propagation
-    assert [(f.source, f.slice) for f in propagation.sequence] == [(TARGET, 0), (SUPPORT, 1), (TARGET, 1), (TARGET, 2)]
+    # upstream's interleaving: every target frame follows a mask-prompted support frame
+    assert [(f.source, f.slice) for f in propagation.sequence] == [
+        (SUPPORT, 0), (TARGET, 0), (SUPPORT, 1), (TARGET, 1), (SUPPORT, 2), (TARGET, 2)]
     for (position, obj), value in propagation.sequence_scores.items():
         if propagation.sequence[position].is_support:
             assert value == 1.0  # mask-prompted frames count as 1
@@ -75,6 +77,24 @@ def test_sam2_records_iou_per_frame_and_object_and_outputs_land_in_the_target_gr
     assert set(np.unique(result.labels)) <= {0, 1, 2}
     rows = result.table_rows()
     assert [r["file_index"] for r in rows] == [0, 1, 2] and all(r["file_axis"] == 2 for r in rows)
+    assert {"agree_lpm_right", "area_jump_lpm_left", "centroid_jump_mm_lpm_right", "failed_lpm_left"} <= set(rows[0])
+
+
+@pytest.mark.slow
+def test_a_sam2_checkpoint_of_another_size_or_a_corrupt_one_is_one_clear_error(tmp_path):
+    import torch
+
+    from segkit.errors import SegkitError
+    from segkit.tasks.lpm_nnsam2.sam2_propagator import Sam2Propagator, build_recording_predictor
+
+    small = tmp_path / "sam2.1_hiera_small.pt"  # SAM 2.1 small (random weights), as the checkpoint files hold it
+    torch.save({"model": build_recording_predictor("configs/sam2.1/sam2.1_hiera_s.yaml", None, "cpu").state_dict()}, small)
+    with pytest.raises(SegkitError, match=r"not the SAM 2.1 checkpoint sam2.1_hiera_tiny.pt .* holds 46.1 M parameters in \d+ tensors, the model built from .*sam2.1_hiera_t.yaml has 39.0 M \((Missing|Unexpected) key"):
+        Sam2Propagator.from_checkpoint(small, "configs/sam2.1/sam2.1_hiera_t.yaml", device="cpu")
+    corrupt = tmp_path / "sam2.1_hiera_tiny.pt"
+    corrupt.write_bytes(b"\x80\x04 truncated download")
+    with pytest.raises(SegkitError, match="not a readable PyTorch checkpoint|refused"):
+        Sam2Propagator.from_checkpoint(corrupt, "configs/sam2.1/sam2.1_hiera_t.yaml", device="cpu")
 
 
 def test_the_registry_file_name_picks_the_sam2_size(tmp_path, segkit_home):

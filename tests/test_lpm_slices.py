@@ -1,4 +1,4 @@
-"""lpm_nnsam2 building blocks without a model: frames and the way back, interleaving, rebuild."""
+"""lpm_nnsam2 building blocks without a model: frames and the way back, the walk order, rebuild."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from segkit.io.image import Image
 from segkit.tasks.lpm_nnsam2.rebuild import clean_frame_labels, frames_to_labels
-from segkit.tasks.lpm_nnsam2.sequence import SUPPORT, TARGET, interleave, start_targets, walk_order
+from segkit.tasks.lpm_nnsam2.sequence import walk_order
 from segkit.tasks.lpm_nnsam2.slices import (
     FRAME_SIZE, detect_modality, frames_from_ras, label_frames_from_ras, ras_volume, scale_to_255,
 )
@@ -59,23 +59,21 @@ def test_ct_window_and_mri_percentiles():
     assert frames.shape == (4, FRAME_SIZE, FRAME_SIZE) and frames.dtype == np.uint8
 
 
-def test_interleaving_is_seed_then_target_by_relative_height():
-    order = interleave([1, 3], n_support_slices=4, n_target_slices=4)
-    assert [(f.source, f.slice) for f in order] == [
-        (TARGET, 0), (SUPPORT, 1), (TARGET, 1), (TARGET, 2), (SUPPORT, 3), (TARGET, 3),
-    ]
-    assert start_targets(order) == {1: 1, 3: 3}
-    # a target twice as long: the seed at mid-height sits before the target's mid slice
-    order = interleave([2], n_support_slices=5, n_target_slices=10)
-    position = [f.source for f in order].index(SUPPORT)
-    assert order[position + 1] == order[position + 1].__class__(TARGET, 5)
-
-
 def test_walk_goes_outward_from_the_start_slices():
     order = walk_order(6, [2])
     assert order[0] == (2, None)
     assert sorted(k for k, _ in order) == list(range(6))
     assert dict(order)[0] == 1 and dict(order)[5] == 4
+
+
+def test_rebuild_keeps_both_muscles_of_a_side_but_drops_specks():
+    frames = np.zeros((3, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
+    frames[:, 60:90, 40:80] = 1  # multifidus, parted from the erector spinae by a fat plane
+    frames[:, 100:150, 40:90] = 1  # erector spinae
+    frames[:, 200:205, 200:205] = 1  # a speck
+    cleaned = clean_frame_labels(frames)
+    assert (cleaned[:, 60:90, 40:80] == 1).all() and (cleaned[:, 100:150, 40:90] == 1).all()
+    assert (cleaned[:, 200:205, 200:205] == 0).all()
 
 
 def test_rebuild_keeps_largest_components_and_fills_holes():

@@ -140,6 +140,11 @@ def test_rounds_keep_models_selection_logs_and_the_ignore_label(trained):
         kept_slices += sum(3 not in s for s in per_slice)
     assert 0 < kept_slices < n_images * SHAPE[2] * 0.2  # about the top decile
     assert json.loads((package / "round_2" / "dataset" / "dataset.json").read_text())["labels"].get("ignore") is None
+    # round 1's CT normalisation statistics come from muscle voxels, not the ignore label (which
+    # would drag in the ignored slices' air and fat: mean -394 HU before segkit refit them)
+    plans = json.loads((Path(card["rounds"][0]["model_dir"]) / "plans.json").read_text())
+    stats = plans["foreground_intensity_properties_per_channel"]["0"]
+    assert -20.0 < stats["mean"] < 80.0 and stats["percentile_00_5"] > -300.0, stats
 
 
 @pytest.mark.slow

@@ -15,6 +15,10 @@ Two modalities share that anatomy: CT in HU and Dixon fat/water images whose rat
 the voxel's true fat fraction. Subjects vary in size, muscle shape, position and fat, and every
 image gets Gaussian noise. `truth` holds the exact volumes, noise-free mean HU and pooled fat
 fraction of each label, so quantification can be checked against known numbers.
+
+`pose` places a subject like a patient on another scanner: the whole body shifted (mm), rotated
+in-plane (degrees) and scaled, e.g. `Pose(shift=(12, -9), rotation=8, scale=1.15)` (patients
+differ by centimetres; tests/test_lpm_align.py uses +-15 mm, +-10 degrees, 0.8-1.2).
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ FF = {"fat": 0.95, "soft": 0.10, "csf": 0.0, "cortex": 0.0, "marrow": 0.45}
 PROTON_DENSITY = {"fat": 100.0, "muscle": 80.0, "soft": 70.0, "csf": 90.0, "cortex": 5.0, "marrow": 70.0}
 
 
+@dataclass(frozen=True)
+class Pose:
+    shift: tuple[float, float] = (0.0, 0.0)  # mm, x toward Right, y toward Anterior
+    rotation: float = 0.0  # degrees, in-plane, counter-clockwise seen from above
+    scale: float = 1.0  # whole-body size factor
+
 @dataclass
 class LumbarPhantom:
     ct: np.ndarray  # float32 HU
@@ -49,11 +59,12 @@ def make_lumbar_phantom(
     spacing: tuple[float, float, float] = (1.0, 1.0, 4.0),
     noise_hu: float = 12.0,
     noise_dixon: float = 2.0,
+    pose: Pose | None = None,
 ) -> LumbarPhantom:
     """One subject. Same seed, same phantom; different seeds differ in anatomy, fat and noise."""
     rng = np.random.default_rng(seed)
     subject = _draw_subject(rng)
-    x, y = _in_plane_mm(shape, spacing)
+    x, y = _posed(*_in_plane_mm(shape, spacing), pose)
     n_slices = shape[2]
     tissue = np.zeros(shape, dtype=np.uint8)  # index into _TISSUES
     muscle_ff = np.zeros(shape, dtype=np.float32)
@@ -135,6 +146,17 @@ def _in_plane_mm(shape, spacing) -> tuple[np.ndarray, np.ndarray]:
     xs = (np.arange(shape[0]) - (shape[0] - 1) / 2) * spacing[0]
     ys = (np.arange(shape[1]) - (shape[1] - 1) / 2) * spacing[1] + 8.0  # body centre a bit anterior
     return np.meshgrid(xs, ys, indexing="ij")
+
+
+def _posed(x, y, pose: Pose | None) -> tuple[np.ndarray, np.ndarray]:
+    """Scanner coordinates -> the subject's own: undo the pose's shift, rotation and scale."""
+    if pose is None:
+        return x, y
+    angle = np.deg2rad(pose.rotation)
+    dx, dy = x - pose.shift[0], y - pose.shift[1]  # about the body centre (0, 0)
+    u = (np.cos(angle) * dx + np.sin(angle) * dy) / pose.scale
+    v = (-np.sin(angle) * dx + np.cos(angle) * dy) / pose.scale
+    return u, v
 
 
 def _ellipse(x, y, cx, cy, ax, ay) -> np.ndarray:

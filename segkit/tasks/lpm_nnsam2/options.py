@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segkit.tasks.common_options import (
-    backend_option, iterations_option, model_option, propagator_option, support_mask_option, support_option,
+    backend_option, iterations_option, modality_option, model_option, propagator_option, support_mask_option,
+    support_option,
     val_iterations_option,
 )
 from segkit.tasks.options import TaskOptions, option
@@ -20,6 +21,7 @@ class SegmentOptions(TaskOptions):
     support_mask: Path | None = support_mask_option()
     propagator: str = propagator_option()
     backend: str = backend_option()
+    modality: str = modality_option()
     model: Path | None = model_option()
 
 
@@ -33,5 +35,6 @@ class TrainOptions(TaskOptions):
     support_mask: Path | None = support_mask_option()
     rounds: int = option(3, "--rounds", minimum=1, help="nnU-Net rounds (nnSAM2: 3).")
     propagator: str = propagator_option()
+    modality: str = modality_option()
     iterations_per_epoch: int | None = iterations_option()
     val_iterations_per_epoch: int | None = val_iterations_option()

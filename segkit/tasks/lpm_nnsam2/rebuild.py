@@ -2,6 +2,11 @@
 
 Per slice and class: keep the largest connected component and fill its holes (at frame
 resolution); resize back to the input's grid; per class keep the largest 3D component.
+
+segkit: "largest" keeps every component of at least KEEP_FRACTION of the largest one. A side's
+label is two muscles, multifidus and erector spinae, which a fat plane can part on a slice (and
+along the whole volume); the largest component alone would drop the multifidus there. Specks
+(under KEEP_FRACTION) still go.
 """
 
 from __future__ import annotations
@@ -11,7 +16,11 @@ import numpy as np
 from segkit.tasks.lpm_nnsam2.labels import lpm_labels
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
+KEEP_FRACTION = 0.2
+
+
+def largest_component(mask: np.ndarray, keep_fraction: float = KEEP_FRACTION) -> np.ndarray:
+    """The largest connected component, and any other of at least keep_fraction of its size."""
     from scipy import ndimage
 
     mask = np.asarray(mask, dtype=bool)
@@ -22,7 +31,8 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     if count == 1:
         return mask
     sizes = np.bincount(components.ravel())[1:]
-    return components == (int(np.argmax(sizes)) + 1)
+    kept = np.flatnonzero(sizes >= keep_fraction * sizes.max()) + 1
+    return np.isin(components, kept)
 
 
 def clean_frame_labels(frame_labels: np.ndarray, labels=None) -> np.ndarray:

@@ -1,6 +1,7 @@
 """`segkit train -task lpm_nnsam2`: pseudo-labels -> IoU selection -> nnU-Net rounds -> model package.
 
-Round 1 trains on the top-decile-IoU slices of every case (other slices carry nnU-Net's ignore
+Round 1 trains on the top-decile slices by quality (signal.py: IoU x agreement with the aligned
+support; failed slices never) of every case (other slices carry nnU-Net's ignore
 label). After each round the model segments every image; the smooth cases that agree with the
 previous stage (selection.py) become the next round's training set, with full labels. Every round
 keeps its model zip, its selection log and its Dice against the previous stage; the last round's
@@ -18,6 +19,7 @@ import numpy as np
 
 from segkit.errors import SegkitError
 from segkit.io.writer import atomic_write_json, atomic_write_text
+from segkit.tasks.common_options import DEFAULT_PROPAGATOR
 from segkit.tasks.facts import orientation
 from segkit.tasks.lpm_nnsam2.labels import TASK
 from segkit.tasks.lpm_nnsam2 import selection
@@ -35,13 +37,14 @@ class LpmTrainRequest:
     support_mask: Path
     output: Path
     rounds: int = 3
-    propagator: str = "sam2"
+    propagator: str = DEFAULT_PROPAGATOR  # one default for segment and train (common_options.py)
     epochs: int | None = None
     iterations_per_epoch: int | None = None
     val_iterations_per_epoch: int | None = None
     seed: int | None = None
     device: str = "auto"
     backend: str = "auto"
+    modality: str | None = None  # None: guessed per image
 
 
 Say = Callable[[str], None]
@@ -55,7 +58,7 @@ def train_task(spec, common, options, say: Say) -> list[tuple]:
         images=options.images, support=options.support, support_mask=options.support_mask, output=common.output,
         rounds=options.rounds, propagator=options.propagator, epochs=common.epochs,
         iterations_per_epoch=options.iterations_per_epoch, val_iterations_per_epoch=options.val_iterations_per_epoch,
-        seed=common.seed, device=common.device,
+        seed=common.seed, device=common.device, modality=None if options.modality == "auto" else options.modality,
     ), say=say)
     return [("model", package)]
 
@@ -85,9 +88,13 @@ def train_lpm(request: LpmTrainRequest, say: Say = lambda text: None) -> Path:
     output = Path(request.output).expanduser().resolve()
     output.mkdir(parents=True, exist_ok=True)
     propagator = make_propagator(request.propagator, spec, request.device, request.backend)
-    support = prepare_support(image, mask, seeds)
+    support = prepare_support(image, mask, seeds, modality=request.modality)
     say(f"pseudo-labelling {len(targets)} image(s) with {request.propagator}")
-    results = [pseudo_label(t, support, propagator) for t in targets]
+    results = []
+    for index, (target, path) in enumerate(zip(targets, files), start=1):
+        results.append(pseudo_label(target, support, propagator, modality=request.modality))
+        say(f"pseudo-labels {index}/{len(targets)}: {path.name}" + (f" ({results[-1].info['warning']})"
+                                                                   if "warning" in results[-1].info else ""))
     cases = [_case_id(i) for i in range(len(results))]
     previous = {case: _ras_labels(r) for case, r in zip(cases, results)}
     ras_images = {case: _ras_image(r) for case, r in zip(cases, results)}
@@ -102,7 +109,7 @@ def train_lpm(request: LpmTrainRequest, say: Say = lambda text: None) -> Path:
             dataset = _next_round_dataset(round_dir / "dataset", cases, predictions, selected, ras_images, modality)
         say(f"round {round_index}: nnU-Net on {len(dataset['cases'])} case(s)")
         model_dir, zip_path = _train_round(request, Path(dataset["root"]), round_dir)
-        predictions = _predict_all(spec, model_dir, ras_images, round_dir / "predictions")
+        predictions = _predict_all(spec, model_dir, ras_images, round_dir / "predictions", request.device)
         rows, selected, predictions = _select_round(cases, predictions, previous, round_index < request.rounds)
         if any(r.get("reason") == FALLBACK for r in rows):
             say(f"round {round_index}: the model found both muscles in no image (train longer: --epochs, "
@@ -184,11 +191,13 @@ def _save_case(root: Path, case: str, ras_image, labels: np.ndarray) -> None:
 def _round_one_dataset(root: Path, cases, results, ras_images, modality) -> dict:
     if root.exists():
         shutil.rmtree(root)
-    sums = np.concatenate([r.propagation.scores.sum(axis=1) for r in results])
+    # the failure signal's quality (IoU x agreement with the aligned support, 0 where a side failed)
+    sums = np.concatenate([r.checks.quality.sum(axis=1) for r in results])
     threshold = selection.iou_threshold(sums)
     kept_cases, log = [], []
     for case, result in zip(cases, results):
-        keep = result.propagation.scores.sum(axis=1) >= threshold  # per RAS axial slice
+        quality = result.checks.quality.sum(axis=1)
+        keep = (quality >= threshold) & ~result.checks.failed.any(axis=1)  # per RAS axial slice
         log.append({"case": case, "image": str(result.image.path), "kept_slices_ras": np.flatnonzero(keep).tolist()})
         if not keep.any():
             continue
@@ -197,7 +206,7 @@ def _round_one_dataset(root: Path, cases, results, ras_images, modality) -> dict
         _save_case(root, case, ras_images[case], labels)
         kept_cases.append(case)
     _dataset_json(root, len(kept_cases), modality, with_ignore=True)
-    return {"root": root, "cases": kept_cases, "log": {"iou_sum_threshold": threshold, "cases": log}}
+    return {"root": root, "cases": kept_cases, "log": {"quality_sum_threshold": threshold, "cases": log}}
 
 
 def _next_round_dataset(root: Path, cases, predictions, selected, ras_images, modality) -> dict:
@@ -220,7 +229,7 @@ def _train_round(request: LpmTrainRequest, dataset: Path, round_dir: Path):
     return Path(result.model_dir), Path(result.zip_path)
 
 
-def _predict_all(spec, model_dir: Path, ras_images: dict, folder: Path) -> dict:
+def _predict_all(spec, model_dir: Path, ras_images: dict, folder: Path, device: str = "auto") -> dict:
     """Each case segmented by the round's model, loaded once (RAS arrays; files written for the log)."""
     import nibabel as nib
 
@@ -230,7 +239,7 @@ def _predict_all(spec, model_dir: Path, ras_images: dict, folder: Path) -> dict:
     from segkit.tasks.nnunet.task import NnunetRunner
 
     folder.mkdir(parents=True, exist_ok=True)
-    runner = NnunetRunner(spec, SegmentOptions(model=model_dir), SegmentCommon(device="cpu"))
+    runner = NnunetRunner(spec, SegmentOptions(model=model_dir), SegmentCommon(device=device))
     paths = {}
     for case, (array, affine) in ras_images.items():
         paths[case] = folder / f"{case}.nii.gz"

@@ -1,8 +1,10 @@
 """SAM 2.1 video propagation (`--propagator sam2`) recording each frame's predicted IoU per object.
 
-The interleaved support/target frames are SAM2's 'video'; every seed frame gets one mask prompt
-per side; the predictor propagates forward from the first seed, then backward from it for the
-frames before. Masks are logits > 0 with overlaps resolved by argmax (METHODS: nnSAM2).
+The support and target frames alternate in SAM2's 'video' as upstream interleaves them (support,
+target, support, target, ...), every support frame mask-prompted. The support frames are the
+support image registered onto each target slice and the prompts the registered annotation
+(align.py), so memory is conditioned on the right place. Masks are logits > 0 with overlaps
+resolved by argmax (METHODS: nnSAM2).
 
 sam2's SAM2VideoPredictor does not return the IoU head's output. `RecordingVideoPredictor`
 subclasses it (no fork) and hooks two private methods of sam2 == 1.1.0:
@@ -26,10 +28,10 @@ from typing import Callable
 
 import numpy as np
 
-from segkit.errors import TaskNotInstalledError
+from segkit.errors import SegkitError, TaskNotInstalledError
 from segkit.tasks.lpm_nnsam2.labels import lpm_labels
 from segkit.tasks.lpm_nnsam2.propagation import Propagation, labels_from_logits
-from segkit.tasks.lpm_nnsam2.sequence import interleave
+from segkit.tasks.lpm_nnsam2.sequence import SUPPORT, TARGET, SequenceFrame
 
 SAM2_VERSION = "1.1.0"  # the hook points above were read in this release
 IOU_KEY = "segkit_ious"
@@ -118,44 +120,37 @@ class Sam2Propagator:
         device = resolve_device(device)
         predictor = build_recording_predictor(config_file, None, device)
         # the verified checkpoint is read here (weights_only), not handed to sam2's loader
-        predictor.load_state_dict(load_state_dict("sam2.1_hiera_tiny", checkpoint), strict=True)
+        state = load_state_dict("sam2.1_hiera_tiny", checkpoint)
+        try:
+            predictor.load_state_dict(state, strict=True)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise SegkitError(_mismatch(checkpoint, config_file, state, predictor, exc)) from None
         return cls(predictor.eval(), device)
 
-    def propagate(
-        self,
-        support_labels: np.ndarray,
-        seed_slices: list[int],
-        target_frames: np.ndarray,
-        object_ids=None,
-        n_support_slices: int | None = None,
-        progress: Callable[[], None] | None = None,
-        support_frames: np.ndarray | None = None,
-    ) -> Propagation:
+    def propagate(self, target_frames: np.ndarray, alignment, object_ids=None,
+                  progress: Callable[[], None] | None = None) -> Propagation:
+        """Upstream's interleaving, on aligned frames: before every target frame, the support image
+        registered onto it (align.py), mask-prompted with the registered annotation."""
         object_ids = object_ids or lpm_labels()
         import torch
 
-        if support_frames is None:
-            raise ValueError("the SAM2 propagator needs the support frames (mask prompts sit on them)")
         n_target = target_frames.shape[0]
-        sequence = interleave(seed_slices, n_support_slices or support_labels.shape[0], n_target)
-        frames = [support_frames[f.slice] if f.is_support else target_frames[f.slice] for f in sequence]
-        seeds = [i for i, f in enumerate(sequence) if f.is_support]
+        sequence = [frame for t in range(n_target) for frame in (SequenceFrame(SUPPORT, t), SequenceFrame(TARGET, t))]
+        frames = [alignment.support_frames[f.slice] if f.is_support else target_frames[f.slice] for f in sequence]
         logits = {}
         with tempfile.TemporaryDirectory(prefix="segkit-sam2-") as folder, torch.inference_mode():
             _write_jpeg_frames(frames, Path(folder))
             state = self.predictor.init_state(video_path=folder, offload_video_to_cpu=True)
-            for position in seeds:
-                seed_labels = support_labels[sequence[position].slice]
-                for obj in object_ids:
-                    self.predictor.add_new_mask(state, frame_idx=position, obj_id=obj, mask=seed_labels == obj)
-            for reverse in (False, True):
-                for idx, obj_ids, masks in self.predictor.propagate_in_video(state, start_frame_idx=seeds[0], reverse=reverse):
-                    if reverse and idx >= seeds[0]:
-                        continue  # the forward pass already covered the frames from the first seed on
-                    order = [list(obj_ids).index(obj) for obj in object_ids]
-                    logits[idx] = masks[order, 0].float().cpu().numpy()
-                    if progress is not None and not sequence[idx].is_support:
-                        progress()
+            for position, frame in enumerate(sequence):
+                if frame.is_support:
+                    for obj in object_ids:
+                        mask = alignment.reference[frame.slice] == obj
+                        self.predictor.add_new_mask(state, frame_idx=position, obj_id=obj, mask=mask)
+            for idx, obj_ids, masks in self.predictor.propagate_in_video(state, start_frame_idx=0):
+                order = [list(obj_ids).index(obj) for obj in object_ids]
+                logits[idx] = masks[order, 0].float().cpu().numpy()
+                if progress is not None and not sequence[idx].is_support:
+                    progress()
             recorded = dict(state.get(IOU_KEY, {}))
         return self._collect(sequence, logits, recorded, object_ids, target_frames.shape)
 
@@ -172,6 +167,30 @@ class Sam2Propagator:
             if not frame.is_support and position in logits:
                 labels[frame.slice] = labels_from_logits(logits[position], object_ids)
         return Propagation(labels, scores, sequence, self.name, sequence_scores, {"device": self.device})
+
+
+def _mismatch(checkpoint, config_file: str, state, predictor, exc: Exception) -> str:
+    """One line naming what was found: a checkpoint of another SAM 2.1 size, or not SAM 2.1 at all."""
+    expected = sum(v.numel() for v in predictor.state_dict().values())
+    tensors = [v for v in state.values() if hasattr(v, "numel")] if isinstance(state, dict) else []
+    found = sum(v.numel() for v in tensors)
+    known = {m.config: m.file for m in _sam2_members()}
+    return (f"{checkpoint}: not the SAM 2.1 checkpoint {known.get(config_file, config_file)} this task's registry "
+            f"names: it holds {found / 1e6:.1f} M parameters in {len(tensors)} tensors, the model built from "
+            f"{config_file} has {expected / 1e6:.1f} M ({_first_detail(exc)}); install the "
+            f"registry's file (`segkit install-task lpm_nnsam2`) or use --propagator litemedsam")
+
+
+def _first_detail(exc: Exception) -> str:
+    """torch's first line says only 'Error(s) in loading state_dict'; the next names the keys."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:120]
+
+
+def _sam2_members():
+    from segkit.models.sam import SAM_FAMILY
+
+    return [m for m in SAM_FAMILY.values() if m.kind == "sam2"]
 
 
 def _write_jpeg_frames(frames, folder: Path) -> None:

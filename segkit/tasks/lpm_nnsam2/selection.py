@@ -1,7 +1,8 @@
 """Pseudo-label selection (METHODS: nnSAM2).
 
-- Before the first round: keep the frames whose summed predicted IoU is in the dataset's top
-  decile. Slices not kept become the IGNORE label, so nnU-Net leaves them out of the loss instead
+- Before the first round: keep the frames whose summed quality is in the dataset's top decile
+  (segkit: quality = predicted IoU x agreement with the aligned support, 0 on failed slices,
+  signal.py, since the IoU head alone rates misplaced masks high; nnSAM2 ranks by IoU). Slices not kept become the IGNORE label, so nnU-Net leaves them out of the loss instead
   of learning them as background: an unselected slice still holds muscle.
 - Between rounds: keep the cases that are smooth (every consecutive-slice area ratio <= 1.25 for
   each class) and agree with the previous stage (mean DSC over classes > 0.95), the top
@@ -22,7 +23,7 @@ MIN_AGREEMENT = 0.95
 
 
 def iou_threshold(all_iou_sums: np.ndarray) -> float:
-    """The summed IoU at the start of the dataset's top decile."""
+    """The summed score (quality) at the start of the dataset's top decile."""
     return float(np.quantile(np.asarray(all_iou_sums, dtype=np.float64), 1.0 - TOP_FRACTION))
 
 

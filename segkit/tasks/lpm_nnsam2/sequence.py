@@ -1,9 +1,8 @@
-"""The interleaved 'video' of support and target frames that the propagators walk through.
+"""The frames the propagators walk through, and the order they walk in.
 
-nnSAM2 interleaves the labelled seed slices with the target slices, both sorted by slice index:
-seed, target, seed, target, ... Volumes of different lengths are matched by relative height
-(slice centre / number of slices), so each seed sits just before the target slice at its level;
-at equal height the seed comes first, so it prompts the target frame that follows it.
+SAM 2.1 sees upstream's interleaved 'video' (support, target, support, target, ...: every target
+frame after a mask-prompted support frame, registered onto it: sam2_propagator.py); LiteMedSAM
+walks outward from the best-aligned slices (align.py), each slice prompted from its neighbour.
 """
 
 from __future__ import annotations
@@ -19,37 +18,11 @@ SUPPORT, TARGET = "support", "target"
 @dataclass(frozen=True)
 class SequenceFrame:
     source: str  # SUPPORT or TARGET
-    slice: int  # RAS axial slice index in its own volume
+    slice: int  # target RAS axial slice (a support frame: the target slice it is registered onto)
 
     @property
     def is_support(self) -> bool:
         return self.source == SUPPORT
-
-
-def relative_height(index: int, n_slices: int) -> float:
-    return (index + 0.5) / n_slices
-
-
-def interleave(seed_slices: Sequence[int], n_support_slices: int, n_target_slices: int) -> list[SequenceFrame]:
-    """Seed frames and every target frame in one order: by relative height, seeds first at ties."""
-    frames = [(relative_height(s, n_support_slices), 0, SequenceFrame(SUPPORT, int(s))) for s in sorted(seed_slices)]
-    frames += [(relative_height(t, n_target_slices), 1, SequenceFrame(TARGET, t)) for t in range(n_target_slices)]
-    frames.sort(key=lambda item: (item[0], item[1], item[2].slice))
-    return [frame for _, _, frame in frames]
-
-
-def start_targets(sequence: list[SequenceFrame]) -> dict[int, int]:
-    """For each seed slice, the target slice it prompts first: the next target frame in the
-    sequence (the previous one for a seed at the very end)."""
-    starts = {}
-    for position, frame in enumerate(sequence):
-        if not frame.is_support:
-            continue
-        after = [f for f in sequence[position + 1 :] if not f.is_support]
-        before = [f for f in sequence[:position] if not f.is_support]
-        chosen = after[0] if after else before[-1]
-        starts[frame.slice] = chosen.slice
-    return starts
 
 
 def walk_order(n_target_slices: int, starts: Sequence[int]) -> list[tuple[int, int | None]]:

@@ -21,9 +21,15 @@ MRI_PERCENTILES = (0.5, 99.5)
 
 
 def detect_modality(volume: np.ndarray) -> str:
-    """'ct' when the volume looks like Hounsfield units (air near -1000 present), else 'mri'."""
-    low = float(np.percentile(volume, 1.0))
-    return "ct" if low < -500.0 else "mri"
+    """'ct' when the volume looks like Hounsfield units, else 'mri' (`--modality` overrides).
+
+    Air near -1000 HU says CT; so does a CT cropped to the body, without air: more than 1% of
+    its voxels are fat (-200..-50 HU), which magnitude MRI (never far below 0) does not have."""
+    volume = np.asarray(volume)
+    if float(np.percentile(volume, 1.0)) < -500.0:
+        return "ct"
+    fat = np.count_nonzero((volume >= -200.0) & (volume <= -50.0))
+    return "ct" if fat > 0.01 * volume.size else "mri"
 
 
 def scale_to_255(volume: np.ndarray, modality: str) -> np.ndarray:

@@ -12,6 +12,7 @@ Several -i targets give one output set per target. Every input is checked before
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from segkit.errors import SegkitError
@@ -61,7 +62,8 @@ class LpmRunner(TaskRunner):
         from segkit.tasks.lpm_nnsam2.inputs import load_support, load_targets
 
         if self._support is None:  # one support for every target, checked with the first
-            self._support = prepare_support(*load_support(self.options.support, self.options.support_mask))
+            self._support = prepare_support(*load_support(self.options.support, self.options.support_mask),
+                                            modality=forced_modality(self.options))
         target = load_targets([case.source])[0]
         # the few-shot path takes its own RAS axial frames (slices.py), so no reorientation here
         return Prepared(case, target, [target.data])
@@ -79,7 +81,9 @@ class LpmRunner(TaskRunner):
         from segkit.tasks.lpm_nnsam2.fewshot import pseudo_label, table_text
 
         support = self._support
-        result = pseudo_label(prepared.reference, support, propagator)
+        result = pseudo_label(prepared.reference, support, propagator, modality=forced_modality(self.options))
+        if "warning" in result.info:
+            print(f"segkit: warning: {prepared.reference.path}: {result.info['warning']}", file=sys.stderr)
         self._done += 1
         if progress is not None:
             progress(self._done, None)
@@ -90,6 +94,7 @@ class LpmRunner(TaskRunner):
             "support_mask": str(Path(self.options.support_mask).resolve()),
             "seed_slices_ras": support.seeds,
             "support_modality": support.modality,
+            **propagator_weights(propagator),
             **result.info,
         }
         table = table_text(result.table_rows())
@@ -106,4 +111,22 @@ def make_propagator(name: str, spec, device: str = "auto", backend: str = "auto"
     from segkit.tasks.lpm_nnsam2.sam2_propagator import Sam2Propagator, installed_sam2_checkpoint
 
     checkpoint, config = installed_sam2_checkpoint(spec)
-    return Sam2Propagator.from_checkpoint(checkpoint, config, device=device)
+    propagator = Sam2Propagator.from_checkpoint(checkpoint, config, device=device)
+    propagator.weights_path = checkpoint
+    return propagator
+
+
+def forced_modality(options) -> str | None:
+    """--modality ct|mri, or None to guess from the intensities."""
+    value = getattr(options, "modality", "auto")
+    return None if value in (None, "auto") else value
+
+
+def propagator_weights(propagator) -> dict:
+    """Provenance: the propagator's weights file and its sha256."""
+    from segkit.registry.fetch import sha256_cached
+
+    path = getattr(propagator, "weights_path", None)
+    if path is None:
+        return {}
+    return {"propagator_weights": str(Path(path).resolve()), "propagator_weights_sha256": sha256_cached(Path(path))}
