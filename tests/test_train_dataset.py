@@ -94,9 +94,11 @@ def test_cli_train_refuses_a_task_of_another_framework(dataset, tmp_path):
     env = {**os.environ, "SEGKIT_HOME": str(tmp_path / "home")}
     result = subprocess.run([SEGKIT, "train", "-task", "medsam", "--data", str(dataset)], capture_output=True, encoding="utf-8", env=env, timeout=120)
     assert result.returncode == 2 and "task 'medsam' runs its published weights; segkit has no trainer" in result.stderr
-    unbuilt = subprocess.run([SEGKIT, "train", "-task", "ais_ncct", "--data", str(dataset)], capture_output=True,
-                             encoding="utf-8", env=env, timeout=120)
-    assert unbuilt.returncode == 2 and "cannot be trained by this segkit version yet" in unbuilt.stderr
+    # ais_ncct trains on head CT only: this MR dataset is refused before anything runs
+    not_ct = subprocess.run([SEGKIT, "train", "-task", "ais_ncct", "--data", str(dataset), "-o", str(tmp_path / "ais")],
+                            capture_output=True, encoding="utf-8", env=env, timeout=120)
+    assert not_ct.returncode == 2 and "not a head CT in HU" in not_ct.stderr, not_ct.stderr
+    assert len(not_ct.stderr.strip().splitlines()) == 1 and not (tmp_path / "ais").exists()
 
 
 def test_cli_a_numbered_fold_needs_five_cases(dataset, tmp_path):
