@@ -282,3 +282,37 @@ def test_slurm_job_scripts_from_dask_jobqueue():
         assert "--gres" not in cpu.job_script() and "--resources" not in cpu.job_script()
     finally:
         cpu.close()
+
+
+def test_one_bar_for_the_cohort_and_the_dashboard_link_on_a_terminal(cohort_env, tmp_path):
+    import pty
+
+    for i in range(3):
+        _image(tmp_path / "in" / f"t{i}.nii.gz", i)
+    (tmp_path / "in" / "crash.nii.gz").write_bytes(b"broken")
+    leader, follower = pty.openpty()
+    args = ["segment", "-task", "level", "--glob", tmp_path / "in" / "*.nii.gz", "--workers", "2", "-o", tmp_path / "out"]
+    env = {**cohort_env["env"], "COLUMNS": "160", "TERM": "xterm"}
+    chunks = []
+
+    def drain():  # the terminal must be read while the bar draws, or a full buffer blocks the writer
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    done = subprocess.run([*SEGKIT, *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=follower, timeout=300)
+    os.close(follower)
+    reader.join(timeout=30)
+    os.close(leader)
+    screen = b"".join(chunks)
+    text = screen.decode("utf-8", "replace")
+    assert done.returncode == 1
+    assert "segkit: Dask dashboard: http://127.0.0.1:" in text
+    assert "cohort" in text and "4/4" in text and "3 done" in text and "1 failed" in text and "ETA" in text
