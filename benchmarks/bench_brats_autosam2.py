@@ -3,8 +3,9 @@ stage, WT/TC/ET Dice and seconds per volume, beside one-contrast threshold basel
 
     python benchmarks/bench_brats_autosam2.py --out /tmp/brats_bench [--n-train 10 --n-test 3 --shape 32]
 
-Trains the reduced CI model (tests/test_brats_autosam2_proof.py's REDUCED recipe: UNet width 0.5,
-patch = shape, 8 epochs x 10 steps, learning rate 3e-3, UNet alone in training), then segments the
+Trains a reduced model (UNet width 0.5, patch = shape, --epochs x --iterations steps (default 8 x 10;
+the CI proof, tests/test_brats_autosam2_proof.py, uses 16 phantoms and 16 x 10), learning rate 3e-3,
+the UNet alone in training), then segments the
 held-out phantoms in one process (model and LiteMedSAM loaded once) at each slice percentage with
 the informative slice rule. Seconds per volume are wall-clock of predict_volume (UNet + SAM + blend)
 and the process CPU seconds, on whatever machine runs it: record the machine with the numbers.
