@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 SEGKIT = str(Path(sys.executable).with_name("segkit"))
 
@@ -25,7 +26,9 @@ def case(tmp_path, segkit_home) -> Path:
     mask[4:9, 4:9, 1:3] = 1
     nib.save(nib.Nifti1Image(mask, np.eye(4)), str(tmp_path / "m.nii.gz"))
     (tmp_path / "qc").mkdir()
-    (tmp_path / "qc" / "img_seg_qc_axis0_5.png").write_bytes(b"a read file named like a QC image")
+    # a 2D image and a readable prompt mask named like one of its QC images (inputs are read first)
+    sitk.WriteImage(sitk.GetImageFromArray((rng.random((16, 16)) * 255).astype(np.uint8)), str(tmp_path / "img2d.png"))
+    sitk.WriteImage(sitk.GetImageFromArray(mask[:, :, 1]), str(tmp_path / "qc" / "img2d_seg_qc_axis0_5.png"))
     (tmp_path / "link.nii.gz").symlink_to(tmp_path / "m.nii.gz")
     (tmp_path / "pairs.csv").write_text("pred,ref\nimg.nii.gz,m.nii.gz\n")
     return tmp_path
@@ -35,8 +38,8 @@ CASES = {
     "prompt mask as -o": ["segment", "-task", "medsam", "-i", "img.nii.gz", "--prompt-mask", "m.nii.gz", "-o", "m.nii.gz"],
     "-o a symlink to an input": ["segment", "-task", "medsam", "-i", "img.nii.gz", "--prompt-mask", "m.nii.gz", "-o", "link.nii.gz"],
     "-o the input image": ["segment", "-task", "medsam", "-i", "img.nii.gz", "--box", "2,2,0,9,9,3", "-o", "img.nii.gz"],
-    "QC folder holds a read file": ["segment", "-task", "medsam", "-i", "img.nii.gz", "--prompt-mask",
-                                    "qc/img_seg_qc_axis0_5.png", "--qc", "qc", "-o", "out/"],
+    "QC folder holds a read file": ["segment", "-task", "medsam", "-i", "img2d.png", "--prompt-mask",
+                                    "qc/img2d_seg_qc_axis0_5.png", "--qc", "qc", "-o", "out/"],
     "lesion table as --ref": ["eval", "--pred", "img.nii.gz", "--ref", "m.nii.gz", "--lesions", "--lesion-table", "m.nii.gz"],
     "lesion table through a symlink": ["eval", "--pred", "img.nii.gz", "--ref", "m.nii.gz", "--lesions", "--lesion-table", "link.nii.gz"],
     "lesion table as the manifest": ["eval", "--manifest", "pairs.csv", "--lesions", "--lesion-table", "pairs.csv"],
