@@ -116,10 +116,7 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> TrainResult:
     output = Path(config.output)
     checkpoints = output / "checkpoints"
     last_path = checkpoints / "last.pt"
-    if last_path.exists() and not config.resume:
-        raise SegkitError(f"{output} already holds a training run; pass --resume to continue it or choose another -o")
-    if config.resume and not last_path.exists():
-        raise SegkitError(f"--resume: no checkpoint at {last_path}")
+    check_output_folder(output, config.resume)
     torch.manual_seed(config.seed)
 
     cases = discover_cases(config.data)
@@ -158,6 +155,14 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> TrainResult:
 
     model_dir, zip_path = write_model_package(output, config, net_config, train_subjects, val_subjects, state, pretrained)
     return TrainResult(model_dir, zip_path, state["best_epoch"], state["best_dice"], state["epoch"], time.perf_counter() - started)
+
+
+def check_output_folder(output: Path, resume: bool) -> None:
+    last_path = Path(output) / "checkpoints" / "last.pt"
+    if last_path.exists() and not resume:
+        raise SegkitError(f"{output} already holds a training run; pass --resume to continue it or choose another -o")
+    if resume and not last_path.exists():
+        raise SegkitError(f"--resume: no checkpoint at {last_path}")
 
 
 def _build(net_config, *, resume: bool):
@@ -303,7 +308,8 @@ def train_task(spec, common, options, say) -> list[tuple]:
 
     if options.data is None:
         raise SegkitError("Missing option '--data' (the training dataset folder)")
-    discover_cases(options.data)  # a wrong dataset is named before the sizes are weighed
+    discover_cases(options.data)  # a wrong dataset or -o is named before the sizes are weighed
+    check_output_folder(Path(common.output), common.resume)
     batches = options.iterations_per_epoch or TrainConfig.batches_per_epoch
     sizes = resolve_sizes(options, options.architecture, resolve_device(common.device), batches, say)
     config = TrainConfig(
