@@ -260,7 +260,19 @@ def train(task: str | None = None, *, say: Callable[[str], None] = lambda text: 
     if options_class is None:
         raise not_runnable(spec, "trained")
     own = build_options(options_class, spec.name, {k: v for k, v in options.items() if k not in common_names})
+    check_train_output(common.output, [*common.files_read(), *own.files_read()])
     return load_target(options_class.trainer)(spec if task else None, common, own, say)
+
+
+def check_train_output(output: Path, read: list[Path]) -> None:
+    """Training fills (and on a fresh start clears parts of) its output folder: that folder must not
+    be, or lie inside, a file or folder the command reads (--data, --images, --support, ...)."""
+    out = Path(output).expanduser().resolve()
+    for path in read:
+        source = Path(path).expanduser().resolve()
+        if out == source or source in out.parents:
+            raise SegkitError(f"-o {output} is, or lies inside, {path}, which training reads; "
+                              "choose an output folder outside it")
 
 
 def _train_spec(task: str | None):

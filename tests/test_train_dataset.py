@@ -110,3 +110,15 @@ def test_cli_a_numbered_fold_needs_five_cases(dataset, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "3 training case(s)" in lines[0] and "--fold all" in lines[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["the data folder", "a folder inside it"])
+def test_cli_train_refuses_an_output_in_the_data_it_reads(dataset, tmp_path, where):
+    env = {**os.environ, "SEGKIT_HOME": str(tmp_path / "home")}
+    out = dataset if where == "the data folder" else dataset / "imagesTr" / "run"
+    before = sorted(p.relative_to(dataset) for p in dataset.rglob("*"))
+    result = subprocess.run([SEGKIT, "train", "--data", str(dataset), "-o", str(out)], capture_output=True,
+                            encoding="utf-8", env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "which training reads" in result.stderr
+    assert sorted(p.relative_to(dataset) for p in dataset.rglob("*")) == before
