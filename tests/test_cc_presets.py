@@ -56,6 +56,14 @@ def test_preset_cpu_trains_at_the_documented_reduced_sizes(tmp_path, data):
     assert (card["network"]["slice_size"], card["network"]["width"]) == (48, 0.25)
     assert card["training"]["recipe"]["batch_size"] == 16
     assert "peak_signs" in card["input"]
+    # --resume without a preset continues at the run's own sizes: no refusal on a CPU
+    again = _segkit("train", "-task", "cc_fodf", "--data", data, "-o", tmp_path / "run", "--resume",
+                    "--architecture", "unet", "--epochs", "2", "--iterations-per-epoch", "1", "--device", "cpu",
+                    home=tmp_path / "home")
+    assert again.returncode == 0, again.stderr
+    assert "resuming at the run's own sizes (slice 48, width 0.25" in again.stderr
+    card = json.loads((tmp_path / "run" / "model" / "model_card.json").read_text())
+    assert card["training"]["epochs_run"] == 2 and card["training"]["recipe"]["batch_size"] == 16
 
 
 def test_preset_paper_on_a_cpu_says_the_expected_time_and_goes_on():

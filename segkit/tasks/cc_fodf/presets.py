@@ -25,10 +25,14 @@ def describe(preset: str) -> str:
     return f"slice {p['slice_size']}, width {p['width']:g}, SAM grid {p['sam_grid']}, batch {p['batch_size']}"
 
 
-def resolve_sizes(options, architecture: str, device: str, batches_per_epoch: int, say) -> dict:
-    """{slice_size, width, sam_grid, batch_size} for this run (see the module docstring)."""
+def resolve_sizes(options, architecture: str, device: str, batches_per_epoch: int, say,
+                  resumed: dict | None = None) -> dict:
+    """{slice_size, width, sam_grid, batch_size} for this run (see the module docstring); `resumed`:
+    the sizes of the run --resume continues, which it keeps unless a preset or a size is given."""
     explicit = {name: getattr(options, name) for name in SIZES if getattr(options, name) is not None}
     preset = options.preset
+    if preset is None and resumed is not None:
+        return {**resumed, **explicit}
     needed = [name for name in SIZES if name != "sam_grid" or architecture != "unet"]  # the CNN has no SAM grid
     if preset is None and all(name in explicit for name in needed):
         return {**PRESETS["paper"], **explicit}
@@ -46,6 +50,24 @@ def resolve_sizes(options, architecture: str, device: str, batches_per_epoch: in
                               f"for the reduced sizes ({describe('cpu')})")
         say(f"cc_fodf: {expected}")
     return {**PRESETS[preset], **explicit}
+
+
+def resumed_sizes(output, say) -> dict | None:
+    """The sizes the run in `output` was started with, from its last checkpoint (None without one)."""
+    from pathlib import Path
+
+    from segkit.runtime.checkpoint import load_data
+
+    path = Path(output) / "checkpoints" / "last.pt"
+    if not path.is_file():
+        return None
+    saved = load_data(path)
+    sizes = {name: saved["network"][name] for name in SIZES if name in saved["network"]}
+    # runs started before the batch size was saved: the reduced size, said aloud
+    sizes["batch_size"] = saved["state"].get("batch_size", PRESETS["cpu"]["batch_size"])
+    say(f"cc_fodf: resuming at the run's own sizes (slice {sizes['slice_size']}, width {sizes['width']:g}, "
+        f"SAM grid {sizes['sam_grid']}, batch {sizes['batch_size']})")
+    return sizes
 
 
 def epoch_seconds(architecture: str, sizes: dict, batches: int) -> float:

@@ -130,7 +130,8 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> TrainResult:
     optimizer = torch.optim.Adamax(net.parameters(), lr=config.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=config.plateau_patience)
     generator = torch.Generator().manual_seed(config.seed)
-    state = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "history": [], "best_validation": {}}
+    state = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "history": [], "best_validation": {},
+             "batch_size": config.batch_size}  # kept so --resume continues at the run's own sizes
     if config.resume:
         state = _restore(last_path, net, optimizer, scheduler, generator, net_config)
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -304,14 +305,15 @@ def train_task(spec, common, options, say) -> list[tuple]:
     from segkit.errors import SegkitError
 
     from segkit.runtime.device import resolve_device
-    from segkit.tasks.cc_fodf.presets import resolve_sizes
+    from segkit.tasks.cc_fodf.presets import resolve_sizes, resumed_sizes
 
     if options.data is None:
         raise SegkitError("Missing option '--data' (the training dataset folder)")
     discover_cases(options.data)  # a wrong dataset or -o is named before the sizes are weighed
     check_output_folder(Path(common.output), common.resume)
     batches = options.iterations_per_epoch or TrainConfig.batches_per_epoch
-    sizes = resolve_sizes(options, options.architecture, resolve_device(common.device), batches, say)
+    resumed = resumed_sizes(common.output, say) if common.resume and options.preset is None else None
+    sizes = resolve_sizes(options, options.architecture, resolve_device(common.device), batches, say, resumed)
     config = TrainConfig(
         data=Path(options.data), output=Path(common.output), architecture=options.architecture, **sizes,
         device=common.device, resume=common.resume, epochs=common.epochs or TrainConfig.epochs,
