@@ -21,10 +21,16 @@ import numpy as np
 
 from segkit import api
 from segkit.metrics.overlap import dice
-from segkit.phantoms.lumbar import make_lumbar_phantom, varied_pose
+from segkit.phantoms.lumbar import Pose, make_lumbar_phantom
 
 SIDES = {1: "right", 2: "left"}
 MARGIN = 2
+
+
+def varied_pose(rng) -> Pose:
+    """Within +-10 mm, +-8 degrees and 0.9-1.1 in size (the phantom's default field of view holds it)."""
+    return Pose((float(rng.uniform(-10, 10)), float(rng.uniform(-10, 10))), float(rng.uniform(-8, 8)),
+                float(rng.uniform(0.9, 1.1)))
 
 
 def with_implant(ct: np.ndarray, labels: np.ndarray) -> np.ndarray:
