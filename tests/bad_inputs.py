@@ -75,6 +75,18 @@ def write(name: str, content: bytes | str) -> Callable[[Path], None]:
     return make
 
 
+def png_image_and_prompt_mask_in_qc(d: Path) -> None:
+    """A readable 2D image and prompt mask, the mask named like one of the image's QC files (inputs
+    are read before outputs are planned, so an unreadable one would fail first, for another reason)."""
+    import SimpleITK as sitk
+
+    (d / "qc").mkdir(exist_ok=True)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:9, 4:9] = 1
+    sitk.WriteImage(sitk.GetImageFromArray((mask * 200 + 20).astype(np.uint8)), str(d / "img2d.png"))
+    sitk.WriteImage(sitk.GetImageFromArray(mask), str(d / "qc" / "img2d_seg_qc.png"))
+
+
 def steps(*makers) -> Callable[[Path], None]:
     return lambda d: [m(d) for m in makers]
 
@@ -155,7 +167,7 @@ EVAL_CASES = [
          lambda d: save(d / "small.nii.gz", np.zeros((8, 8, 4), np.uint8))),
     Case("--pred without --ref", ["eval", "--pred", "m.nii.gz"], "go together"),
     Case("two kinds of input", ["eval", "--pred", "m.nii.gz", "--ref", "m.nii.gz", "--manifest", "x.csv"], "exactly one input"),
-    Case("--surface of unknown kind", ["eval", "--pred", "m.nii.gz", "--ref", "m.nii.gz", "--surface", "mesh"], "surfel or voxel"),
+    Case("--surface of unknown kind", ["eval", "--pred", "m.nii.gz", "--ref", "m.nii.gz", "--surface", "mesh"], "surfel, voxel or brats"),
     Case("negative --tolerance-mm", ["eval", "--pred", "m.nii.gz", "--ref", "m.nii.gz", "--tolerance-mm", "-1"], ">= 0"),
     Case("--format xml", ["eval", "--pred", "m.nii.gz", "--ref", "m.nii.gz", "--format", "xml"], "tsv, csv or json"),
     Case("--lesion-table without --lesions", ["eval", "--pred", "m.nii.gz", "--ref", "m.nii.gz", "--lesion-table", "t.tsv"],
@@ -194,8 +206,8 @@ SEGMENT_CASES = [
     Case("-o is a symlink to the --prompt-mask", SEGMENT + ["-i", "img.nii.gz", "--prompt-mask", "m.nii.gz", "-o",
                                                             "link.nii.gz"], "overwrite an input", symlink),
     Case("--qc folder holds a read file named like a QC image",
-         SEGMENT + ["-i", "img.nii.gz", "--prompt-mask", "qc/img_seg_qc.png", "--qc", "qc", "-o", "out/"], "may overwrite",
-         write("qc/img_seg_qc.png", b"x")),
+         SEGMENT + ["-i", "img2d.png", "--prompt-mask", "qc/img2d_seg_qc.png", "--qc", "qc", "-o", "out/"],
+         "may overwrite", png_image_and_prompt_mask_in_qc),
     Case("-o with an extension segkit does not write", SEGMENT + ["-i", "img.nii.gz"] + BOX + ["-o", "out.nrrd"],
          "outputs are NIfTI"),
     Case("-o below a file", SEGMENT + ["-i", "img.nii.gz"] + BOX + ["-o", "img.nii.gz/out/"], "not a folder"),
