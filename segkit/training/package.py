@@ -41,3 +41,21 @@ def task_of_model(path: Path) -> str | None:
     if not task:
         raise SegkitError(f"{card}: names no task; pass -task TASK")
     return str(task)
+
+
+class ModelPackageError(SegkitError):
+    """A --model folder that is not a usable model package of its task."""
+
+
+def verified_weights(folder: Path, card: dict) -> tuple[Path, str]:
+    """(path, sha256) of the weights a model card names, checked against the card's sha256."""
+    from segkit.registry.store import sha256_of
+
+    weights = Path(folder) / card["weights"]["file"]
+    if not weights.is_file():
+        raise ModelPackageError(f"{weights}: the weights named by the model card are missing")
+    actual = sha256_of(weights)
+    if actual != card["weights"]["sha256"]:
+        raise ModelPackageError(f"{weights}: sha256 {actual[:12]}... does not match the model card; "
+                                "the file is corrupt or replaced")
+    return weights, actual

@@ -14,15 +14,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from segkit.errors import SegkitError
-from segkit.training.package import CARD_NAME
+from segkit.training.package import CARD_NAME, ModelPackageError, verified_weights
 
 PACKAGE_FORMAT = "segkit-ais_ncct-model"
 WEIGHTS_NAME = "model.pt"
-
-
-class ModelPackageError(SegkitError):
-    """A --model that is not a usable ais_ncct model package."""
 
 
 @dataclass
@@ -79,18 +74,12 @@ def check_backbone(card: dict, requested: str | None, folder) -> None:
 
 def load_package(folder: Path, device: str = "cpu") -> LoadedModel:
     """Card, weights' sha256, network rebuilt with its backbone, tensors loaded (data only)."""
-    from segkit.registry.store import sha256_of
     from segkit.runtime.checkpoint import load_data
     from segkit.tasks.ais_ncct.network import NetworkConfig, build_network
 
     card = read_card(folder)
     folder = Path(card["_folder"])
-    weights = folder / card["weights"]["file"]
-    if not weights.is_file():
-        raise ModelPackageError(f"{weights}: the weights named by the model card are missing")
-    actual = sha256_of(weights)
-    if actual != card["weights"]["sha256"]:
-        raise ModelPackageError(f"{weights}: sha256 {actual[:12]}... does not match the model card; the file is corrupt or replaced")
+    weights, actual = verified_weights(folder, card)
     try:
         config = NetworkConfig.from_dict(card["network"])
     except (KeyError, TypeError, ValueError) as exc:

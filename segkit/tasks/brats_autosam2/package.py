@@ -13,16 +13,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from segkit.errors import SegkitError
-from segkit.training.package import CARD_NAME
+from segkit.training.package import CARD_NAME, ModelPackageError, verified_weights
 
 PACKAGE_FORMAT = "segkit-brats_autosam2-model"
 WEIGHTS_NAME = "model.pt"
 LABELS = {1: "NCR (necrotic tumour core)", 2: "ED (peritumoral oedema)", 3: "ET (enhancing tumour)"}  # BraTS 2023
-
-
-class ModelPackageError(SegkitError):
-    """A --model folder that is not a usable brats_autosam2 model package."""
 
 
 @dataclass
@@ -67,18 +62,6 @@ def read_card(folder: Path) -> dict:
     if card.get("format") != PACKAGE_FORMAT:
         raise ModelPackageError(f"{Path(folder) / CARD_NAME}: format is {card.get('format')!r}, expected {PACKAGE_FORMAT!r}")
     return card
-
-
-def verified_weights(folder: Path, card: dict) -> tuple[Path, str]:
-    from segkit.registry.store import sha256_of
-
-    weights = Path(folder) / card["weights"]["file"]
-    if not weights.is_file():
-        raise ModelPackageError(f"{weights}: the weights named by the model card are missing")
-    actual = sha256_of(weights)
-    if actual != card["weights"]["sha256"]:
-        raise ModelPackageError(f"{weights}: sha256 {actual[:12]}... does not match the model card; the file is corrupt or replaced")
-    return weights, actual
 
 
 def load_package(folder: Path, device: str = "cpu"):

@@ -24,16 +24,12 @@ from segkit.errors import SegkitError
 
 from segkit.tasks.base import Case, Inferred, Prepared, TaskRunner
 from segkit.tasks.cc_fodf.cube import spatial_reference, fit_to_cube, restore_from_cube
-from segkit.training.package import CARD_NAME
+from segkit.training.package import CARD_NAME, ModelPackageError, verified_weights
 
 if TYPE_CHECKING:
     from segkit.registry.schema import TaskSpec
 
 PACKAGE_FORMAT = "segkit-cc_fodf-model"
-
-
-class ModelPackageError(SegkitError):
-    """A --model folder that is not a usable cc_fodf model package."""
 
 
 # ------------------------------------------------------------------------------ model packages
@@ -79,7 +75,6 @@ def _package_root(path: Path, what: str) -> Path:
 
 def load_model_package(folder: Path | str, device: str = "cpu") -> LoadedModel:
     """Read the card, verify the weights' sha256, rebuild the network and load the weights."""
-    from segkit.registry.store import sha256_of
     from segkit.runtime.checkpoint import load_data
     from segkit.tasks.cc_fodf.network import NetworkConfig, build_network
 
@@ -90,12 +85,7 @@ def load_model_package(folder: Path | str, device: str = "cpu") -> LoadedModel:
         raise ModelPackageError(f"{folder / CARD_NAME}: cannot be read as JSON ({exc})") from None
     if card.get("format") != PACKAGE_FORMAT:
         raise ModelPackageError(f"{folder / CARD_NAME}: format is {card.get('format')!r}, expected {PACKAGE_FORMAT!r}")
-    weights_path = folder / card["weights"]["file"]
-    if not weights_path.is_file():
-        raise ModelPackageError(f"{weights_path}: the weights named by the model card are missing")
-    actual = sha256_of(weights_path)
-    if actual != card["weights"]["sha256"]:
-        raise ModelPackageError(f"{weights_path}: sha256 {actual[:12]}... does not match the model card; the file is corrupt or replaced")
+    weights_path, actual = verified_weights(folder, card)
     try:
         config = NetworkConfig.from_dict(card["network"])
     except (KeyError, TypeError, ValueError) as exc:
