@@ -158,7 +158,22 @@ def align_support(support: Volume, seeds: list[int], target: Volume, register: b
 
 
 def _register_seed(fixed, moving, seed_labels, support_affine, seed):
-    """Rigid + affine on the whole slice, then affine on the posterior structures only."""
+    """Rigid + affine on the whole slice, then affine on the posterior structures only.
+
+    On one ITK thread: the metric and the pyramid's filters sum per thread, so with the machine's
+    core count the optimum moved (a few voxels of mask between CI and a laptop). 2D slices are cheap.
+    """
+    import SimpleITK as sitk
+
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        return _register_posterior(fixed, moving, seed_labels, support_affine, seed)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def _register_posterior(fixed, moving, seed_labels, support_affine, seed):
     import SimpleITK as sitk
 
     whole = register_slice(fixed, moving)
