@@ -141,14 +141,16 @@ def test_train_resume_and_the_package_segment_reads(tmp_path, segkit_home):
     options = dict(data=tmp_path / "data", output=tmp_path / "run", iterations_per_epoch=1, patch_side=32,
                    patch_depth=4, patches_per_batch=1, spacing="native", pretrained_backbone=False, seed=0)
     api.train("ais_ncct", epochs=1, **options)
-    assert load_data(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+    assert load_data(tmp_path / "run" / "checkpoints" / "last.pt")["state"]["epoch"] == 1
     assert len(list((tmp_path / "run" / "mirror_cache").glob("*/info.json"))) == 2
     api.train("ais_ncct", epochs=2, resume=True, **options)
-    assert load_data(tmp_path / "run" / "checkpoint.pt")["epoch"] == 2
+    assert load_data(tmp_path / "run" / "checkpoints" / "last.pt")["state"]["epoch"] == 2
     model = load_package(tmp_path / "run" / "model")
     card = model.card
     assert card["task"] == "ais_ncct" and card["training"]["epochs"] == 2
     assert card["training"]["recipe"]["lr"] == 1e-4 and card["training"]["recipe"]["grad_clip"] == 12.0
     assert len(card["normalisation"]) == 2 and card["normalisation"][0]["std"] > 0
-    with pytest.raises(Exception, match="nothing to resume"):
+    with pytest.raises(Exception, match="already holds a training run"):  # refused before any registration
+        api.train("ais_ncct", epochs=3, **options)
+    with pytest.raises(Exception, match="no checkpoint"):
         api.train("ais_ncct", epochs=1, resume=True, **{**options, "output": tmp_path / "fresh"})

@@ -150,14 +150,14 @@ def test_gradients_reach_mapper_and_bridge_through_frozen_sam():
     from segkit.tasks.brats_autosam2.hybrid import AutoSam2, HybridSettings
     from segkit.tasks.brats_autosam2.network import NetworkConfig
     from segkit.tasks.brats_autosam2.sam_stage import small_sam2_stage
-    from segkit.tasks.brats_autosam2.steps import loss_fn
+    from segkit.training.losses import dice_bce_loss
 
     torch.manual_seed(0)
     model = AutoSam2(NetworkConfig(width=0.25)).attach_sam(small_sam2_stage(image_size=256))
     volume = torch.randn(1, 4, 16, 32, 32)
     output = model(volume, HybridSettings(slice_percentage=0.07, slice_rule="positional"))
     assert output.refined == [8]
-    loss_fn(output.probabilities, torch.zeros(16, 32, 32, dtype=torch.long)).backward()
+    dice_bce_loss(output.probabilities, torch.zeros(16, 32, 32, dtype=torch.long)).backward()
     assert float(model.mapper.rgb.weight.grad.abs().sum()) > 0  # its learned branch (zero at first)
     assert float(model.bridge.out[1].weight.grad.abs().sum()) > 0
     assert all(p.grad is None for p in model.sam.parameters())

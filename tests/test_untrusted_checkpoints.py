@@ -94,14 +94,14 @@ def test_export_and_resume_read_checkpoints_as_data(tmp_path):
 
 def test_task_model_packages_refuse_code(tmp_path):
     from segkit.models.sam import load_state_dict
-    from segkit.tasks.cc_fodf.train import _restore
+    from segkit.training.checkpoints import restore
 
     marker = tmp_path / "ran"
     path = _crafted_checkpoint(tmp_path / "weights.pth", marker)
     with pytest.raises(SegkitError, match="refused"):
         load_state_dict("litemedsam", path)
     with pytest.raises(SegkitError, match="refused"):
-        _restore(path, None, None, None, None, None)
+        restore(path, None)  # every trainer's --resume reads last.pt through here
     assert not marker.exists()
 
 

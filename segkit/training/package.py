@@ -1,4 +1,5 @@
-"""What a trained model package says about itself (no torch): which task it is for.
+"""Model packages of segkit-trained tasks (no torch at import): what a package says about itself (its
+task), the check of its weights, and the one writer every trainer uses.
 
 Packages written by `segkit train` carry a model_card.json naming their task; a trained nnU-Net
 folder carries none (its dataset.json describes it), and `segment --model` then runs it as is.
@@ -59,3 +60,37 @@ def verified_weights(folder: Path, card: dict) -> tuple[Path, str]:
         raise ModelPackageError(f"{weights}: sha256 {actual[:12]}... does not match the model card; "
                                 "the file is corrupt or replaced")
     return weights, actual
+
+
+WEIGHTS_NAME = "model.pt"
+
+
+def write_package(folder: Path, weights: dict, card: dict, *, zip_path: Path | None = None) -> Path:
+    """FOLDER/model.pt, then FOLDER/model_card.json with the weights' file name and sha256 filled in
+    (ahead of any other `weights` fields the card brings, such as the epoch), each written atomically:
+    a folder with a card is complete. With `zip_path`, the same two files zipped, for
+    `install-task --custom-url`. Readers (tasks/*/package.py) check `format`, `task` and the sha256."""
+    from segkit.io.writer import atomic_write_json
+    from segkit.registry.store import sha256_of
+    from segkit.training.checkpoints import atomic_torch_save
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in weights.items()}, folder / WEIGHTS_NAME)
+    fields = {"file": WEIGHTS_NAME, "sha256": sha256_of(folder / WEIGHTS_NAME)}
+    card = {**card, "weights": {**fields, **{k: v for k, v in card.get("weights", {}).items() if k not in fields}}}
+    atomic_write_json(folder / CARD_NAME, card)
+    if zip_path is not None:
+        zip_package(folder, Path(zip_path))
+    return folder
+
+
+def zip_package(folder: Path, zip_path: Path) -> None:
+    """model.pt and model_card.json at the zip's top level (stored: weights do not compress)."""
+    import zipfile
+
+    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.write(folder / WEIGHTS_NAME, WEIGHTS_NAME)
+        zf.write(folder / CARD_NAME, CARD_NAME)
+    tmp.replace(zip_path)

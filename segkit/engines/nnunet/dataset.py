@@ -139,3 +139,54 @@ def _check_orientation(path: Path, orientation: str) -> None:
             f"{path}: stored in {found} orientation but this task's models see {orientation.upper()} "
             f"(nibabel axis codes); reorient the training images and labels to {orientation.upper()} first"
         )
+
+
+# ------------------------------------------------------------------------------ case listing
+
+IMAGE_ENDINGS = (".nii.gz", ".nii")
+
+
+@dataclass(frozen=True)
+class RawCase:
+    name: str
+    images: tuple[Path, ...]  # one per requested channel, in the requested order
+    label: Path
+
+
+def list_cases(root: Path | str, channels: tuple[int, ...] | list[int] = (0,), *, bare_image: bool = False) -> list[RawCase]:
+    """The labelled cases of an nnU-Net raw folder: labelsTr/<case><ending> paired with
+    imagesTr/<case>_<channel:04d><ending> for each of `channels`, in that order (a task puts its
+    contrasts in its own order). Image and label may differ in ending (.nii.gz / .nii); with
+    `bare_image` a single channel may also be imagesTr/<case><ending> (cc_fodf's DWI folders).
+    Layout only: nothing is read, and dataset.json is not needed (`validate_dataset` checks it).
+    An empty labelsTr/ gives an empty list: callers say what they needed."""
+    root = Path(root)
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    for folder in (images_dir, labels_dir):
+        if not folder.is_dir():
+            raise DatasetError(f"{root} is not an nnU-Net-style dataset: {folder.name}/ is missing")
+    cases = []
+    for label in sorted(labels_dir.iterdir()):
+        name = _case_name(label.name)
+        if name is not None:
+            found = [_channel_image(images_dir, name, c, bare_image and len(channels) == 1) for c in channels]
+            missing = [f"{name}_{c:04d}{IMAGE_ENDINGS[0]}" for c, path in zip(channels, found) if path is None]
+            if missing:
+                raise DatasetError(f"{images_dir}: case {name} (label {label.name}) lacks {', '.join(missing)}")
+            cases.append(RawCase(name, tuple(found), label))
+    return cases
+
+
+def _case_name(file_name: str) -> str | None:
+    for ending in IMAGE_ENDINGS:
+        if file_name.endswith(ending) and not file_name.startswith("."):
+            return file_name[: -len(ending)]
+    return None
+
+
+def _channel_image(images_dir: Path, name: str, channel: int, bare: bool) -> Path | None:
+    for stem in (f"{name}_{channel:04d}", name) if bare else (f"{name}_{channel:04d}",):
+        for ending in IMAGE_ENDINGS:
+            if (images_dir / f"{stem}{ending}").is_file():
+                return images_dir / f"{stem}{ending}"
+    return None

@@ -17,7 +17,6 @@ from pathlib import Path
 from segkit.training.package import CARD_NAME, ModelPackageError, verified_weights
 
 PACKAGE_FORMAT = "segkit-ais_ncct-model"
-WEIGHTS_NAME = "model.pt"
 
 
 @dataclass
@@ -96,21 +95,9 @@ def load_package(folder: Path, device: str = "cpu") -> LoadedModel:
 
 
 def write_package(folder: Path, net, card: dict) -> Path:
-    """model.pt then model_card.json, each atomically: a folder with a card is complete."""
-    import os
+    """The package through segkit.training's writer: with a pretrained backbone only the trained
+    tensors (the frozen backbone comes from the registry at load time), else every tensor."""
+    from segkit.training.package import write_package as write_model_package
 
-    import torch
-
-    from segkit.io.writer import atomic_write_json
-    from segkit.registry.store import sha256_of
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = net.trainable_state() if card["backbone"]["pretrained"] else net.state_dict()
-    tmp = folder / f".{WEIGHTS_NAME}.tmp"
-    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
-    os.replace(tmp, folder / WEIGHTS_NAME)
-    card = {**card, "format": PACKAGE_FORMAT, "task": "ais_ncct",
-            "weights": {"file": WEIGHTS_NAME, "sha256": sha256_of(folder / WEIGHTS_NAME)}}
-    atomic_write_json(folder / CARD_NAME, card)
-    return folder
+    return write_model_package(Path(folder), state, {**card, "format": PACKAGE_FORMAT, "task": "ais_ncct"})

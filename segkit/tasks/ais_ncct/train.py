@@ -5,8 +5,9 @@
     recipe    AdamW (lr 1e-4, weight decay 3e-5), poly schedule (exponent 0.9), Dice + CE 0.5/0.5
               (Dice on the lesion class), gradient clipping at 12; a third of the patches centred
               on a lesion; flips and intensity jitter
-    output    OUT/checkpoint.pt after every epoch (atomic; --resume continues from it),
-              OUT/model/ (model_card.json + model.pt): the package `segment --model` reads
+    output    OUT/checkpoints/last.pt after every epoch (segkit.training's layout, atomic; --resume
+              continues from it; no best.pt: the held-out cases are scored once, after the last
+              epoch), OUT/model/ (model_card.json + model.pt): the package `segment --model` reads
 
 Not nnU-Net's trainer: upstream trains inside nnU-Net v2 (its planner, preprocessor and
 batchgenerators augmentation); segkit reproduces the recipe, not that integration.
@@ -14,7 +15,6 @@ batchgenerators augmentation); segkit reproduces the recipe, not that integratio
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ def _check(common, options):
 
 def train_task(spec, common, options, say) -> list[tuple]:
     from segkit.tasks.ais_ncct.dataset import normalisation, prepare_cases, read_dataset, training_cases
+    from segkit.training.checkpoints import check_output_folder
     from segkit.training.progress import EpochProgress, number
 
     backbone, spacing = _check(common, options)
@@ -50,8 +51,7 @@ def train_task(spec, common, options, say) -> list[tuple]:
     if len(loaded) < 2:
         raise SegkitError(f"{options.data}: {len(loaded)} case(s); ais_ncct training needs at least 2 (one held out)")
     out = Path(common.output).expanduser()
-    if common.resume and not (out / "checkpoint.pt").is_file():
-        raise SegkitError(f"{out}: nothing to resume here (no checkpoint.pt); run without --resume first")
+    check_output_folder(out, common.resume)  # before the registrations, which take minutes
     prepared = prepare_cases(loaded, out / "mirror_cache", say)
     stats = normalisation(prepared)
     cases = training_cases(prepared, stats, spacing)
@@ -84,22 +84,12 @@ def build(options, backbone: str, seed):
     return build_network(config, pretrained=options.pretrained_backbone)
 
 
-def dice_ce_loss(logits, target):
-    """0.5 x cross-entropy + 0.5 x (1 - soft Dice of the lesion class), Dice over the batch (nnU-Net's batch Dice)."""
-    import torch.nn.functional as F
-
-    ce = F.cross_entropy(logits, target)
-    probability = logits.softmax(dim=1)[:, 1]
-    foreground = (target == 1).float()
-    intersection = (probability * foreground).sum()
-    dice = (2 * intersection + 1e-5) / (probability.sum() + foreground.sum() + 1e-5)
-    return 0.5 * ce + 0.5 * (1.0 - dice)
-
-
 def run_training(train_cases, val_cases, common, options, settings, out: Path, on_event):
     import torch
 
     from segkit.runtime.device import resolve_device
+    from segkit.training.checkpoints import Trainables
+    from segkit.training.loop import EpochLoop, EpochResult
 
     device = resolve_device(common.device)
     net = build(options, settings["backbone"], common.seed).to(device)
@@ -107,20 +97,23 @@ def run_training(train_cases, val_cases, common, options, settings, out: Path, o
     optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     epochs = common.epochs or DEFAULT_EPOCHS
     iterations = options.iterations_per_epoch or DEFAULT_ITERATIONS
-    start = _resume(net, optimizer, out) if common.resume else 0
+    # only the trained tensors are kept: the frozen backbone is rebuilt (registry or seed) on every start
+    parts = Trainables(net, optimizer, net.config.to_dict(), weights=net.trainable_state, strict=False)
+    loop = EpochLoop(out, parts, epochs, on_event, resume=common.resume)
+    start = loop.start_epoch
     rng = np.random.default_rng(None if common.seed is None else int(common.seed) + start)
-    on_event({"event": "stage", "stage": "train", "epochs": epochs, "start_epoch": start})
-    losses = []
-    for epoch in range(start, epochs):
+
+    def one_epoch(epoch: int) -> EpochResult:
         for group in optimizer.param_groups:
-            group["lr"] = LEARNING_RATE * (1 - epoch / epochs) ** POLY_EXPONENT
+            group["lr"] = LEARNING_RATE * (1 - (epoch - 1) / epochs) ** POLY_EXPONENT
         net.train()
         losses = [train_step(net, optimizer, parameters, train_cases, options, rng, device) for _ in range(iterations)]
-        _save_checkpoint(net, optimizer, epoch + 1, out)
-        on_event({"event": "epoch", "epoch": epoch + 1, "epochs": epochs, "train_loss": float(np.mean(losses))})
+        return EpochResult({"train_loss": float(np.mean(losses))})
+
+    ran = loop.run(one_epoch)["history"][start:]
     dice = validation_dice(net, val_cases, options, device)
     return net.eval(), {"epochs": epochs, "iterations_per_epoch": iterations, "validation_dice": dice,
-                        "final_train_loss": float(np.mean(losses)) if losses else None,
+                        "final_train_loss": ran[-1]["train_loss"] if ran else None,
                         "train_cases": [c.name for c in train_cases], "validation_cases": [c.name for c in val_cases]}
 
 
@@ -128,6 +121,7 @@ def train_step(net, optimizer, parameters, cases, options, rng, device) -> float
     import torch
 
     from segkit.tasks.ais_ncct.dataset import augment, sample_patch
+    from segkit.training.losses import dice_ce_loss
 
     patches, labels = [], []
     for _ in range(options.patches_per_batch):
@@ -158,27 +152,6 @@ def validation_dice(net, cases, options, device) -> float | None:
         overlap += int((predicted & (case.label > 0)).sum())
         total += int(predicted.sum() + (case.label > 0).sum())
     return None if total == 0 else 2.0 * overlap / total
-
-
-def _save_checkpoint(net, optimizer, epoch: int, out: Path) -> None:
-    import torch
-
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".checkpoint.{os.getpid()}.tmp"
-    torch.save({"epoch": epoch, "trainable": net.trainable_state(), "optimizer": optimizer.state_dict()}, tmp)
-    os.replace(tmp, out / "checkpoint.pt")  # a kill mid-write never leaves a truncated checkpoint
-
-
-def _resume(net, optimizer, out: Path) -> int:
-    from segkit.runtime.checkpoint import load_data
-
-    checkpoint = load_data(out / "checkpoint.pt")
-    try:
-        net.load_state_dict(checkpoint["trainable"], strict=False)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        return int(checkpoint["epoch"])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise SegkitError(f"{out / 'checkpoint.pt'}: not an ais_ncct checkpoint of this network ({exc})") from None
 
 
 def model_card(net, options, settings, summary) -> dict:

@@ -115,15 +115,9 @@ def _brats_cases(data: Path) -> list[CaseFiles]:
 
 
 def _nnunet_cases(data: Path, order: list[int]) -> list[CaseFiles]:
-    cases = []
-    for label in sorted((data / "labelsTr").glob("*.nii*")):
-        name = label.name.split(".nii")[0]
-        images = [data / "imagesTr" / f"{name}_{i:04d}{label.name[len(name):]}" for i in order]
-        missing = [p.name for p in images if not p.is_file()]
-        if missing:
-            raise SegkitError(f"{data / 'imagesTr'}: case {name} lacks {', '.join(missing)}")
-        cases.append(CaseFiles(name, tuple(images), label))
-    return cases
+    from segkit.engines.nnunet.dataset import list_cases
+
+    return [CaseFiles(case.name, case.images, case.label) for case in list_cases(data, order)]
 
 
 def load_case(case: CaseFiles, mapping: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:

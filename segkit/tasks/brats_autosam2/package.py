@@ -16,7 +16,6 @@ from pathlib import Path
 from segkit.training.package import CARD_NAME, ModelPackageError, verified_weights
 
 PACKAGE_FORMAT = "segkit-brats_autosam2-model"
-WEIGHTS_NAME = "model.pt"
 LABELS = {1: "NCR (necrotic tumour core)", 2: "ED (peritumoral oedema)", 3: "ET (enhancing tumour)"}  # BraTS 2023
 
 

@@ -27,18 +27,6 @@ def augment(volume: np.ndarray, labels: np.ndarray, rng) -> tuple[np.ndarray, np
     return np.ascontiguousarray(volume, dtype=np.float32), np.ascontiguousarray(labels)
 
 
-def loss_fn(probabilities, labels):
-    """0.7 soft Dice over classes 1-3 + 0.3 BCE, on (4, D, H, W) probabilities and (D, H, W) labels."""
-    import torch.nn.functional as F
-
-    one_hot = F.one_hot(labels.long(), 4).permute(3, 0, 1, 2).to(probabilities.dtype)
-    inter = (probabilities * one_hot)[1:].sum(dim=(1, 2, 3))
-    total = (probabilities + one_hot)[1:].sum(dim=(1, 2, 3))
-    dice = 1 - ((2 * inter + 1) / (total + 1)).mean()
-    bce = F.binary_cross_entropy(probabilities.clamp(1e-6, 1 - 1e-6), one_hot)
-    return 0.7 * dice + 0.3 * bce
-
-
 def region_dice(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """BraTS WT/TC/ET Dice (both empty: 1)."""
     from segkit.metrics.regions import BRATS_REGIONS

@@ -15,7 +15,6 @@ model_card.json, what `segment --model` takes) and brats_autosam2_model.zip (the
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from segkit.errors import SegkitError
-from segkit.tasks.brats_autosam2.package import LABELS, PACKAGE_FORMAT, WEIGHTS_NAME
+from segkit.tasks.brats_autosam2.package import LABELS, PACKAGE_FORMAT
 
 ZIP_NAME = "brats_autosam2_model.zip"
 EventFn = Callable[[dict], None]
@@ -76,16 +75,13 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> dict:
 
     from segkit.runtime.device import resolve_device
     from segkit.tasks.brats_autosam2.loop import Loop
+    from segkit.training.checkpoints import check_output_folder
 
     emit = on_event or (lambda event: None)
     if config.patch_size % 16:
         raise SegkitError(f"--patch-size {config.patch_size}: must be a multiple of 16 (the UNet pools four times)")
     output = Path(config.output)
-    last = output / "checkpoints" / "last.pt"
-    if last.exists() and not config.resume:
-        raise SegkitError(f"{output} already holds a training run; pass --resume to continue it or choose another -o")
-    if config.resume and not last.exists():
-        raise SegkitError(f"--resume: no checkpoint at {last}")
+    check_output_folder(output, config.resume)
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     emit({"event": "stage", "stage": "loading"})
@@ -93,30 +89,26 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> dict:
     loop = Loop(config, split, resolve_device(config.device), emit)
     state = loop.run()
     model_dir, zip_path = write_package(output, config, loop, state)
-    return {"model_dir": model_dir, "zip": zip_path, "best_epoch": state["best_epoch"], "best": state["best"],
+    return {"model_dir": model_dir, "zip": zip_path, "best_epoch": state["best_epoch"],
+            "best": state["best_validation"].get("dice"),
             "epochs_run": state["epoch"], "seconds": time.perf_counter() - started}
 
 
 def write_package(output: Path, config: TrainConfig, loop, state: dict) -> tuple[Path, Path]:
+    """model/ (best weights + card) and the same two files zipped."""
     import datetime as _dt
-    import zipfile
 
     from segkit import __version__
-    from segkit.io import atomic_write_text
-    from segkit.registry.store import sha256_of
     from segkit.runtime.checkpoint import load_data
-    from segkit.tasks.brats_autosam2.loop import atomic_torch_save
-    from segkit.training.package import CARD_NAME
+    from segkit.training.checkpoints import best_checkpoint
+    from segkit.training.package import write_package as write_model_package
 
-    best = load_data(output / "checkpoints" / "best.pt")
-    model_dir = output / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(best["model"], model_dir / WEIGHTS_NAME)
+    best = load_data(best_checkpoint(output))
     recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("output", "resume")}
     card = {
         "format": PACKAGE_FORMAT, "format_version": 1, "task": "brats_autosam2",
         "network": loop.network_config.to_dict(), "sam": config.sam,
-        "weights": {"file": WEIGHTS_NAME, "sha256": sha256_of(model_dir / WEIGHTS_NAME), "epoch": best["epoch"]},
+        "weights": {"epoch": best["epoch"]},  # file and sha256 are filled in by the package writer
         "labels": {str(k): v for k, v in LABELS.items()},
         "input": {"channels": ["T1", "T1ce", "T2", "FLAIR"], "orientation": "RAS, axial slices along z",
                   "normalisation": "per contrast z-score over voxels > 0, clipped to the 1st/99th percentiles"},
@@ -127,14 +119,8 @@ def write_package(output: Path, config: TrainConfig, loop, state: dict) -> tuple
         "segkit_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_text(model_dir / CARD_NAME, json.dumps(card, indent=2) + "\n")
     zip_path = output / ZIP_NAME
-    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.write(model_dir / WEIGHTS_NAME, WEIGHTS_NAME)
-        zf.write(model_dir / CARD_NAME, CARD_NAME)
-    tmp.replace(zip_path)
-    return model_dir, zip_path
+    return write_model_package(output / "model", best["model"], card, zip_path=zip_path), zip_path
 
 
 def train_task(spec, common, options, say) -> list[tuple]:

@@ -12,8 +12,6 @@ from segkit.errors import SegkitError
 from segkit.tasks.cc_fodf.peak_frames import canonical_signs
 from segkit.tasks.facts import orientation
 
-IMAGE_ENDINGS = (".nii.gz", ".nii")
-
 
 @dataclass
 class Case:
@@ -38,38 +36,23 @@ class Subject:
 
 def discover_cases(root: Path | str) -> list[Case]:
     """Pair labelsTr/<case>.nii.gz with imagesTr/<case>_0000.nii.gz (or <case>.nii.gz) and, for DWI,
-    the .bval/.bvec beside the image (same stem)."""
-    root = Path(root)
-    images, labels = root / "imagesTr", root / "labelsTr"
-    for folder in (images, labels):
-        if not folder.is_dir():
-            raise SegkitError(f"{root} is not an nnU-Net-style dataset: {folder.name}/ is missing")
-    cases = [_case_for(images, label) for label in sorted(labels.iterdir()) if _strip_ending(label.name)]
-    if not cases:
-        raise SegkitError(f"{labels} holds no .nii.gz label files")
-    return cases
+    the .bval/.bvec beside the image (same stem). No dataset.json needed: peaks folders have none."""
+    from segkit.engines.nnunet.dataset import list_cases
+
+    raw = list_cases(root, (0,), bare_image=True)
+    if not raw:
+        raise SegkitError(f"{Path(root) / 'labelsTr'} holds no .nii.gz label files")
+    return [_with_gradients(case.name, case.images[0], case.label) for case in raw]
 
 
-def _strip_ending(name: str) -> str | None:
-    for ending in IMAGE_ENDINGS:
-        if name.endswith(ending) and not name.startswith("."):
-            return name[: -len(ending)]
-    return None
-
-
-def _case_for(images: Path, label: Path) -> Case:
-    name = _strip_ending(label.name)
-    for stem in (f"{name}_0000", name):
-        for ending in IMAGE_ENDINGS:
-            image = images / f"{stem}{ending}"
-            if image.is_file():
-                bval, bvec = images / f"{stem}.bval", images / f"{stem}.bvec"
-                if bval.is_file() != bvec.is_file():
-                    raise SegkitError(f"{image}: found only one of {bval.name} / {bvec.name}; give both for DWI")
-                if bval.is_file():
-                    return Case(name, image, label, bval, bvec)
-                return Case(name, image, label)
-    raise SegkitError(f"label {label} has no image: expected {images / (name + '_0000.nii.gz')}")
+def _with_gradients(name: str, image: Path, label: Path) -> Case:
+    stem = image.name[: -len(".nii.gz")] if image.name.endswith(".nii.gz") else image.stem
+    bval, bvec = image.with_name(f"{stem}.bval"), image.with_name(f"{stem}.bvec")
+    if bval.is_file() != bvec.is_file():
+        raise SegkitError(f"{image}: found only one of {bval.name} / {bvec.name}; give both for DWI")
+    if bval.is_file():
+        return Case(name, image, label, bval, bvec)
+    return Case(name, image, label)
 
 
 def load_subject(case: Case, slice_size: int, cache_dir: Path | None = None) -> Subject:

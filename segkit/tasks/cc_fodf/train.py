@@ -15,9 +15,7 @@ Output folder:
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,8 +31,6 @@ from segkit.tasks.facts import orientation
 
 PACKAGE_FORMAT = "segkit-cc_fodf-model"
 PACKAGE_FORMAT_VERSION = 1
-WEIGHTS_NAME = "model.pt"
-CARD_NAME = "model_card.json"
 ZIP_NAME = "cc_fodf_model.zip"
 
 EventFn = Callable[[dict], None]
@@ -108,14 +104,14 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> TrainResult:
     import torch
 
     from segkit.runtime.device import resolve_device
+    from segkit.training.checkpoints import check_output_folder
+    from segkit.training.loop import EpochLoop, EpochResult
 
     emit = on_event or (lambda event: None)
     started = time.perf_counter()
     net_config = config.network_config()
     device = resolve_device(config.device)
     output = Path(config.output)
-    checkpoints = output / "checkpoints"
-    last_path = checkpoints / "last.pt"
     check_output_folder(output, config.resume)
     torch.manual_seed(config.seed)
 
@@ -125,45 +121,40 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> TrainResult:
     train_subjects = [load_subject(c, config.slice_size, output / "peaks_cache") for c in train_cases]
     val_subjects = [load_subject(c, config.slice_size, output / "peaks_cache") for c in val_cases]
 
+    parts, pretrained = _trainables(config, net_config, device)
+    # the batch size is kept so --resume continues at the run's own sizes (presets.resumed_sizes)
+    loop = EpochLoop(output, parts, config.epochs, emit, resume=config.resume,
+                     extra_state={"batch_size": config.batch_size})
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def one_epoch(epoch: int) -> EpochResult:
+        net, optimizer = parts.model, parts.optimizer
+        train_loss = _train_epoch(net, optimizer, loss_fn, train_subjects, config, parts.generator, device)
+        net.eval()
+        with torch.no_grad():
+            validation = validate(net, val_subjects, device, config.batch_size)
+        parts.scheduler.step(validation["loss"])
+        record = {"train_loss": train_loss, "val_loss": validation["loss"], "val_dice": validation["dice"],
+                  "lr": optimizer.param_groups[0]["lr"]}
+        return EpochResult(record, score=validation["dice"], validation=validation)
+
+    state = loop.run(one_epoch)
+    model_dir, zip_path = write_model_package(output, config, net_config, train_subjects, val_subjects, state, pretrained)
+    return TrainResult(model_dir, zip_path, state["best_epoch"], state["best_score"], state["epoch"], time.perf_counter() - started)
+
+
+def _trainables(config: TrainConfig, net_config, device):
+    """Network, Adamax, reduce-on-plateau and the batch generator, as the checkpoint kit keeps them."""
+    import torch
+
+    from segkit.training.checkpoints import Trainables
+
     net, pretrained = _build(net_config, resume=config.resume)
     net = net.to(device)
     optimizer = torch.optim.Adamax(net.parameters(), lr=config.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=config.plateau_patience)
     generator = torch.Generator().manual_seed(config.seed)
-    state = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "history": [], "best_validation": {},
-             "batch_size": config.batch_size}  # kept so --resume continues at the run's own sizes
-    if config.resume:
-        state = _restore(last_path, net, optimizer, scheduler, generator, net_config)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    emit({"event": "stage", "stage": "train", "epochs": config.epochs, "start_epoch": state["epoch"]})
-    for epoch in range(state["epoch"] + 1, config.epochs + 1):
-        train_loss = _train_epoch(net, optimizer, loss_fn, train_subjects, config, generator, device)
-        net.eval()
-        with torch.no_grad():
-            validation = validate(net, val_subjects, device, config.batch_size)
-        scheduler.step(validation["loss"])
-        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": validation["loss"], "val_dice": validation["dice"],
-                  "lr": optimizer.param_groups[0]["lr"]}
-        state["history"].append(record)
-        state["epoch"] = epoch
-        if validation["dice"] > state["best_dice"]:
-            state.update(best_dice=validation["dice"], best_epoch=epoch, best_validation=validation)
-            _atomic_torch_save({"model": net.state_dict(), "network": net_config.to_dict(), "epoch": epoch}, checkpoints / "best.pt")
-        _atomic_torch_save(_full_state(net, optimizer, scheduler, generator, net_config, state), last_path)
-        emit({"event": "epoch", "epochs": config.epochs, **record, "best_dice": state["best_dice"]})
-
-    model_dir, zip_path = write_model_package(output, config, net_config, train_subjects, val_subjects, state, pretrained)
-    return TrainResult(model_dir, zip_path, state["best_epoch"], state["best_dice"], state["epoch"], time.perf_counter() - started)
-
-
-def check_output_folder(output: Path, resume: bool) -> None:
-    last_path = Path(output) / "checkpoints" / "last.pt"
-    if last_path.exists() and not resume:
-        raise SegkitError(f"{output} already holds a training run; pass --resume to continue it or choose another -o")
-    if resume and not last_path.exists():
-        raise SegkitError(f"--resume: no checkpoint at {last_path}")
+    return Trainables(net, optimizer, net_config.to_dict(), scheduler=scheduler, generator=generator), pretrained
 
 
 def _build(net_config, *, resume: bool):
@@ -196,60 +187,30 @@ def _train_epoch(net, optimizer, loss_fn, subjects, config: TrainConfig, generat
     return float(np.mean(losses))
 
 
-def _full_state(net, optimizer, scheduler, generator, net_config, state) -> dict:
-    return {
-        "model": net.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "generator": generator.get_state(),
-        "network": net_config.to_dict(),
-        "state": json.loads(json.dumps(state)),  # plain data only, so weights_only loading works
-    }
-
-
-def _restore(path: Path, net, optimizer, scheduler, generator, net_config) -> dict:
-    from segkit.runtime.checkpoint import load_data
-
-    saved = load_data(path)  # a refused or corrupt checkpoint is one line, exit 2
-    if saved["network"] != net_config.to_dict():
-        raise SegkitError(f"--resume: {path} was trained with {saved['network']}; the options given now differ")
-    net.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    generator.set_state(saved["generator"])
-    return saved["state"]
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    import torch
-
-    from segkit.io.writer import atomic_output
-
-    with atomic_output(path) as tmp:
-        torch.save(obj, str(tmp))
-
-
 # ------------------------------------------------------------------------------ the model package
 
 
 def write_model_package(output: Path, config: TrainConfig, net_config, train_subjects, val_subjects, state, pretrained) -> tuple[Path, Path]:
     """model/model.pt (best weights) + model/model_card.json, and the same two files zipped."""
-    from segkit import __version__
-    from segkit.registry.store import sha256_of
-
     from segkit.runtime.checkpoint import load_data
+    from segkit.training.checkpoints import best_checkpoint
+    from segkit.training.package import write_package
 
-    best = load_data(output / "checkpoints" / "best.pt")
-    model_dir = output / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = model_dir / WEIGHTS_NAME
-    _atomic_torch_save(best["model"], weights_path)
-    card = {
+    best = load_data(best_checkpoint(output))
+    card = _card(config, net_config, train_subjects, val_subjects, state, pretrained, best["epoch"])
+    model_dir = write_package(output / "model", best["model"], card, zip_path=output / ZIP_NAME)
+    return model_dir, output / ZIP_NAME
+
+
+def _card(config: TrainConfig, net_config, train_subjects, val_subjects, state, pretrained, best_epoch: int) -> dict:
+    from segkit import __version__
+
+    return {
         "format": PACKAGE_FORMAT,
         "format_version": PACKAGE_FORMAT_VERSION,
         "task": "cc_fodf",
         "network": net_config.to_dict(),
-        "weights": {"file": WEIGHTS_NAME, "sha256": sha256_of(weights_path), "epoch": best["epoch"]},
+        "weights": {"epoch": best_epoch},  # file and sha256 are filled in by the package writer
         "input": {
             "channels": "9 peak channels (3 peaks x x,y,z), TractSeg/MRtrix convention",
             "orientation": orientation("cc_fodf"),
@@ -263,13 +224,7 @@ def write_model_package(output: Path, config: TrainConfig, net_config, train_sub
             "validation_cases": [_subject_summary(s) for s in val_subjects],
             "epochs_run": state["epoch"],
             "best_epoch": state["best_epoch"],
-            "recipe": {
-                "optimizer": "Adamax", "learning_rate": config.learning_rate, "weight_decay": 0.0,
-                "loss": "BCEWithLogits on the deep-supervision sum", "schedule": f"ReduceLROnPlateau(patience={config.plateau_patience})",
-                "batch_size": config.batch_size, "batches_per_epoch": config.batches_per_epoch,
-                "augmentation": "random crop, elastic, scale 0.9-1.5, blur 0-1, noise var 0-0.05" if config.augment else "none",
-                "seed": config.seed,
-            },
+            "recipe": _recipe(config),
             "pretrained_init": pretrained,
             "history": state["history"],
         },
@@ -281,16 +236,16 @@ def write_model_package(output: Path, config: TrainConfig, net_config, train_sub
         "segkit_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    from segkit.io import atomic_write_text
 
-    atomic_write_text(model_dir / CARD_NAME, json.dumps(card, indent=2) + "\n")
-    zip_path = output / ZIP_NAME
-    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.write(weights_path, WEIGHTS_NAME)
-        zf.write(model_dir / CARD_NAME, CARD_NAME)
-    tmp.replace(zip_path)
-    return model_dir, zip_path
+
+def _recipe(config: TrainConfig) -> dict:
+    return {
+        "optimizer": "Adamax", "learning_rate": config.learning_rate, "weight_decay": 0.0,
+        "loss": "BCEWithLogits on the deep-supervision sum", "schedule": f"ReduceLROnPlateau(patience={config.plateau_patience})",
+        "batch_size": config.batch_size, "batches_per_epoch": config.batches_per_epoch,
+        "augmentation": "random crop, elastic, scale 0.9-1.5, blur 0-1, noise var 0-0.05" if config.augment else "none",
+        "seed": config.seed,
+    }
 
 
 def _subject_summary(subject: Subject) -> dict:
@@ -309,6 +264,8 @@ def train_task(spec, common, options, say) -> list[tuple]:
 
     if options.data is None:
         raise SegkitError("Missing option '--data' (the training dataset folder)")
+    from segkit.training.checkpoints import check_output_folder
+
     discover_cases(options.data)  # a wrong dataset or -o is named before the sizes are weighed
     check_output_folder(Path(common.output), common.resume)
     batches = options.iterations_per_epoch or TrainConfig.batches_per_epoch
@@ -330,5 +287,5 @@ def train_task(spec, common, options, say) -> list[tuple]:
 def _epoch_stats(event: dict) -> str:
     return (
         f"loss {event['train_loss']:.4f}  val loss {event['val_loss']:.4f}  "
-        f"val Dice {event['val_dice']:.4f}  best {event['best_dice']:.4f}"
+        f"val Dice {event['val_dice']:.4f}  best {event['best_score']:.4f}"
     )
