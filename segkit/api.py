@@ -3,6 +3,7 @@
     segment(task, inputs, **options)   masks (+ sidecars, QC, side artifacts) for one or many cases
     train(task, **options)             a model package for tasks that can be trained
     evaluate(...) / quantify(...)      tables (lists of row dicts); see segkit.metrics / segkit.quantify
+    eval_cohort_pairs / quantify_cohort_subjects   their inputs from a BIDS dataset or a glob
     install_task(task, ...)            verified model files in the cache
 
 Every function checks its options against the task's declared options class and plans every
@@ -318,6 +319,35 @@ def quantify(subjects, measures) -> list[dict]:
     from segkit.quantify.subjects import quantify_subject
 
     return [row for subject in subjects for row in quantify_subject(subject, measures)]
+
+
+def eval_cohort_pairs(*, bids=None, glob: str | None = None, ref_dir=None, participant_label=(), session=(),
+                      datatype: str = "anat", seg_suffix: str | None = None, ref_suffix: str | None = None,
+                      seg_derivative: str | None = None, ref_derivative: str | None = None) -> list[tuple]:
+    """(case, pred, ref) for `evaluate`: segkit's masks in a BIDS dataset's derivatives paired with its
+    reference labels, or the predictions a glob matches paired with `ref_dir` (segkit.cohort.derivatives)."""
+    from segkit.cohort import derivatives
+
+    if bids is not None:
+        selection = derivatives.selection(bids, participant_label, session, datatype)
+        return derivatives.eval_pairs_bids(selection, seg_suffix, ref_suffix, seg_derivative, ref_derivative)
+    return derivatives.eval_pairs_glob(glob, ref_dir, seg_suffix, ref_suffix)
+
+
+def quantify_cohort_subjects(*, bids=None, glob: str | None = None, participant_label=(), session=(),
+                             datatype: str = "anat", seg_suffix: str | None = None, seg_derivative: str | None = None,
+                             images: bool = False) -> list:
+    """Subjects for `quantify`: segkit's masks in a BIDS dataset's derivatives (with `images`, the raw
+    image each was made from), or the masks a glob matches (with `images`, the image their sidecar names)."""
+    from segkit.cohort import derivatives
+    from segkit.quantify.subjects import Subject
+
+    if bids is not None:
+        selection = derivatives.selection(bids, participant_label, session, datatype)
+        rows = derivatives.masks_bids(selection, seg_suffix, seg_derivative, images)
+    else:
+        rows = derivatives.masks_glob(glob, images)
+    return [Subject(mask, image, name=name) for name, mask, image in rows]
 
 
 def install_task(task: str, *, custom_url: str | None = None, sha256: str | None = None, force: bool = False,

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from segkit.cli.app import app
+from segkit.cli.cohort_input import HELP
 
 
 def _parse_labels(text: str) -> list[int]:
@@ -39,12 +40,16 @@ def _regions(labels: Optional[str], regions: Optional[str], brats_legacy: bool):
     return labels_as_regions(_parse_labels(labels)) if labels else None
 
 
-def _cases(pred, ref, pred_dir, ref_dir, manifest):
+def _cases(pred, ref, pred_dir, ref_dir, manifest, cohort: dict):
+    from segkit import api
+    from segkit.cli.cohort_input import cohort_values
     from segkit.metrics.evaluate import EvalError, match_folders, read_manifest
 
-    modes = [bool(pred or ref), bool(pred_dir or ref_dir), bool(manifest)]
+    found = cohort_values(cohort)
+    modes = [bool(pred or ref), bool(pred_dir or (ref_dir and not cohort["glob"])), bool(manifest),
+             bool(cohort["bids"]), bool(cohort["glob"])]
     if sum(modes) != 1:
-        raise EvalError("give exactly one input: --pred/--ref, --pred-dir/--ref-dir, or --manifest")
+        raise EvalError("give exactly one input: --pred/--ref, --pred-dir/--ref-dir, --manifest, --bids or --glob")
     if modes[0]:
         if not (pred and ref):
             raise EvalError("--pred and --ref go together")
@@ -53,6 +58,8 @@ def _cases(pred, ref, pred_dir, ref_dir, manifest):
         if not (pred_dir and ref_dir):
             raise EvalError("--pred-dir and --ref-dir go together")
         return "batch", match_folders(pred_dir, ref_dir)
+    if found is not None:
+        return "batch", api.eval_cohort_pairs(**found, ref_dir=ref_dir)
     return "batch", read_manifest(manifest)
 
 
@@ -63,6 +70,15 @@ def eval_command(
     pred_dir: Optional[Path] = typer.Option(None, "--pred-dir", help="Folder of predictions, matched to --ref-dir by file name."),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="Folder of references."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV with columns pred,ref[,case]."),
+    bids: Optional[Path] = typer.Option(None, "--bids", help="A BIDS dataset: segkit's masks (DIR/derivatives/segkit, --seg-suffix) against the reference labels (DIR/derivatives/labels, --ref-suffix), paired by the image name they extend."),
+    participant_label: Optional[List[str]] = typer.Option(None, "--participant-label", help=HELP["participant_label"]),
+    session: Optional[List[str]] = typer.Option(None, "--session", help=HELP["session"]),
+    datatype: Optional[str] = typer.Option(None, "--datatype", help=HELP["datatype"]),
+    seg_suffix: Optional[str] = typer.Option(None, "--seg-suffix", help=HELP["seg_suffix"]),
+    seg_derivative: Optional[str] = typer.Option(None, "--seg-derivative", help=HELP["seg_derivative"]),
+    ref_suffix: Optional[str] = typer.Option(None, "--ref-suffix", help="With --bids or --glob: the suffix the reference labels add to the image's name (with --bids default seg-manual: sub-01_T2w_seg-manual.nii.gz)."),
+    ref_derivative: Optional[str] = typer.Option(None, "--ref-derivative", help="With --bids: the references' folder, a name under DIR/derivatives/ (default labels) or a path."),
+    glob: Optional[str] = typer.Option(None, "--glob", help="Predictions matching this pattern (quote it; ** recurses), each paired with the reference in --ref-dir of the same name (less --seg-suffix/--ref-suffix)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Labels to evaluate, e.g. 1,2 (default: all present)."),
     regions: Optional[str] = typer.Option(None, "--regions", help="'brats': WT={1,2,3}, TC={1,3}, ET={3}."),
     brats_legacy: bool = typer.Option(False, "--brats-legacy", help="BraTS before 2023: ET is label 4."),
@@ -85,7 +101,9 @@ def eval_command(
     if lesion_table and not lesions:
         raise EvalError("--lesion-table needs --lesions")
     region_map = _regions(labels, regions, brats_legacy)
-    mode, cases = _cases(pred, ref, pred_dir, ref_dir, manifest)
+    cohort = dict(bids=bids, glob=glob, participant_label=participant_label, session=session, datatype=datatype,
+                  seg_suffix=seg_suffix, seg_derivative=seg_derivative, ref_suffix=ref_suffix, ref_derivative=ref_derivative)
+    mode, cases = _cases(pred, ref, pred_dir, ref_dir, manifest, cohort)
     if lesion_table:
         read = [p for _, pred_path, ref_path in cases for p in (pred_path, ref_path)]
         api.check_outputs([lesion_table], read + ([manifest] if manifest else []))

@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from segkit.cli.app import app
+from segkit.cli.cohort_input import HELP
 
 
 def _pairs(option: str, values: list, count: int) -> list:
@@ -40,9 +41,17 @@ def _window(text: Optional[str]):
     return lo, hi
 
 
-def _subjects(masks, images, fats, waters, ffs, cords, manifest):
+def _subjects(masks, images, fats, waters, ffs, cords, manifest, cohort: dict, intensity: bool):
+    from segkit import api
+    from segkit.cli.cohort_input import cohort_values
     from segkit.quantify.subjects import QuantifyError, Subject, read_subject_table
 
+    found = cohort_values(cohort)
+    if found is not None:
+        if manifest or masks or images or fats or waters or ffs or cords:
+            raise QuantifyError("with --bids or --glob the masks (and images) are found: leave out -m, -i, --fat, "
+                                "--water, --ff, --cord and --manifest")
+        return api.quantify_cohort_subjects(**found, images=intensity)
     if manifest and masks:
         raise QuantifyError("give masks either with -m or with --manifest, not both")
     if manifest:
@@ -53,6 +62,18 @@ def _subjects(masks, images, fats, waters, ffs, cords, manifest):
     columns = [_pairs(opt, vals, n) for opt, vals in
                (("-i", images), ("--fat", fats), ("--water", waters), ("--ff", ffs), ("--cord", cords))]
     return [Subject(mask, *extra) for mask, *extra in zip(masks, *columns)]
+
+
+def _label_list(labels: Optional[str]):
+    from segkit.quantify.subjects import QuantifyError
+
+    try:
+        label_list = [int(v) for v in labels.split(",") if v.strip()] if labels else None
+    except ValueError:
+        raise QuantifyError(f"--labels {labels!r}: give comma-separated integers") from None
+    if label_list is not None and (not label_list or min(label_list) <= 0):
+        raise QuantifyError(f"--labels {labels!r}: give positive integer labels")
+    return label_list
 
 
 def _task_names(task: Optional[str]):
@@ -66,6 +87,13 @@ def quantify_command(
     masks: Optional[List[Path]] = typer.Option(None, "-m", "--mask", help="Label map or binary mask (repeat for several subjects)."),
     images: Optional[List[Path]] = typer.Option(None, "-i", "--image", help="Intensity image, one per -m."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV with column mask and optional subject,image,fat,water,ff,cord."),
+    bids: Optional[Path] = typer.Option(None, "--bids", help="A BIDS dataset: quantify segkit's masks in DIR/derivatives/segkit (--seg-suffix); --intensity reads the raw image each mask extends (sub-01_T2w.nii.gz for sub-01_T2w_sc_seg.nii.gz)."),
+    participant_label: Optional[List[str]] = typer.Option(None, "--participant-label", help=HELP["participant_label"]),
+    session: Optional[List[str]] = typer.Option(None, "--session", help=HELP["session"]),
+    datatype: Optional[str] = typer.Option(None, "--datatype", help=HELP["datatype"]),
+    seg_suffix: Optional[str] = typer.Option(None, "--seg-suffix", help=HELP["seg_suffix"]),
+    seg_derivative: Optional[str] = typer.Option(None, "--seg-derivative", help=HELP["seg_derivative"]),
+    glob: Optional[str] = typer.Option(None, "--glob", help="Masks matching this pattern (quote it; ** recurses); --intensity reads the image each mask's segkit sidecar names."),
     volume: bool = typer.Option(False, "--volume", help="Voxel count and mL per label (the default measure)."),
     intensity: bool = typer.Option(False, "--intensity", help="Mean, std (ddof=1), median, p5/p95, min/max, N in float64."),
     hu_window: Optional[str] = typer.Option(None, "--hu-window", help="With --intensity: keep voxels with LO <= value <= HI, e.g. -100,300."),
@@ -97,18 +125,14 @@ def quantify_command(
         fat_ratio = True  # --fat/--water/--ff are given for one measure only: the fat ratio
     if (hu_window or erode) and not intensity:
         raise QuantifyError("--hu-window and --erode apply to --intensity; add --intensity")
-    try:
-        label_list = [int(v) for v in labels.split(",") if v.strip()] if labels else None
-    except ValueError:
-        raise QuantifyError(f"--labels {labels!r}: give comma-separated integers") from None
-    if label_list is not None and (not label_list or min(label_list) <= 0):
-        raise QuantifyError(f"--labels {labels!r}: give positive integer labels")
     measures = Measures(
         volume=volume or not (intensity or fat_ratio), intensity=intensity, fat_ratio=fat_ratio,
-        lesions=lesions, cc=cc, labels=label_list, hu_window=_window(hu_window), erode=erode,
+        lesions=lesions, cc=cc, labels=_label_list(labels), hu_window=_window(hu_window), erode=erode,
         noise_threshold=noise_threshold, label_names=_task_names(task),
     )
-    subjects = _subjects(masks, images, fats, waters, ffs, cords, manifest)
+    cohort = dict(bids=bids, glob=glob, participant_label=participant_label, session=session, datatype=datatype,
+                  seg_suffix=seg_suffix, seg_derivative=seg_derivative)
+    subjects = _subjects(masks, images, fats, waters, ffs, cords, manifest, cohort, intensity)
     for subject in subjects:
         if intensity and subject.image is None:
             raise QuantifyError(f"{subject.mask}: --intensity needs an image (-i IMAGE, one per -m)")

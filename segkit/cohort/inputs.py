@@ -32,9 +32,9 @@ class CohortCase:
     options: dict = field(default_factory=dict, hash=False)  # its own task options (manifest columns)
 
 
-def image_stem(path: Path) -> str:
+def image_stem(path: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> str:
     name = Path(path).name
-    for ext in IMAGE_EXTENSIONS:
+    for ext in extensions:
         if name.endswith(ext):
             return name[: -len(ext)]
     return Path(name).stem
@@ -45,27 +45,42 @@ def bids_cases(root: Path, out: Path, suffix: str | None, *, participants=(), se
     """One case per `sub-*/[ses-*/]<datatype>/*_<suffix>.nii[.gz]` (the BIDS app convention: labels
     without their `sub-`/`ses-` prefix)."""
     root = Path(root)
-    if not (root / "dataset_description.json").is_file():
-        raise CohortError(f"{root}: not a BIDS dataset (no dataset_description.json); give --bids the dataset's root")
+    check_bids_root(root)
     if not suffix:
         raise CohortError("--bids needs --bids-suffix, the BIDS suffix of the images to segment (e.g. T2w)")
-    wanted_subjects = {_label(p, "sub-") for p in participants}
-    wanted_sessions = {_label(s, "ses-") for s in sessions}
-    cases = []
-    for subject in sorted(p for p in root.glob("sub-*") if p.is_dir()):
+    images = bids_files(root, lambda folder, subject: _bids_images(folder, subject, suffix), participants=participants,
+                        sessions=sessions, datatype=datatype, what=f"'{suffix}' image")
+    cases = [CohortCase(image_stem(image), (str(image),), str(Path(out) / DERIVATIVES / image.parent.relative_to(root)))
+             for image in images]
+    return _checked(cases, f"{root} (suffix '{suffix}', datatype '{datatype}')")
+
+
+def check_bids_root(root: Path) -> None:
+    if not (Path(root) / "dataset_description.json").is_file():
+        raise CohortError(f"{root}: not a BIDS dataset (no dataset_description.json); give --bids the dataset's root")
+
+
+def bids_files(tree: Path, find, *, participants=(), sessions=(), datatype: str = "anat",
+               what: str = "image") -> list[Path]:
+    """The one BIDS walk of `segment`, `eval` and `quantify`: `find(folder, subject)` over every
+    `tree/sub-*/[ses-*/]<datatype>/` folder that --participant-label and --session keep (`tree` is a
+    raw dataset or a derivatives folder). A participant asked for by name must have a file."""
+    tree = Path(tree)
+    wanted_subjects = {_label(p, "sub-") for p in participants or ()}
+    wanted_sessions = {_label(s, "ses-") for s in sessions or ()}
+    found: list[Path] = []
+    for subject in sorted(p for p in tree.glob("sub-*") if p.is_dir()):
         if wanted_subjects and subject.name[4:] not in wanted_subjects:
             continue
         session_dirs = sorted(p for p in subject.glob("ses-*") if p.is_dir()) or [subject]
         for session in session_dirs:
             if wanted_sessions and (session is subject or session.name[4:] not in wanted_sessions):
                 continue
-            for image in _bids_images(session / datatype, subject.name, suffix):
-                folder = Path(out) / DERIVATIVES / image.parent.relative_to(root)
-                cases.append(CohortCase(image_stem(image), (str(image),), str(folder)))
-    missing = sorted(wanted_subjects - {Path(c.inputs[0]).relative_to(root).parts[0][4:] for c in cases})
+            found += find(session / datatype, subject.name)
+    missing = sorted(wanted_subjects - {path.relative_to(tree).parts[0][4:] for path in found})
     if missing:
-        raise CohortError(f"{root}: no '{suffix}' image for participant(s) {', '.join(missing)} in {datatype}/")
-    return _checked(cases, f"{root} (suffix '{suffix}', datatype '{datatype}')")
+        raise CohortError(f"{tree}: no {what} for participant(s) {', '.join(missing)} in {datatype}/")
+    return found
 
 
 def _label(text: str, prefix: str) -> str:
@@ -90,9 +105,16 @@ def dataset_description(source: Path) -> dict:
 
 
 def glob_cases(pattern: str, out: Path) -> list[CohortCase]:
-    paths = sorted(Path(p) for p in globbing.glob(pattern, recursive=True))
-    images = [p for p in paths if p.name.endswith(IMAGE_EXTENSIONS) or p.is_dir()]
+    images = glob_files(pattern, folders=True)
     return _checked([CohortCase(image_stem(p), (str(p),), str(out)) for p in images], f"--glob {pattern!r}")
+
+
+def glob_files(pattern: str, *, folders: bool = False, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """The one glob of `segment`, `eval` and `quantify`: sorted images (and folders: DICOM series)."""
+    paths = sorted(Path(p) for p in globbing.glob(pattern, recursive=True))
+    if folders:  # segment: an image file, or a folder (a DICOM series)
+        return [p for p in paths if p.name.endswith(extensions) or p.is_dir()]
+    return [p for p in paths if p.is_file() and p.name.lower().endswith(extensions)]
 
 
 def manifest_cases(path: Path, out: Path | None, option_flags: dict) -> list[CohortCase]:
