@@ -316,3 +316,58 @@ def test_one_bar_for_the_cohort_and_the_dashboard_link_on_a_terminal(cohort_env,
     assert done.returncode == 1
     assert "segkit: Dask dashboard: http://127.0.0.1:" in text
     assert "cohort" in text and "4/4" in text and "3 done" in text and "1 failed" in text and "ETA" in text
+
+
+def test_gpu_workers_run_inference_and_cpu_workers_preparation(cohort_env, tmp_path):
+    """--gpu-workers: a LocalCluster whose workers declare CPU or GPU; Dask's own task stream shows
+    every preparation on the CPU worker and every inference on the GPU worker (which alone loads the model)."""
+    from distributed import Client
+
+    from segkit.cohort.clusters import ClusterSettings, local_cluster
+    from segkit.cohort.command import segment_cohort
+    from segkit.cohort.options import CohortOptions
+
+    for i in range(4):
+        _image(tmp_path / "in" / f"case{i}.nii.gz", i)
+    loads = Path(cohort_env["root"]) / "loads.txt"
+    loads.unlink(missing_ok=True)
+    cluster = local_cluster(ClusterSettings(workers=1, gpu_workers=1))
+    try:
+        with Client(cluster) as client:
+            client.get_task_stream()  # starts the scheduler's task stream records
+            workers = client.scheduler_info(n_workers=-1)["workers"]
+            gpu = {a for a, w in workers.items() if w["resources"].get("GPU") == 1}
+            cpu = {a for a, w in workers.items() if w["resources"].get("CPU")}
+            assert len(gpu) == 1 and len(cpu) == 1 and not gpu & cpu
+            cohort = CohortOptions(glob=str(tmp_path / "in" / "*.nii.gz"), scheduler=cluster.scheduler_address,
+                                   gpu_workers=1)
+            records, _ = segment_cohort("level", cohort, output=tmp_path / "out", level=0.5)
+            stream = client.get_task_stream()
+    finally:
+        cluster.close()
+    ran = {kind: [t["worker"] for t in stream if str(t["key"]).startswith(f"segkit-{kind}-")]
+           for kind in ("prepare", "infer", "case")}
+    assert len(ran["infer"]) == 4 and set(ran["infer"]) == gpu, ran
+    assert len(ran["prepare"]) == 4 and set(ran["prepare"]) == cpu, ran
+    assert ran["case"] == []
+    assert [r["status"] for r in records] == ["done"] * 4 and {r["worker"] for r in records} == gpu
+    assert len(loads.read_text().split()) == 1  # the model loaded on the GPU worker only
+    mask = nib.load(str(tmp_path / "out" / "case2_fg.nii.gz"))
+    assert int(np.asarray(mask.dataobj).sum()) == 5 * 4 * 3
+
+
+def test_gpu_workers_are_refused_where_they_cannot_work(cohort_env, tmp_path):
+    from segkit.cohort.clusters import ClusterSettings
+    from segkit.cohort.command import segment_cohort
+    from segkit.cohort.options import CohortOptions
+    from segkit.errors import SegkitError
+
+    for settings, message in ((ClusterSettings(gpu_workers=1, gpus=1), "leave out --gpus"),
+                              (ClusterSettings(gpu_workers=1, cluster="slurm"), "--cluster slurm")):
+        with pytest.raises(SegkitError, match=message):
+            settings.check()
+    _image(tmp_path / "in" / "case0.nii.gz")
+    cohort = CohortOptions(glob=str(tmp_path / "in" / "*.nii.gz"), scheduler=cohort_env["address"], gpu_workers=1)
+    with pytest.raises(SegkitError, match="declares CPU or GPU"):  # plain workers: refused, not waited for
+        segment_cohort("level", cohort, output=tmp_path / "out", level=0.5)
+    assert not (tmp_path / "out").exists()

@@ -24,6 +24,12 @@ class ClusterSettings:
     gpus: int = 0  # GPUs per worker: 0 or 1 (one GPU per worker)
     jobs: int | None = None  # SLURM jobs (one worker each); default: --workers
     account: str | None = None
+    gpu_workers: int = 0  # >0: inference on workers with a GPU resource, preparation on the CPU workers
+
+    @property
+    def split(self) -> bool:
+        """Each case is two tasks: preparation (needs CPU=1) then inference (needs GPU=1)."""
+        return self.gpu_workers > 0
 
     def check(self) -> None:
         if self.cluster not in ("local", "slurm"):
@@ -36,11 +42,23 @@ class ClusterSettings:
             raise SegkitError("--workers, --threads-per-worker and --cores must be at least 1")
         if self.gpus not in (0, 1):
             raise SegkitError(f"--gpus {self.gpus}: one GPU per worker (0 or 1); ask for more workers instead")
+        if self.gpu_workers < 0:
+            raise SegkitError(f"--gpu-workers {self.gpu_workers}: give 0 or more")
+        if self.split and self.gpus:
+            raise SegkitError("--gpu-workers gives inference workers of its own, one GPU each: leave out --gpus")
+        if self.split and self.cluster == "slurm":
+            raise SegkitError("--gpu-workers is for local workers or --scheduler: with --cluster slurm every "
+                              "worker job gets --gpus")
 
     @property
     def resources(self) -> dict | None:
         """What each inference task asks of a worker: a GPU when workers have one."""
-        return {"GPU": 1} if self.gpus else None
+        return {"GPU": 1} if self.gpus or self.split else None
+
+    @property
+    def prepare_resources(self) -> dict | None:
+        """What a preparation task asks of a worker when cases are split: a CPU worker's slot."""
+        return {"CPU": 1} if self.split else None
 
 
 def open_cluster(settings: ClusterSettings, allowed_failures: int = 0):
@@ -61,16 +79,54 @@ def open_cluster(settings: ClusterSettings, allowed_failures: int = 0):
         return Client(cluster), cluster
 
 
+def check_resources(client, settings: ClusterSettings) -> None:
+    """On an existing scheduler, --gpu-workers needs workers declaring CPU and GPU resources: refuse
+    at once rather than wait forever for a worker that will never come."""
+    if not settings.split or not (settings.scheduler or settings.scheduler_file):
+        return
+    offered = set()
+    for worker in client.scheduler_info(n_workers=-1)["workers"].values():
+        offered |= set(worker.get("resources") or {})
+    missing = [name for name in ("CPU", "GPU") if name not in offered]
+    if missing:
+        raise SegkitError(f"--gpu-workers: no worker of {settings.scheduler or settings.scheduler_file} declares "
+                          f"{' or '.join(missing)}; start them with `dask worker ADDRESS --resources CPU=4` "
+                          "(preparation) and `--resources GPU=1` (inference, one GPU each)")
+
+
 def local_cluster(settings: ClusterSettings):
+    """--workers workers (with --gpus 1, a GPU resource each); with --gpu-workers N, those are the
+    CPU workers (resource CPU=threads) and N more declare GPU=1, each seeing one GPU."""
     from distributed import LocalCluster
 
     threads = str(settings.threads_per_worker)
-    return LocalCluster(
+    cluster = LocalCluster(
         n_workers=settings.workers, threads_per_worker=settings.threads_per_worker, processes=True,
         memory_limit=settings.memory_per_worker, host="127.0.0.1", dashboard_address=":0",
-        resources=settings.resources,
+        resources={"CPU": settings.threads_per_worker} if settings.split else settings.resources,
         env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads},
     )
+    if settings.split:
+        add_gpu_workers(cluster, settings.gpu_workers)
+    return cluster
+
+
+def add_gpu_workers(cluster, count: int, timeout: float = 120) -> None:
+    """`count` more workers of the cluster's own spec, each declaring GPU=1 and seeing one GPU
+    (the i-th of CUDA_VISIBLE_DEVICES, or GPU i), started before anything is submitted."""
+    import copy
+    import os
+
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    for i in range(count):
+        (spec,) = cluster.new_worker_spec().values()
+        spec = copy.deepcopy(spec)
+        spec["options"]["resources"] = {"GPU": 1}
+        device = visible[i % len(visible)] if visible else str(i)
+        spec["options"]["env"] = {**spec["options"].get("env", {}), "CUDA_VISIBLE_DEVICES": device}
+        cluster.worker_spec[f"gpu-{i}"] = spec
+    cluster.scale(len(cluster.worker_spec))
+    cluster.wait_for_workers(len(cluster.worker_spec), timeout=timeout)
 
 
 def slurm_cluster(settings: ClusterSettings, scheduler_host: str | None = None):

@@ -38,6 +38,10 @@ class CohortOptions(TaskOptions):
     cores: int = option(4, "--cores", kind=int, minimum=1, help="SLURM cores per worker job.")
     memory: str = option("16GB", "--memory", help="SLURM memory per worker job, e.g. 16GB.")
     gpus: int = option(0, "--gpus", kind=int, minimum=0, maximum=1, help="GPUs per worker (0 or 1).")
+    gpu_workers: int = option(0, "--gpu-workers", kind=int, minimum=0,
+                              help="Split each case: preparation on the --workers CPU workers, inference on N more "
+                                   "local workers with one GPU each (Dask resources CPU/GPU); with --scheduler, N>0 "
+                                   "means its workers declare them (dask worker --resources GPU=1 or CPU=4).")
     jobs: int | None = option(None, "--jobs", kind=int, minimum=1, help="SLURM worker jobs (default: --workers).")
     shard: str | None = option(None, "--shard", kind=str,
                                help="i/N: run only the i-th of N slices of the cases here, without Dask (job arrays).")
@@ -62,5 +66,5 @@ class CohortOptions(TaskOptions):
             workers=self.workers, threads_per_worker=self.threads_per_worker, memory_per_worker=self.memory_per_worker,
             scheduler=self.scheduler, scheduler_file=None if self.scheduler_file is None else str(self.scheduler_file),
             cluster=self.cluster, partition=self.partition, walltime=self.walltime, cores=self.cores,
-            memory=self.memory, gpus=self.gpus, jobs=self.jobs, account=self.account,
+            memory=self.memory, gpus=self.gpus, jobs=self.jobs, account=self.account, gpu_workers=self.gpu_workers,
         )

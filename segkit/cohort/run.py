@@ -2,6 +2,9 @@
 files once, then submit one Dask task per case (file paths in, a small record back), retry failed
 or killed cases, and end with a run table, a QC report and the list of failures.
 
+With --gpu-workers a case is two tasks, its preparation on a CPU worker (resource CPU=1) feeding its
+inference on a worker with one GPU (resource GPU=1); the prepared arrays go from one to the other.
+
 `--shard i/N` runs the i-th of N slices of the sorted cases in this process, without Dask, for plain
 job arrays; resume and the run table work the same way.
 """
@@ -14,7 +17,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segkit.cohort.clusters import ClusterSettings, dashboard_link, open_cluster
+from segkit.cohort.clusters import ClusterSettings, check_resources, dashboard_link, open_cluster
 from segkit.errors import SegkitError
 
 RUN_TABLE = "segkit_runs.tsv"
@@ -136,10 +139,10 @@ def _run_on_dask(jobs: list[dict], retries: int, cluster: ClusterSettings, progr
     from distributed import as_completed
 
     from segkit.cohort.plugin import ModelCache
-    from segkit.cohort.work import run_case
 
     client, owned = open_cluster(cluster)
     try:
+        check_resources(client, cluster)
         link = dashboard_link(client)
         if link:
             say(f"segkit: Dask dashboard: {link}")
@@ -147,10 +150,8 @@ def _run_on_dask(jobs: list[dict], retries: int, cluster: ClusterSettings, progr
         pending, started = {}, {}
 
         def submit(job: dict, attempt: int):
-            case_id = job["case"].id
-            started.setdefault(case_id, time.perf_counter())
-            future = client.submit(run_case, job, key=f"segkit-case-{case_id}-{attempt}-{time.time_ns()}",
-                                   pure=False, resources=cluster.resources)
+            started.setdefault(job["case"].id, time.perf_counter())
+            future = submit_case(client, job, attempt, cluster)
             pending[future] = (job, attempt)
             return future
 
@@ -170,6 +171,19 @@ def _run_on_dask(jobs: list[dict], retries: int, cluster: ClusterSettings, progr
         client.close()
         if owned is not None:
             owned.close()
+
+
+def submit_case(client, job: dict, attempt: int, cluster: ClusterSettings):
+    """The future of a case's record: one task (asking a GPU with --gpus 1), or, with --gpu-workers,
+    its preparation on a CPU worker (CPU=1) feeding its inference on a GPU worker (GPU=1)."""
+    from segkit.cohort.work import infer_case, prepare_case, run_case
+
+    tag = f"{job['case'].id}-{attempt}-{time.time_ns()}"
+    if not cluster.split:
+        return client.submit(run_case, job, key=f"segkit-case-{tag}", pure=False, resources=cluster.resources)
+    ready = client.submit(prepare_case, job, key=f"segkit-prepare-{tag}", pure=False,
+                          resources=cluster.prepare_resources)
+    return client.submit(infer_case, job, ready, key=f"segkit-infer-{tag}", pure=False, resources=cluster.resources)
 
 
 def _collect(future, job: dict, attempt: int, retries: int, started: dict) -> dict | None:

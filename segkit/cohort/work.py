@@ -41,9 +41,27 @@ def plan_case(job: dict):
 
 def run_case(job: dict) -> dict:
     """Segment one case unless it is already complete; returns {id, status, seconds, worker, outputs}."""
-    from segkit.api import write_prediction
-    from segkit.cohort.plugin import current_cache
-    from segkit.cohort.resume import FINGERPRINT_KEY, fingerprint, is_complete
+    runner, plan, ready = _prepare(job)
+    return ready["record"] if "record" in ready else _infer(job, ready, runner, plan)
+
+
+def prepare_case(job: dict) -> dict:
+    """The CPU half of a case: the resume check, then the task's preparation (reading, checks,
+    reorientation, peaks, registration). Returns what `infer_case` needs, or a skipped case's record;
+    with --gpu-workers it runs as its own task on a CPU worker and its arrays travel to a GPU worker."""
+    return _prepare(job)[2]
+
+
+def infer_case(job: dict, ready: dict) -> dict:
+    """The model half of a case: inference with this worker's cached model, then every output written."""
+    if "record" in ready:
+        return ready["record"]
+    runner, _, plan = plan_case(job)
+    return _infer(job, ready, runner, plan)
+
+
+def _prepare(job: dict):
+    from segkit.cohort.resume import fingerprint, is_complete
 
     started = time.perf_counter()
     case = job["case"]
@@ -51,12 +69,23 @@ def run_case(job: dict) -> dict:
     expected = fingerprint(runner, case.inputs)
     qc_dir = job.get("qc_dir")
     if not job.get("force") and is_complete(plan, expected) and (qc_dir is None or _qc_record(qc_dir, case.id).is_file()):
-        return record(case.id, "skipped", started)
+        return runner, plan, {"record": record(case.id, "skipped", started)}
     prepared = runner.prepare(task_case)
+    return runner, plan, {"prepared": prepared, "fingerprint": expected, "seconds": time.perf_counter() - started}
+
+
+def _infer(job: dict, ready: dict, runner, plan) -> dict:
+    from segkit.api import write_prediction
+    from segkit.cohort.plugin import current_cache
+    from segkit.cohort.resume import FINGERPRINT_KEY
+
+    started = time.perf_counter() - ready["seconds"]
+    case, prepared = job["case"], ready["prepared"]
     model = current_cache().model(runner)
     prediction = runner.finish(prepared, runner.infer(model, prepared, None))
-    prediction.info[FINGERPRINT_KEY] = expected
+    prediction.info[FINGERPRINT_KEY] = ready["fingerprint"]
     written = write_prediction(prediction, plan, runner, time.perf_counter() - started, job.get("command_line", ""))
+    qc_dir = job.get("qc_dir")
     if qc_dir is not None:
         from segkit.qc.report import write_case_record
 
