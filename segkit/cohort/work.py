@@ -46,18 +46,20 @@ def run_case(job: dict) -> dict:
 
 
 def prepare_case(job: dict) -> dict:
-    """The CPU half of a case: the resume check, then the task's preparation (reading, checks,
-    reorientation, peaks, registration). Returns what `infer_case` needs, or a skipped case's record;
-    with --gpu-workers it runs as its own task on a CPU worker and its arrays travel to a GPU worker."""
-    return _prepare(job)[2]
+    """The CPU half of a case: the resume check, then the task's `prepare` (reading and checking the
+    inputs, reorientation). Returns what `infer_case` needs (the runner, its plan, the prepared
+    arrays), or a skipped case's record; with --gpu-workers it runs as its own task on a CPU worker
+    and what it returns travels to a GPU worker."""
+    runner, plan, ready = _prepare(job)
+    return ready if "record" in ready else {**ready, "runner": runner, "plan": plan}
 
 
 def infer_case(job: dict, ready: dict) -> dict:
-    """The model half of a case: inference with this worker's cached model, then every output written."""
+    """The model half of a case: inference with this worker's cached model, then every output written,
+    by the runner that prepared it (a runner may keep state from `prepare`, e.g. a few-shot support)."""
     if "record" in ready:
         return ready["record"]
-    runner, _, plan = plan_case(job)
-    return _infer(job, ready, runner, plan)
+    return _infer(job, ready, ready["runner"], ready["plan"])
 
 
 def _prepare(job: dict):

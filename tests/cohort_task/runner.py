@@ -21,7 +21,13 @@ class LevelRunner(TaskRunner):
                 handle.write(f"{os.getpid()}\n")
         return float(self.options.level)
 
+    def prepare(self, case):
+        self._prepared = True  # state kept on the runner between prepare and infer, as lpm_nnsam2's support
+        return super().prepare(case)
+
     def infer(self, level, prepared, progress) -> Inferred:
+        if not getattr(self, "_prepared", False):
+            raise RuntimeError("cohort_task: infer on a runner that prepared nothing")
         name = Path(prepared.case.source).name
         time.sleep(float(os.environ.get("COHORT_TASK_SLEEP", "0")))
         if "crash" in name:
