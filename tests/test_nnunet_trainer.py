@@ -42,3 +42,25 @@ def test_the_far_edge_keeps_the_padding_nnunet_allows_for_augmentation():
     voxel = np.array([[0, 10, 20, 20]])
     lower, upper = loader.get_bbox(np.array([20, 64, 64]), force_fg=True, class_locations={1: voxel})
     assert lower == [6, 4, 4] and upper == [14, 36, 36]
+
+
+def test_unet_width_scales_the_planned_features_of_the_trained_configuration_only():
+    """`--unet-width`: the configuration being trained gets its own scaled network (an inherited one
+    included); the planner's other configurations keep nnU-Net's plan."""
+    from segkit.engines.nnunet._worker import scale_features
+
+    def plans():
+        arch = {"network_class_name": "PlainConvUNet", "arch_kwargs": {"features_per_stage": [32, 64, 128, 256, 320]}}
+        return {"configurations": {"3d_fullres": {"architecture": arch},
+                                   "3d_lowres": {"inherits_from": "3d_fullres", "spacing": [2, 2, 2]}}}
+
+    scaled = plans()
+    scale_features(scaled, "3d_fullres", 0.25)
+    assert scaled["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] == [8, 16, 32, 64, 80]
+    inherited = plans()
+    scale_features(inherited, "3d_lowres", 0.1)
+    assert inherited["configurations"]["3d_lowres"]["architecture"]["arch_kwargs"]["features_per_stage"] == [4, 6, 13, 26, 32]
+    assert inherited["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] == [32, 64, 128, 256, 320]
+    unchanged = plans()
+    scale_features(unchanged, "3d_fullres", 1.0)
+    assert unchanged == plans()

@@ -66,6 +66,12 @@ def iterations_option():
                   help="Training iterations (batches) per epoch (default: the method's own).")
 
 
+def unet_width_option():
+    return option(1.0, "--unet-width", minimum=0.1,
+                  help="UNet channel multiplier (1.0: the method's widths: nnU-Net's planned features per stage, "
+                       "AutoSAM2's 16-32-64-128-128); below 1 trains faster on a CPU, usually less accurately.")
+
+
 def val_iterations_option():
     return option(None, "--val-iterations-per-epoch", kind=int, minimum=1,
                   help="Validation iterations per epoch (nnU-Net's default: 50).")

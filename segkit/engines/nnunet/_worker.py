@@ -123,6 +123,7 @@ def _train(dataset_id: int, config: dict, emit) -> None:
 
     plans = load_json(config["plans_file"])
     plans["continue_training"] = bool(config.get("resume"))
+    scale_features(plans, config["configuration"], float(config.get("unet_width") or 1.0))
     dataset_json = load_json(os.path.join(os.path.dirname(config["plans_file"]), "dataset.json"))
     fold = config["fold"] if config["fold"] == "all" else int(config["fold"])
     SegkitTrainer.schedule = dict(config.get("schedule") or {})
@@ -135,6 +136,25 @@ def _train(dataset_id: int, config: dict, emit) -> None:
     emit({"event": "stage", "stage": "train", "start_epoch": int(trainer.current_epoch), "epochs": trainer.num_epochs})
     trainer.run_training()
     emit({"event": "trained", "model_dir": trainer.output_folder_base})
+
+
+def scale_features(plans: dict, configuration: str, width: float) -> None:
+    """Multiply the planned features per stage by `width` (at least 4 each), in the configuration itself.
+
+    Applied to the plans the trainer is built from, so the model's exported plans.json holds the
+    scaled network and nnU-Net's predictor rebuilds exactly it; the planner's file stays as planned,
+    so --resume with the same width scales the same way.
+    """
+    if width == 1.0:
+        return
+    configurations = plans["configurations"]
+    settings, name = configurations[configuration], configuration
+    while "architecture" not in configurations[name]:  # 3d_lowres etc. inherit their network
+        name = configurations[name]["inherits_from"]
+    architecture = json.loads(json.dumps(configurations[name]["architecture"]))
+    features = architecture["arch_kwargs"]["features_per_stage"]
+    architecture["arch_kwargs"]["features_per_stage"] = [max(4, int(round(f * width))) for f in features]
+    settings["architecture"] = architecture
 
 
 if __name__ == "__main__":

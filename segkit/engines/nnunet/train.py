@@ -47,6 +47,7 @@ class TrainRequest:
     seed: int | None = None  # seeds Python, NumPy and torch in the worker (nnU-Net seeds nothing)
     mirroring: bool = True  # False: nnSAM2's "no mirroring" (labels that name a side), see nnunet_trainer.py
     orientation: str | None = None  # recorded in the model's dataset.json as segkit_orientation
+    unet_width: float = 1.0  # scales the planned features per stage (plans.json of the model records the result)
     threads: int = 2
     extra_env: dict = field(default_factory=dict)
 
@@ -74,7 +75,7 @@ def train_task(spec, common, options, say) -> list[tuple]:
         data=options.data, output=common.output, configuration=options.configuration, fold=options.fold,
         epochs=common.epochs, iterations_per_epoch=options.iterations_per_epoch,
         val_iterations_per_epoch=options.val_iterations_per_epoch, device=common.device, resume=common.resume,
-        mirroring=options.mirroring, seed=common.seed, orientation=orientation,
+        mirroring=options.mirroring, seed=common.seed, orientation=orientation, unet_width=options.unet_width,
     )
 
     def stats(event: dict) -> str:
@@ -109,6 +110,7 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
         "resume": request.resume,
         "threads": request.threads,
         "seed": request.seed,
+        "unet_width": request.unet_width,
         "log": str(log_path),
         "plans_file": str(workspace / "nnUNet_preprocessed" / dataset_name / "nnUNetPlans.json"),
         "schedule": {
@@ -132,6 +134,8 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
 def _check_request(request: TrainRequest) -> None:
     if request.configuration not in CONFIGURATIONS:
         raise SegkitError(f"--configuration must be one of {', '.join(CONFIGURATIONS)}, got '{request.configuration}'")
+    if not request.unet_width >= 0.1:
+        raise SegkitError(f"--unet-width must be at least 0.1, got {request.unet_width}")
     if request.fold != "all" and not (request.fold.isdigit() and int(request.fold) < 5):
         raise SegkitError(f"--fold must be 0, 1, 2, 3, 4 or 'all', got '{request.fold}'")
     for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch"):

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from segkit.tasks.common_options import (
     backend_option, iterations_option, modality_option, model_option, propagator_option, support_mask_option,
-    support_option,
-    val_iterations_option,
+    support_option, unet_width_option, val_iterations_option,
 )
 from segkit.tasks.options import TaskOptions, option
 
@@ -38,3 +37,4 @@ class TrainOptions(TaskOptions):
     modality: str = modality_option()
     iterations_per_epoch: int | None = iterations_option()
     val_iterations_per_epoch: int | None = val_iterations_option()
+    unet_width: float = unet_width_option()

@@ -45,6 +45,7 @@ class LpmTrainRequest:
     device: str = "auto"
     backend: str = "auto"
     modality: str | None = None  # None: guessed per image
+    unet_width: float = 1.0  # nnU-Net's planned features per stage, scaled
 
 
 Say = Callable[[str], None]
@@ -59,6 +60,7 @@ def train_task(spec, common, options, say: Say) -> list[tuple]:
         rounds=options.rounds, propagator=options.propagator, epochs=common.epochs,
         iterations_per_epoch=options.iterations_per_epoch, val_iterations_per_epoch=options.val_iterations_per_epoch,
         seed=common.seed, device=common.device, modality=None if options.modality == "auto" else options.modality,
+        unet_width=options.unet_width,
     ), say=say)
     return [("model", package)]
 
@@ -100,7 +102,8 @@ def train_lpm(request: LpmTrainRequest, say: Say = lambda text: None) -> Path:
     ras_images = {case: _ras_image(r) for case, r in zip(cases, results)}
     modality = results[0].modality
     dataset = _round_one_dataset(output / "round_1" / "dataset", cases, results, ras_images, modality)
-    card = {"task": "lpm_nnsam2", "propagator": request.propagator, "rounds": [], "images": [str(f.resolve()) for f in files],
+    card = {"task": "lpm_nnsam2", "propagator": request.propagator, "unet_width": request.unet_width, "rounds": [],
+            "images": [str(f.resolve()) for f in files],
             "ignore_label": IGNORE, "selection": dataset["log"]}
     model_dir, predictions, selected = None, previous, cases  # round 1 trains on the pseudo-labels above
     for round_index in range(1, request.rounds + 1):
@@ -225,6 +228,7 @@ def _train_round(request: LpmTrainRequest, dataset: Path, round_dir: Path):
         data=dataset, output=round_dir, configuration="3d_fullres", fold="all", epochs=request.epochs,
         iterations_per_epoch=request.iterations_per_epoch, val_iterations_per_epoch=request.val_iterations_per_epoch,
         device=request.device, seed=request.seed, orientation=orientation(TASK), mirroring=False,  # right and left labels: no flips
+        unet_width=request.unet_width,
     ))
     return Path(result.model_dir), Path(result.zip_path)
 

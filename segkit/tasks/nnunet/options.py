@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from segkit.tasks.common_options import data_option, iterations_option, model_option, val_iterations_option
+from segkit.tasks.common_options import (
+    data_option, iterations_option, model_option, unet_width_option, val_iterations_option,
+)
 from segkit.tasks.options import TaskOptions, option
 
 
@@ -27,6 +29,7 @@ class TrainOptions(TaskOptions):
     fold: str = option("0", "--fold", help="Cross-validation fold 0-4, or 'all' to train on every case.")
     iterations_per_epoch: int | None = iterations_option()
     val_iterations_per_epoch: int | None = val_iterations_option()
+    unet_width: float = unet_width_option()
     configuration: str = option("3d_fullres", "--configuration", choices=("3d_fullres", "2d", "3d_lowres"),
                                 help="nnU-Net configuration: 3d_fullres | 2d | 3d_lowres")
     mirroring: bool = option(True, "--mirroring", negative="--no-mirroring",
