@@ -1,16 +1,23 @@
 """`segkit train -task lpm_nnsam2` end to end on CPU (slow): LiteMedSAM pseudo-labels from one annotated
 slice, two nnU-Net rounds without mirroring, selection logs, and the trained model on held-out phantoms.
 
-One proof at two sizes (CT phantoms 80x64x6 at 1.5x1.5x4 mm, where the pseudo-labels reach Dice >= 0.8):
+CT phantoms 80x64x6 at 1.5x1.5x4 mm (where the pseudo-labels reach Dice >= 0.8), at three sizes:
 
-- CI (`REDUCED`, runs by default): the same 8 phantoms, 2 shorter rounds (6 epochs x 20 iterations).
-  The trained model's Dice per side on held-out phantoms must reach DICE_FLOOR: 0.77 / 0.81 on
-  2026-12-01 (about 1270 CPU s); trained for 1 iteration per round it scores 0.04 / 0.08, and for
-  4 epochs x 10 iterations 0.18 / 0.52. The trivial few-shot answer, the support's annotated slice
-  copied to every slice (0.74 per side), is printed beside it.
-- full size (`FULLSIZE`, opt-in: `pytest -m fullsize`, results in benchmarks/README.md): 8 phantoms,
-  2 rounds x 15 epochs x 20 iterations, and the issue's acceptance rule: the trained model's Dice per
-  side is at least the pseudo-labels' Dice minus 0.05 (both against the phantoms' true labels).
+- CI (`PLUMBING`, runs by default, about 4 CPU minutes): 5 phantoms, 2 rounds of 2 epochs x 5
+  iterations of a quarter-width nnU-Net (`--unet-width 0.25`). Every path runs (pseudo-labels,
+  top-decile selection with the ignore label, CT statistics from annotated voxels, no mirroring,
+  round 2 on the selected cases, the package, `segment --model`); the model is not trained enough
+  to be accurate, so no Dice is asserted on it.
+- `REDUCED` (opt-in: `pytest -m fullsize`): 8 phantoms, 2 rounds x 6 epochs x 20 iterations at
+  full width; the trained model's Dice per side on held-out phantoms must reach DICE_FLOOR
+  (0.77 / 0.81 on 2026-12-01, about 1270 CPU s, which took 36 of CI's minutes on a loaded
+  machine). Trained for 1 iteration per round it scores 0.04 / 0.08, for 4 epochs x 10
+  iterations 0.18 / 0.52; at a quarter or half width (30 x 20 or 10 x 20) round 1 never finds both
+  sides from its few annotated slices (0.64 / 0.31, 0.77 / 0.00). The trivial few-shot answer, the
+  support's annotated slice copied to every slice (0.74 per side), is printed beside it.
+- `FULLSIZE` (opt-in, results in benchmarks/README.md): 8 phantoms, 2 rounds x 15 epochs x 20
+  iterations, and the issue's acceptance rule: the trained model's Dice per side is at least the
+  pseudo-labels' Dice minus 0.05 (both against the phantoms' true labels).
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ class Size:
     epochs: int
     iterations: int
     val_iterations: int
+    unet_width: float = 1.0
 
 
+PLUMBING = Size(tuple(range(100, 105)), rounds=2, epochs=2, iterations=5, val_iterations=1, unet_width=0.25)
 REDUCED = Size(tuple(range(100, 108)), rounds=2, epochs=6, iterations=20, val_iterations=1)
 FULLSIZE = Size(tuple(range(100, 108)), rounds=2, epochs=15, iterations=20, val_iterations=2)  # 12.5 min, 2 quiet cores
 DICE_FLOOR = 0.5  # the reduced model's Dice per side (untrained: 0.04 / 0.08)
@@ -74,6 +83,7 @@ def train_package(root: Path, size: Size) -> dict:
         "train", "-task", "lpm_nnsam2", "--images", str(images), "--support", str(support_ct),
         "--support-mask", str(support_mask), "--propagator", "litemedsam", "--rounds", str(size.rounds),
         "--epochs", str(size.epochs), "--iterations-per-epoch", str(size.iterations), "--val-iterations-per-epoch", str(size.val_iterations),
+        "--unet-width", str(size.unet_width),
         "--seed", "0", "--device", "cpu", "-o", str(package), home=root / "home",
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -83,7 +93,12 @@ def train_package(root: Path, size: Size) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return train_package(tmp_path_factory.mktemp("lpm_train"), REDUCED)
+    return train_package(tmp_path_factory.mktemp("lpm_train"), PLUMBING)
+
+
+@pytest.fixture(scope="module")
+def trained_reduced(tmp_path_factory):
+    return train_package(tmp_path_factory.mktemp("lpm_train_reduced"), REDUCED)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +174,16 @@ def test_every_round_trains_without_mirroring(trained):
 
 
 @pytest.mark.slow
-def test_trained_model_segments_both_sides_of_held_out_phantoms(trained):
+def test_the_package_segments_held_out_phantoms_in_their_own_geometry(trained):
+    """The plumbing-size model: `segment --model PACKAGE` runs and writes both sides per phantom
+    (held_out_dice checks shape and affine); its Dice is printed, not asserted (see the docstring)."""
+    model = held_out_dice(trained, "model", "--model", str(trained["package"]))
+    print("plumbing-size model, Dice per side:", {SIDES[v]: round(d, 3) for v, d in model.items()})
+
+
+@pytest.mark.fullsize
+def test_trained_model_segments_both_sides_of_held_out_phantoms(trained_reduced):
+    trained = trained_reduced
     model = held_out_dice(trained, "model", "--model", str(trained["package"]))
     baseline = copied_support_dice(trained)
     for value, name in SIDES.items():

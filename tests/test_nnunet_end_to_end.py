@@ -51,7 +51,7 @@ def trained(tmp_path_factory):
     out = root / "model"
     result = _run(
         ["train", "-task", "seg_sc_lesion_t2w_sci", "--data", data, "-o", out, "--epochs", EPOCHS,
-         "--iterations-per-epoch", 10, "--val-iterations-per-epoch", 3, "--device", "cpu"],
+         "--iterations-per-epoch", 10, "--val-iterations-per-epoch", 3, "--unet-width", 0.25, "--device", "cpu"],
         _env(root / "home"),
     )
     assert result.returncode == 0, result.stderr[-3000:] + (out / "train.log").read_text()[-3000:] if (out / "train.log").exists() else result.stderr
@@ -195,9 +195,14 @@ def test_4d_input_and_wrong_channel_count_exit_2(trained, tmp_path):
 
 
 def test_resume_continues_from_the_last_checkpoint(trained, tmp_path):
+    """The module's model was trained at --unet-width 0.25: --resume without the flag keeps that
+    width (the checkpoint's network), and another width is refused before anything runs."""
     copy = tmp_path / "model"
     shutil.copytree(trained["out"], copy, symlinks=True)
     data = trained["root"] / "Dataset777_SynthCord"
+    other = _run(["train", "-task", "seg_sc_lesion_t2w_sci", "--data", data, "-o", copy, "--epochs", EPOCHS + 1,
+                  "--unet-width", 0.5, "--device", "cpu", "--resume"], _env(tmp_path / "home"))
+    assert other.returncode == 2 and "--unet-width 0.25" in other.stderr, other.stderr
     result = _run(
         ["train", "-task", "seg_sc_lesion_t2w_sci", "--data", data, "-o", copy, "--epochs", EPOCHS + 1,
          "--iterations-per-epoch", 2, "--val-iterations-per-epoch", 1, "--device", "cpu", "--resume"],

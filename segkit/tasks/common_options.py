@@ -67,9 +67,10 @@ def iterations_option():
 
 
 def unet_width_option():
-    return option(1.0, "--unet-width", minimum=0.1,
-                  help="UNet channel multiplier (1.0: the method's widths: nnU-Net's planned features per stage, "
-                       "AutoSAM2's 16-32-64-128-128); below 1 trains faster on a CPU, usually less accurately.")
+    return option(None, "--unet-width", kind=float, minimum=0.1,
+                  help="UNet channel multiplier (default 1.0, the method's widths: nnU-Net's planned features per "
+                       "stage, AutoSAM2's 16-32-64-128-128; --resume keeps the run's own); below 1 trains faster "
+                       "on a CPU, usually less accurately.")
 
 
 def val_iterations_option():

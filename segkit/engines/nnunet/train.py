@@ -47,7 +47,7 @@ class TrainRequest:
     seed: int | None = None  # seeds Python, NumPy and torch in the worker (nnU-Net seeds nothing)
     mirroring: bool = True  # False: nnSAM2's "no mirroring" (labels that name a side), see nnunet_trainer.py
     orientation: str | None = None  # recorded in the model's dataset.json as segkit_orientation
-    unet_width: float = 1.0  # scales the planned features per stage (plans.json of the model records the result)
+    unet_width: float | None = None  # scales the planned features per stage (None: 1.0, or a resumed run's own)
     threads: int = 2
     extra_env: dict = field(default_factory=dict)
 
@@ -110,7 +110,7 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
         "resume": request.resume,
         "threads": request.threads,
         "seed": request.seed,
-        "unet_width": request.unet_width,
+        "unet_width": _run_width(request, output),
         "log": str(log_path),
         "plans_file": str(workspace / "nnUNet_preprocessed" / dataset_name / "nnUNetPlans.json"),
         "schedule": {
@@ -134,7 +134,7 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
 def _check_request(request: TrainRequest) -> None:
     if request.configuration not in CONFIGURATIONS:
         raise SegkitError(f"--configuration must be one of {', '.join(CONFIGURATIONS)}, got '{request.configuration}'")
-    if not request.unet_width >= 0.1:
+    if request.unet_width is not None and not request.unet_width >= 0.1:
         raise SegkitError(f"--unet-width must be at least 0.1, got {request.unet_width}")
     if request.fold != "all" and not (request.fold.isdigit() and int(request.fold) < 5):
         raise SegkitError(f"--fold must be 0, 1, 2, 3, 4 or 'all', got '{request.fold}'")
@@ -142,6 +142,18 @@ def _check_request(request: TrainRequest) -> None:
         value = getattr(request, name)
         if value is not None and value < 1:
             raise SegkitError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def _run_width(request: TrainRequest, output: Path) -> float:
+    """The UNet width of this run: as asked, else 1.0; --resume keeps the width the run started with
+    (its checkpoint holds a network of that size) and refuses another."""
+    saved = None
+    previous = output / "train_config.json"
+    if request.resume and previous.is_file():
+        saved = float(json.loads(previous.read_text(encoding="utf-8")).get("unet_width") or 1.0)
+    if saved is not None and request.unet_width is not None and request.unet_width != saved:
+        raise SegkitError(f"--resume: {output} was trained with --unet-width {saved:g}; resume with that width or none")
+    return saved if saved is not None else (1.0 if request.unet_width is None else request.unet_width)
 
 
 def _dataset_identity(summary: DatasetSummary) -> tuple[int, str]:

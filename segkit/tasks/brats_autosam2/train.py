@@ -131,7 +131,8 @@ def train_task(spec, common, options, say) -> list[tuple]:
         raise SegkitError("Missing option '--data' (BraTS case folders, or an nnU-Net-style folder with dataset.json)")
     config = TrainConfig(
         data=Path(options.data), output=Path(common.output), sam=options.sam,
-        train_slice_percentage=options.train_slice_percentage, unet_width=options.unet_width,
+        train_slice_percentage=options.train_slice_percentage,
+        unet_width=TrainConfig.unet_width if options.unet_width is None else options.unet_width,
         patch_size=options.patch_size, learning_rate=options.learning_rate, patience=options.patience,
         epochs=common.epochs or TrainConfig.epochs, iterations_per_epoch=options.iterations_per_epoch,
         device=common.device, resume=common.resume, seed=TrainConfig.seed if common.seed is None else common.seed,

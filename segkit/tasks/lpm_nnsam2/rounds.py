@@ -60,7 +60,7 @@ def train_task(spec, common, options, say: Say) -> list[tuple]:
         rounds=options.rounds, propagator=options.propagator, epochs=common.epochs,
         iterations_per_epoch=options.iterations_per_epoch, val_iterations_per_epoch=options.val_iterations_per_epoch,
         seed=common.seed, device=common.device, modality=None if options.modality == "auto" else options.modality,
-        unet_width=options.unet_width,
+        unet_width=LpmTrainRequest.unet_width if options.unet_width is None else options.unet_width,
     ), say=say)
     return [("model", package)]
 
