@@ -213,3 +213,32 @@ def test_list_cases_takes_a_bare_single_channel_image_and_mixed_endings(tmp_path
         list_cases(tmp_path / "imagesTr")
     (tmp_path / "labelsTr" / "dwi.nii.gz").unlink()
     assert list_cases(tmp_path) == []
+
+
+def test_a_model_card_that_is_not_json_of_the_format_or_lacks_network_settings_is_one_clear_error(tmp_path):
+    """The card checks every segkit-trained package shares (cc_fodf, ais_ncct, brats_autosam2)."""
+    from dataclasses import dataclass
+
+    from segkit.training.package import ModelPackageError, network_settings, read_format_card
+
+    @dataclass
+    class Settings:
+        width: float
+
+        @classmethod
+        def from_dict(cls, data):
+            return cls(**data)
+
+    card = tmp_path / "model_card.json"
+    for text, needle in (("{not json", "cannot be read as JSON"), ('{"format": "other"}', "format is 'other', expected 'mine'"),
+                         ("[1, 2]", "format is None")):
+        card.write_text(text)
+        with pytest.raises(ModelPackageError, match=needle):
+            read_format_card(card, "mine")
+    card.write_text('{"format": "mine", "network": {"width": 0.5}}')
+    good = read_format_card(card, "mine")
+    assert network_settings(tmp_path, good, Settings) == Settings(0.5)
+    for bad in ({"format": "mine"}, {"format": "mine", "network": {"depth": 3}}):
+        with pytest.raises(ModelPackageError, match="invalid network settings") as caught:
+            network_settings(tmp_path, bad, Settings)
+        assert "\n" not in str(caught.value)

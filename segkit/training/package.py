@@ -48,6 +48,26 @@ class ModelPackageError(SegkitError):
     """A --model folder that is not a usable model package of its task."""
 
 
+def read_format_card(card_path: Path, package_format: str) -> dict:
+    """A package's model card, checked to be JSON of the task's package format (one line if not)."""
+    try:
+        card = json.loads(Path(card_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelPackageError(f"{card_path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(card, dict) or card.get("format") != package_format:
+        found = card.get("format") if isinstance(card, dict) else None
+        raise ModelPackageError(f"{card_path}: format is {found!r}, expected {package_format!r}")
+    return card
+
+
+def network_settings(folder: Path, card: dict, config_type):
+    """The card's "network" entry as the task's NetworkConfig; a card without valid settings is one line."""
+    try:
+        return config_type.from_dict(card["network"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelPackageError(f"{Path(folder) / CARD_NAME}: invalid network settings ({exc})") from None
+
+
 def verified_weights(folder: Path, card: dict) -> tuple[Path, str]:
     """(path, sha256) of the weights a model card names, checked against the card's sha256."""
     from segkit.registry.store import sha256_of

@@ -10,11 +10,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from segkit.training.package import CARD_NAME, ModelPackageError, verified_weights
+from segkit.training.package import CARD_NAME, ModelPackageError, network_settings, read_format_card, verified_weights
 
 PACKAGE_FORMAT = "segkit-ais_ncct-model"
 
@@ -38,12 +37,7 @@ def read_card(folder: Path) -> dict:
     if card_path is None:
         raise ModelPackageError(f"{folder}: holds no {CARD_NAME}; it is not an ais_ncct model package "
                                 f"(train one with `segkit train -task ais_ncct`)")
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelPackageError(f"{card_path}: cannot be read as JSON ({exc})") from None
-    if card.get("format") != PACKAGE_FORMAT:
-        raise ModelPackageError(f"{card_path}: format is {card.get('format')!r}, expected {PACKAGE_FORMAT!r}")
+    card = read_format_card(card_path, PACKAGE_FORMAT)
     card["_folder"] = str(card_path.parent)
     return card
 
@@ -79,10 +73,7 @@ def load_package(folder: Path, device: str = "cpu") -> LoadedModel:
     card = read_card(folder)
     folder = Path(card["_folder"])
     weights, actual = verified_weights(folder, card)
-    try:
-        config = NetworkConfig.from_dict(card["network"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelPackageError(f"{folder / CARD_NAME}: invalid network settings ({exc})") from None
+    config = network_settings(folder, card, NetworkConfig)
     pretrained = bool(card["backbone"]["pretrained"])
     net = build_network(config, pretrained=pretrained)
     state = load_data(weights)

@@ -9,11 +9,10 @@ the registry.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from segkit.training.package import CARD_NAME, ModelPackageError, verified_weights
+from segkit.training.package import CARD_NAME, ModelPackageError, network_settings, read_format_card, verified_weights
 
 PACKAGE_FORMAT = "segkit-brats_autosam2-model"
 LABELS = {1: "NCR (necrotic tumour core)", 2: "ED (peritumoral oedema)", 3: "ET (enhancing tumour)"}  # BraTS 2023
@@ -54,13 +53,7 @@ def find_model_folder(spec, model: Path | str | None) -> Path:
 
 
 def read_card(folder: Path) -> dict:
-    try:
-        card = json.loads((Path(folder) / CARD_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelPackageError(f"{Path(folder) / CARD_NAME}: cannot be read as JSON ({exc})") from None
-    if card.get("format") != PACKAGE_FORMAT:
-        raise ModelPackageError(f"{Path(folder) / CARD_NAME}: format is {card.get('format')!r}, expected {PACKAGE_FORMAT!r}")
-    return card
+    return read_format_card(Path(folder) / CARD_NAME, PACKAGE_FORMAT)
 
 
 def load_package(folder: Path, device: str = "cpu"):
@@ -71,10 +64,7 @@ def load_package(folder: Path, device: str = "cpu"):
 
     card = read_card(folder)
     weights, sha = verified_weights(folder, card)
-    try:
-        config = NetworkConfig.from_dict(card["network"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelPackageError(f"{Path(folder) / CARD_NAME}: invalid network settings ({exc})") from None
+    config = network_settings(folder, card, NetworkConfig)
     model = AutoSam2(config)
     try:
         model.load_state_dict(load_data(weights), strict=True)

@@ -24,7 +24,7 @@ from segkit.errors import SegkitError
 
 from segkit.tasks.base import Case, Inferred, Prepared, TaskRunner
 from segkit.tasks.cc_fodf.cube import spatial_reference, fit_to_cube, restore_from_cube
-from segkit.training.package import CARD_NAME, ModelPackageError, verified_weights
+from segkit.training.package import CARD_NAME, ModelPackageError, network_settings, read_format_card, verified_weights
 
 if TYPE_CHECKING:
     from segkit.registry.schema import TaskSpec
@@ -79,17 +79,9 @@ def load_model_package(folder: Path | str, device: str = "cpu") -> LoadedModel:
     from segkit.tasks.cc_fodf.network import NetworkConfig, build_network
 
     folder = Path(folder)
-    try:
-        card = json.loads((folder / CARD_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelPackageError(f"{folder / CARD_NAME}: cannot be read as JSON ({exc})") from None
-    if card.get("format") != PACKAGE_FORMAT:
-        raise ModelPackageError(f"{folder / CARD_NAME}: format is {card.get('format')!r}, expected {PACKAGE_FORMAT!r}")
+    card = read_format_card(folder / CARD_NAME, PACKAGE_FORMAT)
     weights_path, actual = verified_weights(folder, card)
-    try:
-        config = NetworkConfig.from_dict(card["network"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelPackageError(f"{folder / CARD_NAME}: invalid network settings ({exc})") from None
+    config = network_settings(folder, card, NetworkConfig)
     net = build_network(config)
     net.load_state_dict(load_data(weights_path), strict=True)
     return LoadedModel(net.to(device).eval(), card, folder, actual)
