@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,30 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # cpu_budget: CPU seconds per test, a budget from pyproject.toml ([tool.pytest.ini_options] cpu_budget_s);
 # pytester: tests/test_cpu_budget.py runs the budget on tiny busy loops
 pytest_plugins = ("cpu_budget", "pytester")
+
+# pyproject.toml runs the suite on pytest-xdist workers, one test file per worker at a time (--dist loadfile,
+# so a module's trained model is built once). Each worker then gets one thread per library, and waiting
+# threads sleep instead of spinning: two workers on two cores otherwise oversubscribe them, and spinning
+# OpenMP threads slow torch and ONNX Runtime down several times. Children (segkit subprocesses) inherit it;
+# tests that pin their children's threads (the golden cases) keep their own values.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+        os.environ.setdefault(_variable, "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# The test files that take longest (CPU seconds, measured on the 2-core dev machine) are handed to the
+# workers first, so the last file to start is a short one and both workers finish together.
+LONGEST_FILES_FIRST = (
+    "test_lpm_train.py", "test_golden_outputs.py", "test_examples.py", "test_cc_proof.py",
+    "test_brats_autosam2_proof.py", "test_nnunet_end_to_end.py", "test_kill9.py", "test_fuzz_inputs.py",
+    "test_lpm_fewshot.py", "test_medsam_window.py", "test_lpm_align.py", "test_medsam_reference.py",
+    "test_medsam_synthetic.py", "test_cc_end_to_end.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order inside a file is kept
 
 
 def task_entry(name: str, files: list[dict], **overrides) -> dict:

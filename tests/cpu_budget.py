@@ -9,7 +9,8 @@ not wall time: it does not depend on what else the machine is running.
 - ini option `cpu_budget_s` (pyproject.toml; 0 disables): a test over it gets an error at
   teardown that says how many CPU seconds it used, so the run fails; tests carrying one of the
   markers in `cpu_budget_exempt_markers` (the opt-in full-size proofs) are measured, not limited;
-- the terminal summary lists the tests that used the most CPU seconds (`cpu_budget_report`).
+- the terminal summary lists the tests that used the most CPU seconds (`cpu_budget_report`); each
+  test's CPU seconds ride on its teardown report, so a pytest-xdist run lists them from every worker.
 
 Loaded by tests/conftest.py (`pytest_plugins`); tests/test_cpu_budget.py runs it on tiny busy loops.
 """
@@ -23,6 +24,7 @@ import pytest
 BUDGET_INI = "cpu_budget_s"
 REPORT_INI = "cpu_budget_report"
 EXEMPT_INI = "cpu_budget_exempt_markers"
+CPU_PROPERTY = "cpu_seconds"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,15 +64,22 @@ class CpuBudget:
         report = yield
         if call.when == "teardown" and item.nodeid in self.started:
             used = cpu_seconds() - self.started[item.nodeid]
-            self.used[item.nodeid] = used
             exempt = any(item.get_closest_marker(name) for name in self.exempt_markers)
-            if exempt:
-                self.exempt.add(item.nodeid)
+            # on the report, so that under pytest-xdist the controller (which prints the summary) sees it
+            report.user_properties.append((CPU_PROPERTY, (used, exempt)))
             if self.budget > 0 and used > self.budget and not exempt and report.outcome != "failed":
                 report.outcome = "failed"
                 report.longrepr = (f"CPU budget exceeded: {item.nodeid} used {used:.1f} CPU s (setup + call + teardown, "
                                    f"children included) > {BUDGET_INI} = {self.budget:g} s")
         return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for key, value in report.user_properties:
+            if key == CPU_PROPERTY:
+                used, exempt = value
+                self.used[report.nodeid] = used
+                if exempt:
+                    self.exempt.add(report.nodeid)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
         if not self.used:
