@@ -4,7 +4,11 @@ counts on the test that triggers it. Busy loops burn CPU time (time.process_time
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+REPO_TESTS = Path(__file__).resolve().parent
 
 BURN = """
 import subprocess, sys, time
@@ -102,3 +106,27 @@ def test_reduced():
     result.stdout.fnmatch_lines(["*CPU budget exceeded: test_busy.py::test_reduced used*"])
     assert "test_full used" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*test_busy.py::test_full  (exempt)"])
+
+
+def test_under_xdist_workers_the_budget_fails_and_the_table_lists_every_worker_s_tests(pytester):
+    """The suite runs on pytest-xdist workers (pyproject addopts): the budget is checked in the worker,
+    and the CPU seconds travel on the reports to the controller, which prints the table."""
+    # xdist's workers start with the controller's sys.path, which lacks tests/: the plugin comes in as
+    # the run's conftest.py instead of by name
+    pytester.makeconftest((REPO_TESTS / "cpu_budget.py").read_text())
+    pytester.makepyfile(test_busy=BURN + """
+def test_busy():
+    burn(1.0)
+
+
+def test_idle():
+    pass
+""")
+    result = pytester.runpytest("-o", "cpu_budget_s=0.4", "-o", "cpu_budget_report=5", "-n", "2", "--dist", "load")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines([
+        "*CPU budget exceeded: test_busy.py::test_busy used * CPU s*",
+        "*CPU seconds per test, slowest 2 (budget: 0.4 CPU s per test)*",
+        "*test_busy.py::test_busy  OVER BUDGET",
+        "*test_busy.py::test_idle",
+    ])
