@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import REPO_ROOT
 from segkit import __version__
-from segkit.cli.main import app, run
+from segkit.cli.main import register_commands, run
 from weights_server import WeightsServer
 
 runner = CliRunner()
@@ -28,9 +28,9 @@ def _segkit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_version_and_help():
-    result = runner.invoke(app, ["--version"])
+    result = runner.invoke(register_commands(["--version"]), ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"segkit {__version__}"
-    result = runner.invoke(app, ["--help"])
+    result = runner.invoke(register_commands(["--help"]), ["--help"])
     assert result.exit_code == 0
     for command in ("list-tasks", "install-task", "segment"):
         assert command in result.stdout
@@ -46,6 +46,22 @@ def test_fast_paths_do_not_import_torch(args, segkit_home):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("args", [["eval", "--help"], ["--debug", "quantify", "--help"]])
+def test_eval_and_quantify_build_only_their_own_command(args, segkit_home):
+    """`segkit eval` in a shell loop starts without the task registry, yaml or any task's options:
+    only the command named on the command line is imported (segkit.cli.main.COMMAND_MODULES)."""
+    code = (
+        "import sys\nfrom segkit.cli.main import run\n"
+        f"try:\n    run({args!r})\nexcept SystemExit:\n    pass\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'yaml' or m.startswith(('segkit.registry', "
+        "'segkit.tasks', 'segkit.cli.segment', 'segkit.cli.train', 'segkit.cli.task_commands')))\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: segkit" in result.stdout
 
 
 def test_list_tasks_shows_every_task_and_its_status(segkit_home):

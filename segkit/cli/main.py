@@ -6,6 +6,7 @@ Heavy libraries (torch, onnxruntime, dipy) are never imported here: `segkit --he
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 
@@ -14,14 +15,38 @@ import typer
 from segkit.cli.app import app
 from segkit.errors import SegkitError
 
-def _register_commands(argv: list[str] | None = None) -> None:
-    """Add every command to `app`. segment and train are rebuilt for the registry in force now (and
-    for `-task X --help`, with X's options only); the other modules register themselves on import."""
-    from segkit.cli import eval, install, list_tasks, quantify, segment, train  # noqa: F401
+# Where each command is defined. Only the command named on the command line is imported and built, so
+# `segkit eval` in a shell loop does not pay for the registry, yaml and every task's options; `segkit
+# --help` (or an unknown name, for typer's error) builds them all.
+COMMAND_MODULES = {
+    "segment": "segkit.cli.segment",
+    "train": "segkit.cli.train",
+    "eval": "segkit.cli.eval",
+    "quantify": "segkit.cli.quantify",
+    "install-task": "segkit.cli.install",
+    "list-tasks": "segkit.cli.list_tasks",
+}
 
+
+def _command_named(argv: list[str]) -> str | None:
+    """The subcommand on the command line: the first word that is not an option (the app's own options,
+    --debug and --version, take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def register_commands(argv: list[str] | None = None) -> typer.Typer:
+    """Add the command(s) argv needs to `app` and return it. segment and train are rebuilt for the registry
+    in force now (and for `-task X --help`, with X's options only); the other modules register themselves
+    on import."""
+    argv = list(argv or [])
+    name = _command_named(argv)
+    modules = [COMMAND_MODULES[name]] if name in COMMAND_MODULES else list(COMMAND_MODULES.values())
     app.registered_commands[:] = [c for c in app.registered_commands if c.name not in ("segment", "train")]
-    segment.register(app, list(argv or []))
-    train.register(app, list(argv or []))
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        if hasattr(module, "register"):
+            module.register(app, argv)
+    return app
 
 
 def _fail(message: str, code: int) -> None:
@@ -39,7 +64,7 @@ def run(argv: list[str] | None = None) -> None:
 
     configure(debug)  # library warnings and notes only with --debug: an error stays one line
     try:
-        _register_commands(args)
+        register_commands(args)
         app(args=args, prog_name="segkit", standalone_mode=False)
     except SegkitError as exc:
         if debug:
@@ -75,4 +100,5 @@ def _usage_error_code(exc: Exception) -> int | None:
     return None
 
 
-_register_commands()
+if __name__ == "__main__":
+    run()
