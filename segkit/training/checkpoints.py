@@ -65,6 +65,7 @@ class Trainables:
     generator: Any = None  # a torch.Generator whose state makes the resumed batches continue the sequence
     weights: Callable[[], dict] | None = None  # the tensors to keep (default: all; ais_ncct keeps trainable ones)
     strict: bool = True  # False where frozen weights come from elsewhere (the registry) on every start
+    renames: tuple = ()  # the network's state-dict key renames (segkit.models.blocks.upgrade_state_dict)
 
     def model_state(self) -> dict:
         return self.weights() if self.weights is not None else self.model.state_dict()
@@ -86,6 +87,7 @@ def save_best(output: Path | str, parts: Trainables, epoch: int) -> None:
 
 def restore(path: Path | str, parts: Trainables) -> dict:
     """Load a last.pt into `parts` (after checking its network settings); the loop's saved state."""
+    from segkit.models.blocks import upgrade_state_dict
     from segkit.runtime.checkpoint import load_data
 
     saved = load_data(path)  # a refused or corrupt checkpoint is one line, exit 2
@@ -94,7 +96,8 @@ def restore(path: Path | str, parts: Trainables) -> dict:
     if saved.get("network") != parts.network:
         raise SegkitError(f"--resume: {path} was trained with {saved.get('network')}; the options given now differ")
     try:
-        parts.model.load_state_dict(saved["model"], strict=parts.strict)
+        # a run started before a key rename resumes under today's names (optimizer states go by position)
+        parts.model.load_state_dict(upgrade_state_dict(saved["model"], parts.renames), strict=parts.strict)
         parts.optimizer.load_state_dict(saved["optimizer"])
         if parts.scheduler is not None:
             parts.scheduler.load_state_dict(saved["scheduler"])

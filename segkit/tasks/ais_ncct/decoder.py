@@ -10,22 +10,14 @@ import math
 import torch
 from torch import nn
 
+from segkit.models.blocks import ResidualBlock, conv_norm_act
 
-class ConvBlock(nn.Module):
+UNIT = {"norm": "instance", "act": "leaky_relu"}  # the decoder's norm (affine) and activation (slope 0.01)
+
+
+def conv_block(in_channels: int, out_channels: int) -> ResidualBlock:
     """Two 3x3x3 convolutions with instance norm and LeakyReLU, with a residual 1x1x1 shortcut."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False), nn.InstanceNorm3d(out_channels, affine=True),
-            nn.LeakyReLU(0.01, inplace=True),
-            nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False), nn.InstanceNorm3d(out_channels, affine=True),
-        )
-        self.shortcut = nn.Conv3d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else nn.Identity()
-        self.act = nn.LeakyReLU(0.01, inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.body(x) + self.shortcut(x))
+    return ResidualBlock(3, in_channels, out_channels, **UNIT)
 
 
 class TapProjection(nn.Module):
@@ -36,12 +28,12 @@ class TapProjection(nn.Module):
         super().__init__()
         steps = int(round(math.log2(source / target)))
         layers: list[nn.Module] = [nn.Conv3d(in_channels, channels, 1, bias=False)]
+        # spliced flat into `net` (keys net.0, net.1, net.2, ...), as before the unit was shared
         for _ in range(abs(steps)):
             if steps > 0:
-                layers.append(nn.ConvTranspose3d(channels, channels, (1, 2, 2), stride=(1, 2, 2), bias=False))
+                layers += conv_norm_act(3, channels, channels, (1, 2, 2), stride=(1, 2, 2), transposed=True, **UNIT)
             else:
-                layers.append(nn.Conv3d(channels, channels, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False))
-            layers += [nn.InstanceNorm3d(channels, affine=True), nn.LeakyReLU(0.01, inplace=True)]
+                layers += conv_norm_act(3, channels, channels, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), **UNIT)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +44,7 @@ class UpBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.up = nn.ConvTranspose3d(in_channels, out_channels, (1, 2, 2), stride=(1, 2, 2), bias=False)
-        self.block = ConvBlock(2 * out_channels, out_channels)
+        self.block = conv_block(2 * out_channels, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.block(torch.cat([self.up(x), skip], dim=1))
@@ -65,11 +57,11 @@ class UnetrDecoder(nn.Module):
     def __init__(self, taps, prompts, in_channels: int, feature_size: int = 16, classes: int = 2):
         super().__init__()
         widths = [feature_size * 2 ** level for level in range(5)]  # strides 1, 2, 4, 8, 16
-        self.stem = ConvBlock(in_channels, widths[0])
+        self.stem = conv_block(in_channels, widths[0])
         self.projections = nn.ModuleList(
             TapProjection(c, widths[level + 1], stride, 2 ** (level + 1)) for level, (c, stride) in enumerate(taps))
         self.prompt_projections = nn.ModuleList(nn.Conv3d(c, widths[level + 1], 1) for level, c in enumerate(prompts))
-        self.refine = nn.ModuleList(ConvBlock(w, w) for w in widths[1:])
+        self.refine = nn.ModuleList(conv_block(w, w) for w in widths[1:])
         self.ups = nn.ModuleList(UpBlock(widths[level + 1], widths[level]) for level in range(4))
         self.head = nn.Conv3d(widths[0], classes, 1)
 

@@ -18,6 +18,16 @@ from segkit.tasks.ais_ncct.prompts import SelfPromptGenerator
 
 BACKBONES = ("litemedsam", "sam_vit_b")
 
+# AisctSam's state-dict keys saved before the decoder's residual blocks (stem, refine.N, ups.N.block)
+# became segkit.models.blocks.ResidualBlock: the Sequential `body` (conv, norm, act, conv, norm) and
+# `shortcut` are now conv1, norm1, conv2, norm2 and `project`. Applied by
+# segkit.models.blocks.upgrade_state_dict wherever weights are loaded (package, --resume).
+_BLOCK = r"^(decoder\.(?:stem|refine\.\d+|ups\.\d+\.block))\."
+STATE_RENAMES = tuple((_BLOCK + old, r"\1." + new) for old, new in (
+    (r"body\.0\.", "conv1."), (r"body\.1\.", "norm1."), (r"body\.3\.", "conv2."), (r"body\.4\.", "norm2."),
+    (r"shortcut\.", "project."),
+))
+
 
 @dataclass(frozen=True)
 class NetworkConfig:

@@ -67,8 +67,9 @@ def check_backbone(card: dict, requested: str | None, folder) -> None:
 
 def load_package(folder: Path, device: str = "cpu") -> LoadedModel:
     """Card, weights' sha256, network rebuilt with its backbone, tensors loaded (data only)."""
+    from segkit.models.blocks import upgrade_state_dict
     from segkit.runtime.checkpoint import load_data
-    from segkit.tasks.ais_ncct.network import NetworkConfig, build_network
+    from segkit.tasks.ais_ncct.network import STATE_RENAMES, NetworkConfig, build_network
 
     card = read_card(folder)
     folder = Path(card["_folder"])
@@ -76,7 +77,7 @@ def load_package(folder: Path, device: str = "cpu") -> LoadedModel:
     config = network_settings(folder, card, NetworkConfig)
     pretrained = bool(card["backbone"]["pretrained"])
     net = build_network(config, pretrained=pretrained)
-    state = load_data(weights)
+    state = upgrade_state_dict(load_data(weights), STATE_RENAMES)  # packages written before the rename
     missing, unexpected = net.load_state_dict(state, strict=False)
     trainable = {n for n, p in net.named_parameters() if p.requires_grad}
     if unexpected or (set(missing) & trainable) or (not pretrained and missing):

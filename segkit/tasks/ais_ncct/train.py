@@ -88,6 +88,7 @@ def run_training(train_cases, val_cases, common, options, settings, out: Path, o
     import torch
 
     from segkit.runtime.device import resolve_device
+    from segkit.tasks.ais_ncct.network import STATE_RENAMES
     from segkit.training.checkpoints import Trainables
     from segkit.training.loop import EpochLoop, EpochResult
 
@@ -98,7 +99,8 @@ def run_training(train_cases, val_cases, common, options, settings, out: Path, o
     epochs = common.epochs or DEFAULT_EPOCHS
     iterations = options.iterations_per_epoch or DEFAULT_ITERATIONS
     # only the trained tensors are kept: the frozen backbone is rebuilt (registry or seed) on every start
-    parts = Trainables(net, optimizer, net.config.to_dict(), weights=net.trainable_state, strict=False)
+    parts = Trainables(net, optimizer, net.config.to_dict(), weights=net.trainable_state, strict=False,
+                       renames=STATE_RENAMES)
     loop = EpochLoop(out, parts, epochs, on_event, resume=common.resume)
     start = loop.start_epoch
     rng = np.random.default_rng(None if common.seed is None else int(common.seed) + start)

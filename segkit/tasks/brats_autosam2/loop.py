@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from segkit.tasks.brats_autosam2.hybrid import AutoSam2, HybridSettings, pad_to_multiple
-from segkit.tasks.brats_autosam2.network import NetworkConfig
+from segkit.tasks.brats_autosam2.network import STATE_RENAMES, NetworkConfig
 
 
 class Loop:
@@ -33,7 +33,8 @@ class Loop:
                                                              total_steps=config.epochs * self.steps)
         self.train_settings = HybridSettings(slice_percentage=config.train_slice_percentage, slice_rule="positional")
         self.val_settings = HybridSettings(slice_percentage=config.train_slice_percentage)
-        parts = Trainables(self.model, self.optimizer, self.network_config.to_dict(), scheduler=self.scheduler)
+        parts = Trainables(self.model, self.optimizer, self.network_config.to_dict(), scheduler=self.scheduler,
+                           renames=STATE_RENAMES)
         self.loop = EpochLoop(Path(config.output), parts, config.epochs, emit, resume=config.resume,
                               patience=config.patience)
 

@@ -28,10 +28,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from segkit.models.blocks import ResidualBlock, SqueezeExcitation, conv_norm_act, group_norm
+
 N_CLASSES = 4
 N_CONTRASTS = 4
 SAM_CHANNELS = 256
 RGB_CONTRASTS = (3, 1, 2)  # FLAIR, T1ce, T2: the mapper's initial red, green and blue
+
+# AutoSam2's (hybrid.py) state-dict keys saved before the bridge's channel attention became the shared
+# SqueezeExcitation (segkit.models.blocks): its MLP was `fc`, now `gate`. Applied by
+# segkit.models.blocks.upgrade_state_dict wherever weights are loaded (package, --resume, best.pt).
+STATE_RENAMES = ((r"^bridge\.channel\.fc\.", "bridge.channel.gate."),)
 
 
 @dataclass(frozen=True)
@@ -50,28 +57,9 @@ class NetworkConfig:
         return cls(width=float(data["width"]), dropout=float(data["dropout"]))
 
 
-def group_norm(channels: int, groups: int | None = None) -> nn.GroupNorm:
-    groups = min(8, channels) if groups is None else min(groups, channels)
-    while channels % groups:
-        groups -= 1
-    return nn.GroupNorm(groups, channels)
-
-
-class ResidualBlock3d(nn.Module):
-    """Two conv3 + GroupNorm (groups = min(8, C)) with a 1x1 projection of the input."""
-
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__()
-        self.conv1 = nn.Conv3d(c_in, c_out, 3, padding=1, bias=False)
-        self.norm1 = group_norm(c_out)
-        self.conv2 = nn.Conv3d(c_out, c_out, 3, padding=1, bias=False)
-        self.norm2 = group_norm(c_out)
-        self.project = nn.Conv3d(c_in, c_out, 1, bias=False) if c_in != c_out else nn.Identity()
-
-    def forward(self, x):
-        y = F.relu(self.norm1(self.conv1(x)))
-        y = self.norm2(self.conv2(y))
-        return F.relu(y + self.project(x))
+def residual_block(c_in: int, c_out: int) -> ResidualBlock:
+    """Two conv3 + GroupNorm (groups = min(8, C)) + ReLU with a 1x1 projection of the input."""
+    return ResidualBlock(3, c_in, c_out, norm="group", act="relu")
 
 
 class UNet3D(nn.Module):
@@ -83,10 +71,10 @@ class UNet3D(nn.Module):
     def __init__(self, config: NetworkConfig = NetworkConfig()):
         super().__init__()
         c0, c1, c2, c3, c4 = config.channels()
-        self.stem = nn.Sequential(nn.Conv3d(N_CONTRASTS, c0, 5, padding=2, bias=False), group_norm(c0), nn.ReLU(inplace=True),
-                                  ResidualBlock3d(c0, c0))
-        self.down = nn.ModuleList([ResidualBlock3d(a, b) for a, b in ((c0, c1), (c1, c2), (c2, c3), (c3, c4))])
-        self.up = nn.ModuleList([ResidualBlock3d(a, b) for a, b in ((c4 + c3, c2), (c2 + c2, c1), (c1 + c1, c0), (c0 + c0, c0))])
+        self.stem = nn.Sequential(*conv_norm_act(3, N_CONTRASTS, c0, 5, padding=2, norm="group", act="relu"),
+                                  residual_block(c0, c0))
+        self.down = nn.ModuleList([residual_block(a, b) for a, b in ((c0, c1), (c1, c2), (c2, c3), (c3, c4))])
+        self.up = nn.ModuleList([residual_block(a, b) for a, b in ((c4 + c3, c2), (c2 + c2, c1), (c1 + c1, c0), (c0 + c0, c0))])
         self.dropout = nn.Dropout3d(config.dropout)
         self.head = nn.Conv3d(c0, N_CLASSES, 1)
         self.mid_channels = c1
@@ -106,17 +94,6 @@ class UNet3D(nn.Module):
         return self.head(self.dropout(y)), mid
 
 
-class ChannelAttention(nn.Module):
-    def __init__(self, channels: int, reduction: int = 4):
-        super().__init__()
-        hidden = max(1, channels // reduction)
-        self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels), nn.Sigmoid())
-
-    def forward(self, x):
-        weights = self.fc(x.mean(dim=(2, 3)))
-        return x * weights[:, :, None, None]
-
-
 class SpatialAttention(nn.Module):
     def __init__(self):
         super().__init__()
@@ -132,7 +109,7 @@ class Bridge(nn.Module):
 
     def __init__(self, c_in: int = 32, hidden: int = 128, c_out: int = SAM_CHANNELS, scale: float = 1.5):
         super().__init__()
-        self.channel = ChannelAttention(c_in)
+        self.channel = SqueezeExcitation(c_in, reduction=4, bias=True)
         self.spatial = SpatialAttention()
         self.body = nn.Sequential(
             nn.Conv2d(c_in, hidden, 3, padding=1), group_norm(hidden, 16), nn.ReLU(inplace=True),

@@ -58,16 +58,17 @@ def read_card(folder: Path) -> dict:
 
 def load_package(folder: Path, device: str = "cpu"):
     """(AutoSam2 without its SAM stage, PackageInfo): card read, weights verified, then loaded."""
+    from segkit.models.blocks import upgrade_state_dict
     from segkit.runtime.checkpoint import load_data
     from segkit.tasks.brats_autosam2.hybrid import AutoSam2
-    from segkit.tasks.brats_autosam2.network import NetworkConfig
+    from segkit.tasks.brats_autosam2.network import STATE_RENAMES, NetworkConfig
 
     card = read_card(folder)
     weights, sha = verified_weights(folder, card)
     config = network_settings(folder, card, NetworkConfig)
     model = AutoSam2(config)
     try:
-        model.load_state_dict(load_data(weights), strict=True)
+        model.load_state_dict(upgrade_state_dict(load_data(weights), STATE_RENAMES), strict=True)
     except RuntimeError as exc:
         raise ModelPackageError(f"{weights}: does not fit the network the card describes ({str(exc).splitlines()[0]})") from None
     return model.to(device).eval(), PackageInfo(Path(folder), card, sha)

@@ -99,7 +99,9 @@ def write_package(output: Path, config: TrainConfig, loop, state: dict) -> tuple
     import datetime as _dt
 
     from segkit import __version__
+    from segkit.models.blocks import upgrade_state_dict
     from segkit.runtime.checkpoint import load_data
+    from segkit.tasks.brats_autosam2.network import STATE_RENAMES
     from segkit.training.checkpoints import best_checkpoint
     from segkit.training.package import write_package as write_model_package
 
@@ -120,7 +122,8 @@ def write_package(output: Path, config: TrainConfig, loop, state: dict) -> tuple
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     zip_path = output / ZIP_NAME
-    return write_model_package(output / "model", best["model"], card, zip_path=zip_path), zip_path
+    weights = upgrade_state_dict(best["model"], STATE_RENAMES)  # a best.pt from before the rename
+    return write_model_package(output / "model", weights, card, zip_path=zip_path), zip_path
 
 
 def train_task(spec, common, options, say) -> list[tuple]:

@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from segkit.models.blocks import SqueezeExcitation, conv_norm_act
+
 SAM_STAGE3_DIM = 160
 SAM_STAGE4_DIM = 320
 SAM_NECK_DIM = 256
@@ -63,20 +65,12 @@ class NetworkConfig:
 # ------------------------------------------------------------------------------ building blocks
 
 
-class ConvBlock(nn.Sequential):
-    """conv 3x3 + BatchNorm + LeakyReLU: the UNet's unit (TractSeg's conv2d with batchnorm)."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.LeakyReLU(inplace=True),
-        )
-
-
 class DoubleConv(nn.Sequential):
+    """Two units of conv 3x3 (no bias) + BatchNorm + LeakyReLU (TractSeg's conv2d with batchnorm)."""
+
     def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(ConvBlock(in_channels, out_channels), ConvBlock(out_channels, out_channels))
+        super().__init__(*(nn.Sequential(*conv_norm_act(2, c_in, out_channels, 3, padding=1, norm="batch", act="leaky_relu"))
+                           for c_in in (in_channels, out_channels)))
 
 
 class UpConv(nn.Sequential):
@@ -84,24 +78,6 @@ class UpConv(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__(nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2), nn.LeakyReLU(inplace=True))
-
-
-class SqueezeExcitation(nn.Module):
-    """Channel attention: global average -> bottleneck MLP (reduction 16) -> sigmoid gate."""
-
-    def __init__(self, channels: int, reduction: int = 16):
-        super().__init__()
-        hidden = max(1, channels // reduction)
-        self.gate = nn.Sequential(
-            nn.Linear(channels, hidden, bias=False),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, channels, bias=False),
-            nn.Sigmoid(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.gate(x.mean(dim=(2, 3)))
-        return x * weights[:, :, None, None]
 
 
 # ------------------------------------------------------------------------------ SC2S-Net modules
@@ -278,6 +254,7 @@ class HybridFeatureFusion(nn.Module):
     def __init__(self, cnn_channels: int = 1536, sam_channels: int = SAM_NECK_DIM, sam_pool: int = 4):
         super().__init__()
         self.sam_pool = sam_pool
+        # SqueezeExcitation's defaults are SC2S-Net's gate: reduction 16, no biases
         self.sam_attention = SqueezeExcitation(sam_channels)
         self.cnn_attention = SqueezeExcitation(cnn_channels)
         self.sam_projection = nn.Conv2d(sam_channels, cnn_channels, 1, bias=False)
