@@ -1,6 +1,7 @@
 """brats_autosam2 as a task: refusals (exit 2, one line, nothing written, inputs before weights),
 the model package, SAM 2.1 tiny end to end (random weights: its real ones cannot be downloaded
-here), gradients through the frozen SAM into the mapper and bridge, and --resume."""
+here), gradients through the frozen SAM into the mapper and bridge, a training run through the
+LiteMedSAM stage (--train-slice-percentage > 0) that moves them, and --resume."""
 
 from __future__ import annotations
 
@@ -211,3 +212,34 @@ def test_output_follows_the_input_orientation(case, tmp_path):
     assert np.allclose(maps[1].affine, nib.load(str(flipped[0])).affine)
     assert np.array_equal(np.asarray(maps[1].dataobj)[::-1], np.asarray(maps[0].dataobj))
     assert len(np.unique(np.asarray(maps[0].dataobj))) > 1  # not trivially empty
+
+
+@pytest.mark.slow
+def test_training_through_the_litemedsam_stage_trains_mapper_and_bridge(tmp_path):
+    """`--train-slice-percentage > 0`: the training loop runs the hybrid with the real embedded LiteMedSAM
+    frozen inside it, so the MRI-to-RGB mapper's learned branch (zero at initialisation) and the bridge
+    move, and SAM's weights stay out of the package. The control, the UNet alone in training (0), leaves
+    the mapper's branch at exactly zero: the assertion cannot pass without gradients through SAM."""
+    import torch
+
+    from segkit.phantoms.brats import write_brats_dataset
+    from segkit.tasks.brats_autosam2.train import TrainConfig, train
+
+    write_brats_dataset(tmp_path / "data", range(2), (16, 16, 16))  # one training case, one for validation
+    common = dict(data=tmp_path / "data", sam="litemedsam", unet_width=0.25, patch_size=16, learning_rate=1e-3,
+                  epochs=1, iterations_per_epoch=1, device="cpu")
+
+    def packaged_weights(percentage: float, name: str) -> dict:
+        result = train(TrainConfig(**common, output=tmp_path / name, train_slice_percentage=percentage))
+        card = json.loads((result["model_dir"] / "model_card.json").read_text())
+        assert card["sam"] == "litemedsam" and card["training"]["recipe"]["train_slice_percentage"] == percentage
+        (weights,) = result["model_dir"].glob("*.pt")
+        return torch.load(weights, weights_only=True, map_location="cpu")
+
+    through_sam = packaged_weights(0.15, "hybrid")
+    unet_only = packaged_weights(0.0, "unet")
+    assert float(unet_only["mapper.rgb.weight"].abs().sum()) == 0.0
+    assert float(through_sam["mapper.rgb.weight"].abs().sum()) > 0.0
+    bridge = [k for k in through_sam if k.startswith("bridge.") and k.endswith("weight")]
+    assert bridge and any(not torch.equal(through_sam[k], unet_only[k]) for k in bridge)
+    assert not any("image_encoder" in k or k.startswith("sam.") for k in through_sam)  # SAM is never packaged
