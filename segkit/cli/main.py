@@ -25,6 +25,7 @@ COMMAND_MODULES = {
     "quantify": "segkit.cli.quantify",
     "install-task": "segkit.cli.install",
     "list-tasks": "segkit.cli.list_tasks",
+    "qc": "segkit.cli.cohort",  # `segkit qc build DIR`
 }
 
 
