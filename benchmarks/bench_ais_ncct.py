@@ -1,7 +1,7 @@
 """ais_ncct (AISCT-SAM) on head CT phantoms: the reduced CPU training proof with its ablation and a
 HU-threshold baseline, and the per-volume costs of each stage.
 
-    .venv/bin/python benchmarks/bench_ais_ncct.py proof [--train 8 --test 6 --epochs 6 --iterations 20]
+    .venv/bin/python benchmarks/bench_ais_ncct.py proof [--train 8 --test 6 --epochs 6 --iterations 20] [--arm aisct_sam]
     .venv/bin/python benchmarks/bench_ais_ncct.py costs [--shape 512,512,40]
 
 proof: AISCT-SAM (embedded LiteMedSAM backbone, mirror channel + self-prompts) and the same network
@@ -81,6 +81,8 @@ def proof(args) -> dict:
                          "iterations": args.iterations, "patch": [args.side, args.side, args.depth], "batch": args.batch},
                "threshold": threshold_baseline(train, test)}
     for arm, mirror in (("aisct_sam", True), ("no_mirror_no_prompts", False)):
+        if args.arm not in ("both", arm):
+            continue
         started, cpu = time.time(), time.process_time()
         api.train("ais_ncct", data=work / "train", output=work / arm, epochs=args.epochs,
                   iterations_per_epoch=args.iterations, patch_side=args.side, patch_depth=args.depth,
@@ -123,6 +125,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--shape", default="512,512,40")
+    parser.add_argument("--arm", default="both", choices=("both", "aisct_sam", "no_mirror_no_prompts"),
+                        help="train one arm only (two processes, one per core, run both arms in half the time)")
     args = parser.parse_args()
     print(json.dumps(proof(args) if args.what == "proof" else costs(args), indent=2))
 
