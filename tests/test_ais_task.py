@@ -150,6 +150,14 @@ def test_train_resume_and_the_package_segment_reads(tmp_path, segkit_home):
     assert card["task"] == "ais_ncct" and card["training"]["epochs"] == 2
     assert card["training"]["recipe"]["lr"] == 1e-4 and card["training"]["recipe"]["grad_clip"] == 12.0
     assert len(card["normalisation"]) == 2 and card["normalisation"][0]["std"] > 0
+    # the zip beside the package installs with --custom-url (not in place of the SAM ViT-B backbone
+    # the registry lists), and `segment` without --model finds it
+    from segkit.registry.schema import load_registry
+    from segkit.tasks.ais_ncct.package import find_package
+
+    api.install_task("ais_ncct", custom_url=(tmp_path / "run" / "ais_ncct_model.zip").as_uri())
+    installed = find_package(load_registry().get("ais_ncct"), None)
+    assert segkit_home in installed.parents and load_package(installed).sha256 == model.sha256
     with pytest.raises(Exception, match="already holds a training run"):  # refused before any registration
         api.train("ais_ncct", epochs=3, **options)
     with pytest.raises(Exception, match="no checkpoint"):

@@ -165,6 +165,23 @@ def test_gradients_reach_mapper_and_bridge_through_frozen_sam():
     assert "net.image_encoder" not in " ".join(model.state_dict())  # SAM never enters the package
 
 
+def test_install_task_custom_url_registers_a_package_beside_the_sam_backbone(tmp_path, segkit_home):
+    """The registry lists SAM 2.1 tiny for this task (role backbone); a trained package's zip installs
+    beside it instead of being checked against SAM's sha256, and segment finds it without --model."""
+    from segkit.registry.schema import load_registry
+    from segkit.tasks.brats_autosam2.package import find_model_folder, load_package
+    from segkit.training.package import zip_package
+
+    package = random_package(tmp_path / "pkg")
+    zip_package(package, tmp_path / "brats_autosam2_model.zip")
+    installed = run("install-task", "brats_autosam2", "--custom-url", (tmp_path / "brats_autosam2_model.zip").as_uri(),
+                    home=segkit_home)
+    assert installed.returncode == 0, installed.stderr
+    folder = find_model_folder(load_registry().get("brats_autosam2"), None)
+    assert segkit_home in folder.parents
+    assert load_package(folder)[1].sha256 == load_package(package)[1].sha256
+
+
 def test_resume_continues_an_interrupted_run(tmp_path):
     from segkit.errors import SegkitError
     from segkit.phantoms.brats import write_brats_dataset

@@ -139,6 +139,33 @@ def test_zip_is_unpacked(tmp_path, segkit_home):
     assert (installed.file_path("m.zip") / "Dataset/fold_0/checkpoint_final.pth").read_bytes() == b"weights"
 
 
+def test_a_trained_package_and_the_backbones_of_a_task_without_a_published_model_keep_each_other(tmp_path, segkit_home):
+    """ais_ncct / brats_autosam2: the registry lists only backbones; `--custom-url` adds the user's
+    package beside them (no backbone download forced), and installing the backbones keeps it."""
+    package = tmp_path / "pkg.zip"
+    with zipfile.ZipFile(package, "w") as zf:
+        zf.writestr("model_card.json", b"{}")
+    data = package.read_bytes()
+    with WeightsServer() as server:
+        path = write_registry(tmp_path / "reg.yaml", {"bb": {**task_entry("bb", [file_entry(
+            "backbone.pt", server.add("/backbone.pt", PAYLOAD), PAYLOAD_SHA, len(PAYLOAD), role="backbone")]),
+            "weights_published": False, "weights_note": "train one"}})
+        spec = load_registry(path).get("bb")
+        model_url = server.add("/pkg.zip", data)
+        alone = install_task(spec, custom_url=model_url)  # the package first: the backbone is not fetched
+        assert server.hits("/backbone.pt") == 0
+        assert [f["name"] for f in alone.manifest["files"]] == ["pkg.zip"] and alone.manifest["files"][0]["version"] == "user-trained"
+        both = install_task(spec)  # the backbones: fetched, the package kept
+        assert server.hits("/backbone.pt") == 1
+        assert sorted(f["name"] for f in both.manifest["files"]) == ["backbone.pt", "pkg.zip"]
+        assert (both.file_path("pkg.zip") / "model_card.json").read_bytes() == b"{}"
+        assert install_task(spec).manifest == both.manifest  # complete: nothing fetched again
+        again = install_task(spec, custom_url=model_url, force=True)  # a new package: the backbone kept, not refetched
+        assert server.hits("/backbone.pt") == 1 and server.hits("/pkg.zip") == 2
+    assert again.file_path("backbone.pt").read_bytes() == PAYLOAD
+    assert sorted(f["name"] for f in again.manifest["files"]) == ["backbone.pt", "pkg.zip"]
+
+
 def test_task_without_files_says_how_to_get_a_model(segkit_home):
     spec = load_registry().get("cc_fodf")
     with pytest.raises(SegkitError, match="nothing to download.*train"):

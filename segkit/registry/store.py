@@ -225,7 +225,8 @@ def install_task(
 
     `validate(path)` checks the staged model file (or its unpacked folder) before anything is
     moved into place or pinned: a rejected file leaves neither an install nor a pin."""
-    if not spec.files and custom_url:
+    keep = _kept_from_existing(spec, custom_url)
+    if custom_url and not any(f.role == "model" for f in spec.files):
         spec = _with_user_model_file(spec, custom_url)
     if not spec.files:
         raise SegkitError(f"task '{spec.name}' has nothing to download: {spec.weights_note}")
@@ -233,19 +234,19 @@ def install_task(
         raise SegkitError("--sha256 only applies together with --custom-url")
     custom = _Custom(custom_url, custom_sha256, force)
     try:
-        return _install_locked(spec, custom, progress or NullProgress(), validate)
+        return _install_locked(spec, custom, progress or NullProgress(), validate, keep)
     except OSError as exc:  # the cache itself (not a download): say whose it is and what to do
         raise SegkitError(_cache_error(exc)) from None
 
 
-def _install_locked(spec: TaskSpec, custom: _Custom, progress, validate) -> InstalledTask:
+def _install_locked(spec: TaskSpec, custom: _Custom, progress, validate, keep) -> InstalledTask:
     from filelock import FileLock
 
     lock = lock_path(spec.name)
     _ensure(lock.parent)
     with FileLock(str(lock)):
         existing = installed_task(spec.name)
-        if existing is not None and not custom.force and _matches_request(existing, custom.url, custom.sha256):
+        if existing is not None and not custom.force and _matches_request(existing, spec, custom.url, custom.sha256):
             return existing
         _clean_stale_staging(spec.name)
         staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-{os.getpid()}-", dir=_ensure(staging_root())))
@@ -254,6 +255,8 @@ def _install_locked(spec: TaskSpec, custom: _Custom, progress, validate) -> Inst
             entries, new_pins = _install_files(spec, staging, custom, progress)
             if validate is not None:
                 validate(staging / entries[_primary_file_index(spec)]["local_path"])
+            if existing is not None:
+                entries += _carry_over(existing, staging, keep, {e["name"] for e in entries})
             manifest = {
                 "task": spec.name,
                 "segkit_version": __version__,
@@ -294,22 +297,63 @@ def _cache_error(exc: OSError) -> str:
             f"to run `chmod -R g+rwX {home}` for a shared cache")
 
 
+USER_TRAINED = "user-trained"  # the version recorded for a model installed from --custom-url
+
+
 def _with_user_model_file(spec: TaskSpec, custom_url: str) -> TaskSpec:
-    """A task with no published files (trained with `segkit train`) takes the user's model from
+    """A task with no published model (trained with `segkit train`) takes the user's model from
     --custom-url: one file, unpacked when it is a zip, pinned at first install unless --sha256."""
     import dataclasses
 
     name = Path(unquote(urlparse(custom_url).path)).name or f"{spec.name}_model.zip"
     user_file = FileSpec(
-        name=name, version="user-trained", sha256=None, size=None, unpack=name.lower().endswith(".zip"),
+        name=name, version=USER_TRAINED, sha256=None, size=None, unpack=name.lower().endswith(".zip"),
         mirrors=(custom_url,), checksum_published=False,
     )
     return dataclasses.replace(spec, files=(user_file,))
 
 
-def _matches_request(existing: InstalledTask, custom_url: str | None, custom_sha256: str | None) -> bool:
-    if custom_url is None:
-        return True
+def _kept_from_existing(spec: TaskSpec, custom_url: str | None) -> Callable[[dict], bool]:
+    """Which files of an existing install a new one keeps. A task whose registry lists only
+    backbones (ais_ncct, brats_autosam2: no published model) holds two kinds of files: the
+    backbones from `install-task T`, and the user's trained package from `install-task T
+    --custom-url`; installing one kind keeps the other, so that neither install forces the other
+    (a 375 MB SAM ViT-B download for a model on the embedded backbone, say). Any other task's
+    install replaces the whole set."""
+    if not spec.files or any(f.role == "model" for f in spec.files):
+        return lambda entry: False
+    backbones = {f.name for f in spec.files}
+    if custom_url:
+        return lambda entry: entry["name"] in backbones
+    return lambda entry: entry.get("version") == USER_TRAINED
+
+
+def _carry_over(existing: InstalledTask, staging: Path, keep: Callable[[dict], bool], new_names: set[str]) -> list[dict]:
+    """Hard-link (or copy) the kept files of the existing install into the staging folder; their
+    manifest entries (verified sha256s) come along."""
+    kept = []
+    for entry in existing.manifest["files"]:
+        if entry["name"] in new_names or not keep(entry):
+            continue
+        source, dest = existing.root / entry["local_path"], staging / entry["local_path"]
+        if source.is_dir():
+            shutil.copytree(source, dest, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, dest)
+        kept.append(entry)
+    return kept
+
+
+def _link_or_copy(source, dest) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, dest)
+
+
+def _matches_request(existing: InstalledTask, spec: TaskSpec, custom_url: str | None, custom_sha256: str | None) -> bool:
+    if custom_url is None:  # every file the registry lists is there (a user's model alone is not the task's backbones)
+        return {f.name for f in spec.files} <= {f["name"] for f in existing.manifest["files"]}
     urls = {f["url"] for f in existing.manifest["files"]}
     hashes = {f["sha256"] for f in existing.manifest["files"]}
     return custom_url in urls and (custom_sha256 is None or custom_sha256.lower() in hashes)

@@ -86,10 +86,12 @@ def load_package(folder: Path, device: str = "cpu") -> LoadedModel:
     return LoadedModel(net.to(device).eval(), card, folder, actual)
 
 
-def write_package(folder: Path, net, card: dict) -> Path:
+def write_package(folder: Path, net, card: dict, zip_path: Path | None = None) -> Path:
     """The package through segkit.training's writer: with a pretrained backbone only the trained
-    tensors (the frozen backbone comes from the registry at load time), else every tensor."""
+    tensors (the frozen backbone comes from the registry at load time), else every tensor; with
+    zip_path, also zipped for `install-task ais_ncct --custom-url`."""
     from segkit.training.package import write_package as write_model_package
 
     state = net.trainable_state() if card["backbone"]["pretrained"] else net.state_dict()
-    return write_model_package(Path(folder), state, {**card, "format": PACKAGE_FORMAT, "task": "ais_ncct"})
+    return write_model_package(Path(folder), state, {**card, "format": PACKAGE_FORMAT, "task": "ais_ncct"},
+                               zip_path=zip_path)

@@ -7,7 +7,8 @@
               on a lesion; flips and intensity jitter
     output    OUT/checkpoints/last.pt after every epoch (segkit.training's layout, atomic; --resume
               continues from it; no best.pt: the held-out cases are scored once, after the last
-              epoch), OUT/model/ (model_card.json + model.pt): the package `segment --model` reads
+              epoch), OUT/model/ (model_card.json + model.pt): the package `segment --model` reads,
+              and OUT/ais_ncct_model.zip, the same two files for `install-task ais_ncct --custom-url`
 
 Not nnU-Net's trainer: upstream trains inside nnU-Net v2 (its planner, preprocessor and
 batchgenerators augmentation); segkit reproduces the recipe, not that integration.
@@ -28,6 +29,7 @@ POLY_EXPONENT = 0.9
 DEFAULT_EPOCHS = 1000  # nnU-Net's
 DEFAULT_ITERATIONS = 250
 FOREGROUND_FRACTION = 1.0 / 3.0
+ZIP_NAME = "ais_ncct_model.zip"
 
 
 def _check(common, options):
@@ -67,9 +69,10 @@ def train_task(spec, common, options, say) -> list[tuple]:
     card = model_card(net, options, settings, summary)
     from segkit.tasks.ais_ncct.package import write_package
 
-    folder = write_package(out / "model", net, card)
+    zip_path = out / ZIP_NAME
+    folder = write_package(out / "model", net, card, zip_path=zip_path)
     say(f"held-out lesion Dice {number(summary['validation_dice'])} on {len(val_cases)} case(s); model: {folder}")
-    return [("model", folder)]
+    return [("model", folder), ("zip", zip_path)]
 
 
 def build(options, backbone: str, seed):
