@@ -26,7 +26,7 @@ TARGETS = (
     (102, Pose((-14.0, 15.0), -10.0, 0.8), 150.0, 0.9, 5),
     (103, Pose((-8.0, -15.0), 6.0, 1.05), 170.0, 1.1, 6),
 )
-FEWSHOT_FLOOR = 0.8  # per side and target (lowest measured 0.826; the issue asks 0.85: benchmarks/README.md)
+FEWSHOT_FLOOR = 0.85  # per side and target (the issue's bar; lowest measured 0.867: benchmarks/README.md)
 MEAN_FLOOR = 0.85  # per side, over the targets
 
 
