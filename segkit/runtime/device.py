@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from segkit.errors import SegkitError
@@ -38,3 +39,16 @@ def _checked_cuda(spec: str, torch) -> str:
     if index >= count:
         raise SegkitError(f"--device {spec}: only {count} CUDA device(s) present (cuda:0..cuda:{count - 1})")
     return f"cuda:{index}"
+
+
+def cpu_threads() -> int:
+    """Threads for CPU compute: OMP_NUM_THREADS where the user set it (the usual knob on a shared
+    machine: more threads than free cores make OpenMP spin and run several times slower), else
+    every CPU this process may run on."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

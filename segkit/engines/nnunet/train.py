@@ -48,7 +48,7 @@ class TrainRequest:
     mirroring: bool = True  # False: nnSAM2's "no mirroring" (labels that name a side), see nnunet_trainer.py
     orientation: str | None = None  # recorded in the model's dataset.json as segkit_orientation
     unet_width: float | None = None  # scales the planned features per stage (None: 1.0, or a resumed run's own)
-    threads: int = 2
+    threads: int | None = None  # torch and OpenMP threads of the worker (None: segkit.runtime.device.cpu_threads())
     extra_env: dict = field(default_factory=dict)
 
 
@@ -108,7 +108,7 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
         "fold": request.fold,
         "device": _resolve_device(request.device),
         "resume": request.resume,
-        "threads": request.threads,
+        "threads": _threads(request),
         "seed": request.seed,
         "unet_width": _run_width(request, output),
         "log": str(log_path),
@@ -182,6 +182,12 @@ def _resolve_device(device: str) -> str:
     return resolve_device(device)
 
 
+def _threads(request: TrainRequest) -> int:
+    from segkit.runtime.device import cpu_threads
+
+    return request.threads or cpu_threads()
+
+
 def _child_env(workspace: Path, request: TrainRequest) -> dict:
     """The caller's environment plus nnU-Net's variables, for the child only."""
     env = dict(os.environ)
@@ -194,7 +200,7 @@ def _child_env(workspace: Path, request: TrainRequest) -> dict:
             "nnUNet_n_proc_DA": env.get("nnUNet_n_proc_DA", "0"),
             "nnUNet_def_n_proc": env.get("nnUNet_def_n_proc", "1"),
             "nnUNet_compile": env.get("nnUNet_compile", "false"),
-            "OMP_NUM_THREADS": str(request.threads),
+            "OMP_NUM_THREADS": str(_threads(request)),
             "PYTHONUNBUFFERED": "1",
         }
     )
