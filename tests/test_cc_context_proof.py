@@ -8,18 +8,22 @@ network trained with the same settings. Driven through the `segkit` command, as 
 In these phantoms callosal fibres run on far beyond the labelled CC and an anterior commissure is
 left-right too, so the rule marks them all (held-out Dice about 0.5): a model must find the midline.
 
-The same trained model then shows that peaks are axes, not vectors: the held-out peaks with every
-x component negated, and with random per-voxel, per-peak sign flips, give the same mask (Dice >= 0.99).
+The same trained model then shows that peaks are axes, not vectors: the held-out peaks with random
+per-voxel, per-peak sign flips give the same mask (Dice >= 0.99). With every x component negated
+(another tool's frame), the mask stays close (Dice >= 0.9) but not equal: that is a reflection, not
+a sign flip, and it changes the orientation of every oblique fibre (a left-right fibre keeps its
+axis; one running 30 degrees forward now runs 30 degrees back).
 
-- `REDUCED` (meant for CI; NOT calibrated yet, so opt-in like the full size): 4 phantoms at
-  36x42x30 (3.33 mm) stored as peaks; SC2S-Net at slice 32, width 0.125, SAM grid 7, 10 epochs x 6
-  batches of 16; 1 held-out subject from raw DWI. Measured 2026-12-01: validation Dice 0.0 at every
-  epoch (the network still marks nothing: the label is ~1 % of the cube), so these settings fail,
-  as they must for an untrained network. Finding CI settings that pass is open (issue 18).
-- `FULLSIZE` (opt-in: `pytest -m fullsize`; results to go in benchmarks/README.md): 8 raw-DWI
-  phantoms at 48x56x40 (2.5 mm), peaks computed by the training; --preset cpu (slice 48, width
-  0.25, grid 14, batch 16), 16 epochs x 10 batches; 3 held-out subjects; SC2S-Net mean Dice >= 0.85
-  and >= the rule's + 0.1; the CNN-only network trained and reported beside it. Not yet run.
+`FULLSIZE` (opt-in: `pytest -m fullsize`; results in benchmarks/README.md): 8 raw-DWI phantoms at
+48x56x40 (2.5 mm), peaks computed by the training; --preset cpu (slice 48, width 0.25, grid 14,
+batch 16), 16 epochs x 10 batches; 3 held-out subjects; SC2S-Net mean Dice >= 0.85 and >= the
+rule's + 0.1; the CNN-only network trained and reported beside it. Measured 2026-12-01: SC2S-Net
+0.868, CNN-only 0.840, voxel rule 0.590; sign flips 1.000, x negated 0.921 (53 min on one core).
+
+No CI size is calibrated: at 4 phantoms of 36x42x30 (3.33 mm), slice 32, width 0.125, SAM grid 7,
+10 epochs x 6 batches of 16, SC2S-Net still marks nothing (validation Dice 0.0 at every epoch, the
+label being ~1 % of the cube; benchmarks/README.md), so that size is not kept as a test. The CI
+keeps the sign checks on a tiny model (tests/test_cc_end_to_end.py).
 """
 
 from __future__ import annotations
@@ -54,9 +58,6 @@ class Size:
     baselines: tuple[str, ...] = ()  # other architectures trained and reported beside SC2S-Net
 
 
-REDUCED = Size(dict(shape=(36, 42, 30), voxel_size=10 / 3, context=True), 4, True,
-               ("--slice-size", "32", "--width", "0.125", "--sam-grid", "7", "--epochs", "10",
-                "--iterations-per-epoch", "6", "--batch-size", "16"), n_test=1, dice_floor=0.65, margin=0.1)
 FULLSIZE = Size(dict(shape=(48, 56, 40), voxel_size=2.5, context=True), 8, False,
                 ("--preset", "cpu", "--epochs", "16", "--iterations-per-epoch", "10"),
                 n_test=3, dice_floor=0.85, margin=0.1, baselines=("unet",))
@@ -150,12 +151,8 @@ def check(summary: dict, size: Size) -> None:
     sc2snet, rule = summary["sc2snet"]["mean"], summary["voxel_rule"]["mean"]
     assert sc2snet >= size.dice_floor, summary
     assert sc2snet >= rule + size.margin, summary
-    assert min(summary["sign_flip_dice"].values()) >= 0.99, summary
-
-
-@pytest.mark.fullsize  # CI size not calibrated yet (see the module docstring)
-def test_reduced_sc2snet_beats_the_voxel_rule_on_held_out_context_phantoms_and_ignores_peak_signs(tmp_path):
-    check(prove(tmp_path, REDUCED), REDUCED)
+    assert summary["sign_flip_dice"]["random_per_voxel_per_peak"] >= 0.99, summary
+    assert summary["sign_flip_dice"]["x_negated"] >= 0.9, summary  # a reflection: see the module docstring
 
 
 @pytest.mark.fullsize
