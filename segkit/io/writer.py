@@ -78,9 +78,9 @@ def save_label_map(data: np.ndarray, like: Image, out_path: Path | str, *, dtype
         raise SegkitError(f"{out_path}: label maps are written as NIfTI; use a .nii.gz or .nii name")
     ensure_not_input(out_path, like.path)
     labels = _labels_as(_in_file_shape(np.asarray(data), like), np.dtype(dtype))
-    payload = _nifti_like(labels, like).to_bytes()
+    image = _nifti_like(labels, like)
     with atomic_output(out_path) as tmp:
-        _write_payload(tmp, payload, out_path.name)
+        write_nifti_image(image, tmp, out_path.name)
     return out_path
 
 
@@ -145,8 +145,16 @@ def _sweep_stale_temps(path: Path) -> None:
 
 
 def write_nifti_image(image, tmp: Path, final_name: str) -> None:
-    """nibabel picks the format by file name; the temp has none, so serialise and write the bytes."""
-    _write_payload(tmp, image.to_bytes(), final_name)
+    """nibabel picks the format by file name; the temp has none, so the image is streamed into it
+    (gzipped when the final name says so), a chunk at a time: serialising to bytes first held a
+    second, uncompressed copy of the volume (200 MB for a 512x512x800 mask)."""
+    with open(tmp, "wb") as handle:
+        if final_name.lower().endswith(".gz"):
+            # mtime=0 and the final name keep the gzip header reproducible and free of the temp name
+            with gzip.GzipFile(filename=final_name[:-3], mode="wb", fileobj=handle, compresslevel=6, mtime=0) as gz:
+                image.to_stream(gz)
+        else:
+            image.to_stream(handle)
 
 
 def _reserve_temp_beside(path: Path) -> Path:
@@ -207,13 +215,13 @@ def _labels_as(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if not np.issubdtype(dtype, np.integer):
         raise ValueError(f"label maps are written with an integer dtype, not {dtype}")
     if data.dtype == np.bool_ or data.size == 0:
-        return data.astype(dtype)
+        return data.astype(dtype)  # a new array: bool is not uint8 to nibabel
     if not np.issubdtype(data.dtype, np.integer) and not np.array_equal(data, np.round(data)):
         raise ValueError("label array has non-integer values")
     info = np.iinfo(dtype)
     if data.min() < info.min or data.max() > info.max:
         raise ValueError(f"labels span {data.min()}..{data.max()}, outside {dtype}")
-    return data.astype(dtype)
+    return data.astype(dtype, copy=False)  # nibabel only reads it: no second full-size volume
 
 
 def _nifti_like(labels: np.ndarray, like: Image) -> nib.Nifti1Image:
@@ -250,11 +258,3 @@ def _nifti_from_input_header(labels: np.ndarray, input_header) -> nib.Nifti1Imag
     return image_class(labels, affine=None, header=header)
 
 
-def _write_payload(tmp: Path, payload: bytes, final_name: str) -> None:
-    with open(tmp, "wb") as handle:
-        if final_name.lower().endswith(".gz"):
-            # mtime=0 and the final name keep the gzip header reproducible and free of the temp name
-            with gzip.GzipFile(filename=final_name[:-3], mode="wb", fileobj=handle, compresslevel=6, mtime=0) as gz:
-                gz.write(payload)
-        else:
-            handle.write(payload)

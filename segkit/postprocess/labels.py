@@ -24,13 +24,24 @@ def split_labels(
     """{label name: uint8 mask} for every label (objects with `.name` and `.values`), in `labels` order."""
     cleaned: dict[str, np.ndarray] = {}
     for label in sorted(labels, key=lambda lab: -len(lab.values)):  # outer regions first
-        mask = np.isin(label_map, label.values)
+        mask = _label_mask(label_map, label.values, labels)
         for outer in enclosing_labels(label, labels):
             mask &= cleaned[outer.name].astype(bool)
         cleaned[label.name] = clean_mask(
             mask, largest=largest, fill_holes=fill_holes, remove_small=remove_small, voxel_volume_mm3=voxel_volume_mm3
         )
     return {label.name: cleaned[label.name] for label in labels}
+
+
+def _label_mask(label_map: np.ndarray, values, labels) -> np.ndarray:
+    """Boolean mask of `values`, without a full-size copy where the map already is that mask (one
+    label of value 1 in a 0/1 uint8 map, as medsam gives) or with one comparison (np.isin would
+    allocate more than the mask on a full volume)."""
+    if len(labels) == 1 and list(values) == [1] and label_map.dtype == np.uint8 and label_map.max() <= 1:
+        return label_map.view(bool)
+    if len(values) == 1:
+        return label_map == values[0]
+    return np.isin(label_map, values)
 
 
 def enclosing_labels(label, labels) -> list:

@@ -49,12 +49,14 @@ def clean_mask(
     remove_small: MinSize | None = None,
     voxel_volume_mm3: float = 1.0,
 ) -> np.ndarray:
-    """Apply the requested steps in a fixed order: drop small objects, keep the largest, fill holes."""
+    """Apply the requested steps in a fixed order: drop small objects, keep the largest, fill holes.
+
+    The mask is handed over: the result may be a uint8 view of it (no copy of a full-size volume)."""
     from scipy import ndimage
 
-    mask = np.asarray(mask).astype(bool)
+    mask = np.asarray(mask, dtype=bool)
     if not mask.any() or not (largest or fill_holes or remove_small):
-        return mask.astype(np.uint8)
+        return mask.view(np.uint8)
     structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)  # 26-connectivity in 3D
     if remove_small is not None or largest:
         components, count = ndimage.label(mask, structure=structure)
@@ -69,4 +71,4 @@ def clean_mask(
         mask = np.concatenate([[False], keep])[components]
     if fill_holes and mask.any():
         mask = ndimage.binary_fill_holes(mask)
-    return mask.astype(np.uint8)
+    return mask.view(np.uint8)

@@ -99,6 +99,10 @@ class TaskRunner:
     def channel_names(self) -> list[str]:
         return [str(channel.get("name")) for channel in self.spec.input.channels]
 
+    # True where the task converts a slice at a time: integer images stay in their stored type
+    # (segkit.io.image.load_image(keep_integers=True)) instead of a float32 copy of the volume
+    keeps_stored_integers = False
+
     def orientation(self) -> str:
         return self.spec.input.orientation
 
@@ -137,7 +141,8 @@ class TaskRunner:
     def prepare(self, case: Case) -> Prepared:
         from segkit.io.image import load_image
 
-        images = [load_image(path, allowed_ndim=self.input_ndim, series=self.common.series) for path in case.inputs]
+        images = [load_image(path, allowed_ndim=self.input_ndim, series=self.common.series,
+                             keep_integers=self.keeps_stored_integers) for path in case.inputs]
         check_same_grid(images)
         reference = images[0]
         if self.orientation() == "native":

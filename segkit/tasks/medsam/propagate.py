@@ -22,10 +22,11 @@ EMBEDDING_CACHE_SLICES = 32  # ~4 MB each: enough to share slices between overla
 class SliceSegmenter:
     """Segments 2D slices of one image with a box at 256 scale; the predictor caches slice embeddings."""
 
-    def __init__(self, predictor, image: np.ndarray, slice_axis: int):
+    def __init__(self, predictor, image: np.ndarray, slice_axis: int, window=None):
         self.predictor = predictor  # segkit.models.prompt.PromptPredictor for this image only
-        self.image = image
+        self.image = image  # any real dtype (stored integers included): converted a slice at a time
         self.slice_axis = slice_axis
+        self.window = window  # an intensity window applied to each slice, or None
 
     def slice_shape(self) -> tuple[int, int]:
         if self.image.ndim == 2:
@@ -33,7 +34,8 @@ class SliceSegmenter:
         return tuple(n for a, n in enumerate(self.image.shape) if a != self.slice_axis)
 
     def plane(self, index: int | None) -> np.ndarray:
-        return self.image if index is None else np.take(self.image, index, axis=self.slice_axis)
+        plane = self.image if index is None else np.take(self.image, index, axis=self.slice_axis)
+        return plane if self.window is None else self.window.apply(plane)
 
     def segment(self, index: int | None, box_256: np.ndarray) -> np.ndarray:
         embedding, new_size = self.predictor.embedding(index, lambda: preprocess_slice(self.plane(index)))
@@ -50,29 +52,26 @@ def slice_order(first: int, last: int) -> list[tuple[int, int | None]]:
 
 
 def segment_box(
-    segmenter: SliceSegmenter, box: Box, progress_step: Callable[[], None] | None = None
+    segmenter: SliceSegmenter, box: Box, progress_step: Callable[[], None] | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Mask (uint8 {0,1}, image shape) of one box; 3D boxes propagate through their slice range."""
+    """Mask (uint8 {0,1}, image shape) of one box; 3D boxes propagate through their slice range.
+    With `out` (a uint8 volume of the image's shape), the box's mask is OR-ed into it slice by slice
+    (no second full-size volume) and `out` is returned."""
     shape = segmenter.slice_shape()
     box_256 = sam_box_256(box.in_plane(segmenter.slice_axis), shape)
+    out = np.zeros(segmenter.image.shape, dtype=np.uint8) if out is None else out
     if segmenter.image.ndim == 2:
-        mask = segmenter.segment(None, box_256)
+        out |= segmenter.segment(None, box_256)
         if progress_step:
             progress_step()
-        return mask
-    axis = segmenter.slice_axis
+        return out
+    moved = np.moveaxis(out, segmenter.slice_axis, 0)  # a view: writing into it fills `out`
     masks: dict[int, np.ndarray] = {}
-    for index, neighbour in slice_order(box.lo[axis], box.hi[axis]):
+    for index, neighbour in slice_order(box.lo[segmenter.slice_axis], box.hi[segmenter.slice_axis]):
         prompt = neighbour_box_256(masks[neighbour]) if neighbour is not None else None
         masks[index] = segmenter.segment(index, box_256 if prompt is None else prompt)
+        moved[index] |= masks[index]
         if progress_step:
             progress_step()
-    return _stack(masks, segmenter.image.shape, axis)
-
-
-def _stack(masks: dict[int, np.ndarray], shape, axis: int) -> np.ndarray:
-    volume = np.zeros(shape, dtype=np.uint8)
-    moved = np.moveaxis(volume, axis, 0)  # a view: writing into it fills `volume`
-    for index, mask in masks.items():
-        moved[index] = mask
-    return volume
+    return out

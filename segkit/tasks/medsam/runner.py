@@ -47,15 +47,16 @@ def segment_medsam(
 
 
 def segment_with_model(net, encoder, image: np.ndarray, boxes: list[Box], *, slice_axis: int, device: str,
-                       progress: Callable[[int, int], None] | None = None) -> MedsamResult:
-    """`segment_medsam` with a loaded (network, encoder): the model-once path of batch runs."""
+                       progress: Callable[[int, int], None] | None = None, window=None) -> MedsamResult:
+    """`segment_medsam` with a loaded (network, encoder): the model-once path of batch runs; `window`
+    (segkit.tasks.medsam.window.Window) clips each slice before LiteMedSAM's own scaling."""
     from segkit.models.prompt import PromptPredictor
     from segkit.tasks.medsam.preprocess import IMAGE_SIZE
     from segkit.tasks.medsam.propagate import EMBEDDING_CACHE_SLICES, SliceSegmenter, segment_box
 
     started = time.perf_counter()
     predictor = PromptPredictor(net, encoder, IMAGE_SIZE, EMBEDDING_CACHE_SLICES)  # one per image: keys are slices
-    segmenter = SliceSegmenter(predictor, image, slice_axis)
+    segmenter = SliceSegmenter(predictor, image, slice_axis, window)
     total = sum(_n_slices(b, image.ndim, slice_axis) for b in boxes)
     done = 0
 
@@ -67,7 +68,7 @@ def segment_with_model(net, encoder, image: np.ndarray, boxes: list[Box], *, sli
 
     mask = np.zeros(image.shape, dtype=np.uint8)
     for box in boxes:
-        mask |= segment_box(segmenter, box, step)
+        segment_box(segmenter, box, step, out=mask)
     info = {
         "backend": encoder.name,
         "device": device,

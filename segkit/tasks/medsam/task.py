@@ -7,11 +7,14 @@ Several -i images are several cases: the weights and the ONNX session load once 
 
 from __future__ import annotations
 
+import numpy as np
+
 from segkit.tasks.base import Inferred, Prepared, TaskRunner
 
 
 class MedsamRunner(TaskRunner):
     input_ndim = (2, 3)
+    keeps_stored_integers = True  # slices are converted one at a time (preprocess_slice)
 
     def prepare(self, case) -> Prepared:
         from segkit.tasks.medsam.prompts import collect_boxes
@@ -27,8 +30,7 @@ class MedsamRunner(TaskRunner):
         prepared.extra["boxes"] = _checked_boxes(boxes, image.shape)
         window = self._window(case)
         if window is not None:
-            prepared.arrays[0] = window.apply(prepared.arrays[0])
-            prepared.extra["window"] = window
+            prepared.extra["window"] = window  # applied a slice at a time (segkit.tasks.medsam.propagate)
         return prepared
 
     def _window(self, case):
@@ -64,9 +66,12 @@ class MedsamRunner(TaskRunner):
         result = segment_with_model(
             model["net"], model["encoder"], prepared.arrays[0], prepared.extra["boxes"],
             slice_axis=self.options.axis, device=model["device"], progress=progress,
+            window=prepared.extra.get("window"),
         )
         label = self.spec.labels[0]
         info = {"model": model["identity"], **result.info}
         if "window" in prepared.extra:
             info["intensity_window"] = prepared.extra["window"].to_dict()
-        return Inferred(result.mask * label.values[0], info)
+        if label.values[0] != 1:
+            result.mask *= np.uint8(label.values[0])  # in place: the mask can be a full-size volume
+        return Inferred(result.mask, info)
