@@ -65,6 +65,9 @@ class OnnxModule:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings about unused initialisers are noise for users
+        # ORT's memory pattern keeps a second planned block per input shape: 656 -> 374 MiB for the
+        # LiteMedSAM encoder after a few runs, with no measurable change in speed (benchmarks/README.md)
+        options.enable_mem_pattern = False
         threads = os.environ.get("OMP_NUM_THREADS", "")
         if threads.isdigit() and int(threads) > 0:  # the usual knob; cohort workers set it to their thread count
             options.intra_op_num_threads = int(threads)
