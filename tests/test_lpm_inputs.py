@@ -71,3 +71,20 @@ def test_sam2_without_weights_names_the_offline_propagator(data, tmp_path):
 def test_missing_support_is_refused(data, tmp_path):
     done = segkit("segment", "-task", "lpm_nnsam2", "-i", str(data["target"]), home=tmp_path / "home")
     assert done.returncode == 2 and "--support" in done.stderr
+
+
+def test_resume_is_refused_not_ignored(data, tmp_path):
+    """lpm_nnsam2 cannot continue a run (it would pseudo-label and train round 1 again): --resume is
+    a clear exit 2, before any work, not an option silently dropped."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "c1.nii.gz").write_bytes(data["target"].read_bytes())
+    done = segkit(
+        "train", "-task", "lpm_nnsam2", "--images", str(images), "--support", str(data["support"]),
+        "--support-mask", str(data["folder"] / "mask_good.nii.gz"), "--propagator", "litemedsam",
+        "-o", str(tmp_path / "run"), "--resume", home=tmp_path / "home",
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot --resume" in lines[0], done.stderr
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

@@ -53,6 +53,9 @@ Say = Callable[[str], None]
 
 def train_task(spec, common, options, say: Say) -> list[tuple]:
     """`segkit train -task lpm_nnsam2`: pseudo-labels, then nnU-Net rounds; rows for stdout."""
+    if common.resume:  # refused rather than ignored: the run would pseudo-label and train round 1 again
+        raise SegkitError("train -task lpm_nnsam2 cannot --resume yet: a run starts again from the pseudo-labels; "
+                          "leave out --resume to start over in -o")
     if options.images is None or options.support is None or options.support_mask is None:
         raise SegkitError("train -task lpm_nnsam2 needs --images DIR --support IMAGE --support-mask MASK")
     package = train_lpm(LpmTrainRequest(
