@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lpm_baseline import copied_annotation
 from segkit.io.image import Image
 from segkit.phantoms.lumbar import Pose, make_lumbar_phantom, single_slice_support
 from segkit.tasks.lpm_nnsam2.align import Alignment, Volume, align_support
@@ -47,9 +48,7 @@ def target_phantom(seed, pose, fov, pixel, n_slices):
 
 def copied_dice(support_volume: Volume, target, register: bool) -> dict[int, float]:
     """Dice per side of the support's annotated slice copied onto every target slice."""
-    alignment = align_support(support_volume, [SEED_SLICE], Volume(target.ct, target.affine, "ct"), register=register)
-    _, grid = ras_volume(Image(target.ct, target.affine, "target.nii.gz"))
-    volume = grid.label_volume(alignment.reference)
+    volume = copied_annotation(support_volume, [SEED_SLICE], target.ct, target.affine, register)
     return {v: dice(volume == v, target.labels == v) for v in SIDES}
 
 

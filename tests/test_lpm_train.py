@@ -38,8 +38,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from lpm_baseline import copied_annotation
 from lpm_cli import run_segkit
-from segkit.io.image import Image
 from segkit.phantoms.lumbar import Pose, make_lumbar_phantom, save_lumbar_phantom, single_slice_support
 
 SHAPE, SPACING = (80, 64, 6), (1.5, 1.5, 4.0)  # nnU-Net patch 6x64x80
@@ -151,8 +151,7 @@ def held_out_dice(trained: dict, kind: str, *how: str) -> dict[int, float]:
 def copied_support_dice(trained: dict) -> dict[int, float]:
     """The trivial few-shot baseline: the support's annotated slice copied to every slice of each
     target, by world coordinates (no registration)."""
-    from segkit.tasks.lpm_nnsam2.align import Volume, align_support
-    from segkit.tasks.lpm_nnsam2.slices import ras_volume
+    from segkit.tasks.lpm_nnsam2.align import Volume
 
     support = trained["support_phantom"]
     labels = single_slice_support(support.labels)
@@ -160,9 +159,7 @@ def copied_support_dice(trained: dict) -> dict[int, float]:
     volume = Volume(support.ct, support.affine, "ct", labels)
     scores = {value: [] for value in SIDES}
     for _, phantom in trained["held_out"].values():
-        alignment = align_support(volume, [int(annotated)], Volume(phantom.ct, phantom.affine, "ct"), register=False)
-        _, grid = ras_volume(Image(phantom.ct, phantom.affine, "target.nii.gz"))
-        copied = grid.label_volume(alignment.reference)
+        copied = copied_annotation(volume, [int(annotated)], phantom.ct, phantom.affine, register=False)
         for value in SIDES:
             scores[value].append(dice(copied == value, phantom.labels == value))
     return {value: float(np.mean(s)) for value, s in scores.items()}

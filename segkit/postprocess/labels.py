@@ -35,8 +35,9 @@ def split_labels(
 
 def _label_mask(label_map: np.ndarray, values, labels) -> np.ndarray:
     """Boolean mask of `values`, without a full-size copy where the map already is that mask (one
-    label of value 1 in a 0/1 uint8 map, as medsam gives) or with one comparison (np.isin would
-    allocate more than the mask on a full volume)."""
+    label of value 1 in a 0/1 uint8 map, as medsam gives; only when it is the only label, since the
+    view is the map itself and nested labels AND into their masks in place) or with one comparison
+    (np.isin would allocate more than the mask on a full volume)."""
     if len(labels) == 1 and list(values) == [1] and label_map.dtype == np.uint8 and label_map.max() <= 1:
         return label_map.view(bool)
     if len(values) == 1:

@@ -57,10 +57,10 @@ def _check_on_mask_grid(image, mask, role: str) -> None:
     check_same_grid(image, mask, role, reference_what="the mask", fix="resample it onto the mask grid first")
 
 
-def _float64(path: Path, mask, role: str, keep_integers: bool = False):
-    """The image's voxels as float64; with keep_integers, an unscaled integer NIfTI stays in its
-    stored type (a 512x512x800 int16 CT: 400 MB instead of 1.6 GB), for callers that convert
-    only the voxels they select (masked_values: the same float64 values)."""
+def _voxels_on_mask_grid(path: Path, mask, role: str, keep_integers: bool = False):
+    """The image's voxels, checked to lie on the mask's grid, as float64; with keep_integers, an
+    unscaled integer NIfTI stays in its stored type (a 512x512x800 int16 CT: 400 MB instead of
+    1.6 GB), for callers that convert only the voxels they select (masked_values: the same values)."""
     from segkit.io.image import load_image
 
     image = load_image(path, dtype=np.float64, allow_nonfinite=False, keep_integers=keep_integers)
@@ -89,7 +89,7 @@ def quantify_subject(subject: Subject, measures: Measures) -> list[dict]:
     labels = measures.labels or [int(v) for v in labels_in(mask.data)] or [1]
     rows = label_volumes(mask.data, mask.voxel_volume_mm3, labels)
     if measures.intensity:
-        image = _float64(subject.image, mask, "image", keep_integers=True)  # masked_values converts
+        image = _voxels_on_mask_grid(subject.image, mask, "image", keep_integers=True)  # masked_values converts
         for row in rows:
             values = masked_values(image, mask.data == row["label"], measures.erode, measures.hu_window)
             row.update(intensity_stats(values))
@@ -114,15 +114,15 @@ def _names(subject: Subject, measures: Measures) -> dict[int, str]:
 
 def _fat_function(subject: Subject, mask, measures: Measures):
     if subject.ff is not None:
-        ff = _float64(subject.ff, mask, "fat-fraction map")
+        ff = _voxels_on_mask_grid(subject.ff, mask, "fat-fraction map")
         from segkit.quantify.fat import detect_ff_scale
 
         scale = measures.ff_scale or detect_ff_scale(ff, subject.ff)
         return lambda region: fat_fraction_map(ff, region, scale)
     if subject.fat is None or subject.water is None:
         raise QuantifyError(f"{subject.mask}: --fat-ratio needs --fat F --water W (Dixon) or --ff FF (fat-fraction map)")
-    fat = _float64(subject.fat, mask, "fat image")
-    water = _float64(subject.water, mask, "water image")
+    fat = _voxels_on_mask_grid(subject.fat, mask, "fat image")
+    water = _voxels_on_mask_grid(subject.water, mask, "water image")
     from segkit.quantify.fat import default_noise_threshold
 
     threshold = measures.noise_threshold

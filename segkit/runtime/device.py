@@ -41,13 +41,18 @@ def _checked_cuda(spec: str, torch) -> str:
     return f"cuda:{index}"
 
 
-def cpu_threads() -> int:
-    """Threads for CPU compute: OMP_NUM_THREADS where the user set it (the usual knob on a shared
-    machine: more threads than free cores make OpenMP spin and run several times slower), else
-    every CPU this process may run on."""
+def requested_threads() -> int | None:
+    """OMP_NUM_THREADS where the user set it to a positive count (the usual knob on a shared machine:
+    more threads than free cores make OpenMP spin and run several times slower), else None."""
     value = os.environ.get("OMP_NUM_THREADS", "")
-    if value.isdigit() and int(value) > 0:
-        return int(value)
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def cpu_threads() -> int:
+    """Threads for CPU compute: requested_threads(), else every CPU this process may run on."""
+    requested = requested_threads()
+    if requested is not None:
+        return requested
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux

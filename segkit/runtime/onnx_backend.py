@@ -8,7 +8,6 @@ fails to load (e.g. truncated by a crash of an older version) is re-exported.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -62,15 +61,17 @@ class OnnxModule:
     def __init__(self, path: Path, device: str = "cpu"):
         import onnxruntime as ort
 
+        from segkit.runtime.device import requested_threads
+
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings about unused initialisers are noise for users
         # ORT's memory pattern keeps a second planned block per input shape: 656 -> 374 MiB for the
         # LiteMedSAM encoder after a few runs, with no measurable change in speed (benchmarks/README.md)
         options.enable_mem_pattern = False
-        threads = os.environ.get("OMP_NUM_THREADS", "")
-        if threads.isdigit() and int(threads) > 0:  # the usual knob; cohort workers set it to their thread count
-            options.intra_op_num_threads = int(threads)
+        threads = requested_threads()  # cohort workers set it to their thread count; else ORT's default
+        if threads is not None:
+            options.intra_op_num_threads = threads
         ort.set_default_logger_severity(3)  # and the process-wide logger's notices (issue 11: one line)
         self.providers = onnx_providers(device)
         provider_options = None

@@ -52,20 +52,17 @@ def slice_order(first: int, last: int) -> list[tuple[int, int | None]]:
 
 
 def segment_box(
-    segmenter: SliceSegmenter, box: Box, progress_step: Callable[[], None] | None = None,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Mask (uint8 {0,1}, image shape) of one box; 3D boxes propagate through their slice range.
-    With `out` (a uint8 volume of the image's shape), the box's mask is OR-ed into it slice by slice
-    (no second full-size volume) and `out` is returned."""
+    segmenter: SliceSegmenter, box: Box, out: np.ndarray, progress_step: Callable[[], None] | None = None
+) -> None:
+    """OR one box's mask (uint8 {0,1}) into `out` (uint8, the image's shape), slice by slice, so no
+    second full-size volume is made; 3D boxes propagate through their slice range."""
     shape = segmenter.slice_shape()
     box_256 = sam_box_256(box.in_plane(segmenter.slice_axis), shape)
-    out = np.zeros(segmenter.image.shape, dtype=np.uint8) if out is None else out
     if segmenter.image.ndim == 2:
         out |= segmenter.segment(None, box_256)
         if progress_step:
             progress_step()
-        return out
+        return
     moved = np.moveaxis(out, segmenter.slice_axis, 0)  # a view: writing into it fills `out`
     masks: dict[int, np.ndarray] = {}
     for index, neighbour in slice_order(box.lo[segmenter.slice_axis], box.hi[segmenter.slice_axis]):
@@ -74,4 +71,3 @@ def segment_box(
         moved[index] |= masks[index]
         if progress_step:
             progress_step()
-    return out

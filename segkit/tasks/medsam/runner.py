@@ -68,7 +68,7 @@ def segment_with_model(net, encoder, image: np.ndarray, boxes: list[Box], *, sli
 
     mask = np.zeros(image.shape, dtype=np.uint8)
     for box in boxes:
-        segment_box(segmenter, box, step, out=mask)
+        segment_box(segmenter, box, mask, step)
     info = {
         "backend": encoder.name,
         "device": device,
