@@ -2,7 +2,7 @@
 loopback HTTP, install it through the registry/pooch path, segment an unseen non-RPI case, and
 compare with nnunetv2's own CLI voxel for voxel.
 
-Training runs once for the module (about 2-4 minutes on a 2-core CPU).
+Training runs once for the module (about 3-5 minutes on a 2-core CPU), seeded.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from weights_server import WeightsServer
 pytest.importorskip("nnunetv2")
 
 SEGKIT = [str(Path(sys.executable).parent / "segkit")]
-EPOCHS = 4
+# 4 epochs gave held-out Dice 0.75-0.83 on four seeds here and 0.38 once in CI; 8 gave 0.85-0.90
+EPOCHS = 8
 
 
 def _run(args, env, cwd=None, timeout=900):
@@ -51,7 +52,7 @@ def trained(tmp_path_factory):
     out = root / "model"
     result = _run(
         ["train", "-task", "seg_sc_lesion_t2w_sci", "--data", data, "-o", out, "--epochs", EPOCHS,
-         "--iterations-per-epoch", 10, "--val-iterations-per-epoch", 3, "--unet-width", 0.25, "--device", "cpu"],
+         "--iterations-per-epoch", 10, "--val-iterations-per-epoch", 3, "--unet-width", 0.25, "--device", "cpu", "--seed", 0],
         _env(root / "home"),
     )
     assert result.returncode == 0, result.stderr[-3000:] + (out / "train.log").read_text()[-3000:] if (out / "train.log").exists() else result.stderr
