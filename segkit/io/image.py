@@ -25,7 +25,7 @@ class Image:
     squeezed away, and writers use `original_shape` to write the file's exact shape back.
     """
 
-    data: np.ndarray
+    data: np.ndarray  # or a segkit.io.slab.StoredVolume, read a slab at a time (load_image(on_disk=True))
     affine: np.ndarray
     path: Path
     header: object | None = None
@@ -89,16 +89,19 @@ def load_image(
     allow_nonfinite: bool = False,
     series: str | None = None,
     keep_integers: bool = False,
+    on_disk: bool = False,
 ) -> Image:
     """Read an image as floats (NIfTI scaling applied). Bad input raises a one-line ImageError.
 
     keep_integers: a NIfTI file storing integers without scaling keeps its stored type (a
-    512x512x800 int16 CT is 400 MB, 800 MB as float32), for tasks that convert a slice at a time."""
+    512x512x800 int16 CT is 400 MB, 800 MB as float32), for tasks that convert a slice at a time.
+    on_disk (with keep_integers): such a 3D file is not read into memory at all; `data` is a
+    segkit.io.slab.StoredVolume, read a slab at a time, for tasks that need only some slices."""
     dtype = np.dtype(dtype)
     if not np.issubdtype(dtype, np.floating):
         raise TypeError(f"load_image reads floating point data; use load_label_map for labels, not {dtype}")
     path = _existing_path(path)
-    image = _read_any(path, dtype, series, keep_integers)
+    image = _read_any(path, dtype, series, keep_integers, on_disk and keep_integers)
     image = _squeeze_to_allowed(image, allowed_ndim)
     if not allow_nonfinite:
         _check_finite(image)
@@ -121,10 +124,11 @@ def _existing_path(path: Path | str) -> Path:
     return path
 
 
-def _read_any(path: Path, dtype: np.dtype | None, series: str | None = None, keep_integers: bool = False) -> Image:
+def _read_any(path: Path, dtype: np.dtype | None, series: str | None = None, keep_integers: bool = False,
+              on_disk: bool = False) -> Image:
     """Dispatch on the format. dtype None keeps the stored type (scaled when the file says so)."""
     if path.is_file() and is_nifti_path(path):
-        return _read_nifti(path, dtype, keep_integers)
+        return _read_nifti(path, dtype, keep_integers, on_disk)
     from segkit.io.itk import read_with_simpleitk
 
     data, affine = read_with_simpleitk(path, dtype, series)
@@ -155,8 +159,9 @@ def check_geometry(affine: np.ndarray, n_axes: int, path: Path | str) -> None:
         raise ImageError(f"{path}: the image's affine is singular (two voxel axes point the same way); fix the header")
 
 
-def _read_nifti(path: Path, dtype: np.dtype | None, keep_integers: bool = False) -> Image:
-    # nibabel reads lazily: a truncated .nii.gz only fails when the voxels are read, so read them here.
+def _read_nifti(path: Path, dtype: np.dtype | None, keep_integers: bool = False, on_disk: bool = False) -> Image:
+    # nibabel reads lazily: a truncated .nii.gz only fails when the voxels are read, so read them here
+    # (or, on_disk, check the whole file reads: segkit.io.slab).
     try:
         img = nib.load(str(path))
         if not isinstance(img, nib.Nifti1Image):  # Nifti2Image subclasses Nifti1Image
@@ -166,10 +171,7 @@ def _read_nifti(path: Path, dtype: np.dtype | None, keep_integers: bool = False)
         if keep_integers and _unscaled_integers(img):
             dtype = None
         check_declared_size(path, img.shape, img.get_data_dtype(), int(getattr(img.dataobj, "offset", 0)), dtype)
-        if dtype is None:
-            data = np.asanyarray(img.dataobj)
-        else:
-            data = img.get_fdata(dtype=dtype, caching="unchanged")
+        data = _voxels(path, img, dtype, on_disk=on_disk and dtype is None)
         affine = img.affine
     except ImageError:
         raise
@@ -179,7 +181,21 @@ def _read_nifti(path: Path, dtype: np.dtype | None, keep_integers: bool = False)
         raise ImageError(f"{path}: the NIfTI header has no valid affine (sform/qform)")
     check_geometry(affine, min(np.ndim(data), 3), path)
     _check_pixdim(img, path, min(np.ndim(data), 3))
-    return Image(data=np.asarray(data), affine=affine, path=path, header=img.header.copy())
+    return Image(data=data, affine=affine, path=path, header=img.header.copy())
+
+
+def _voxels(path: Path, img, dtype: np.dtype | None, on_disk: bool):
+    """The voxels: the stored type for dtype None (floats otherwise); on_disk, a StoredVolume where
+    the image qualifies (segkit.io.slab)."""
+    if on_disk:
+        from segkit.io.slab import opened_on_disk
+
+        volume = opened_on_disk(path, img)
+        if volume is not None:
+            return volume
+    if dtype is None:
+        return np.asarray(img.dataobj)
+    return img.get_fdata(dtype=dtype, caching="unchanged")
 
 
 def _check_pixdim(img, path: Path, n_axes: int) -> None:
@@ -216,6 +232,8 @@ def _squeeze_to_allowed(image: Image, allowed_ndim: tuple[int, ...]) -> Image:
 
 
 def _check_finite(image: Image) -> None:
+    if np.issubdtype(image.data.dtype, np.integer):
+        return  # always finite; and a StoredVolume is not read here
     bad = image.data.size - int(np.count_nonzero(np.isfinite(image.data)))
     if bad:
         raise ImageError(f"{image.path}: {bad} voxel(s) are NaN or infinite; fix or mask them before segmenting")

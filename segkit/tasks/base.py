@@ -99,9 +99,10 @@ class TaskRunner:
     def channel_names(self) -> list[str]:
         return [str(channel.get("name")) for channel in self.spec.input.channels]
 
-    # True where the task converts a slice at a time: integer images stay in their stored type
-    # (segkit.io.image.load_image(keep_integers=True)) instead of a float32 copy of the volume
-    keeps_stored_integers = False
+    # True where the task reads a slab and converts a slice at a time (its orientation must be
+    # native): a 3D NIfTI of unscaled integers stays on disk (segkit.io.slab.StoredVolume), other
+    # integer images keep their stored type instead of becoming a float32 copy of the volume
+    reads_slabs = False
 
     def orientation(self) -> str:
         return self.spec.input.orientation
@@ -142,7 +143,7 @@ class TaskRunner:
         from segkit.io.image import load_image
 
         images = [load_image(path, allowed_ndim=self.input_ndim, series=self.common.series,
-                             keep_integers=self.keeps_stored_integers) for path in case.inputs]
+                             keep_integers=self.reads_slabs, on_disk=self.reads_slabs) for path in case.inputs]
         check_same_grid(images)
         reference = images[0]
         if self.orientation() == "native":

@@ -22,19 +22,32 @@ EMBEDDING_CACHE_SLICES = 32  # ~4 MB each: enough to share slices between overla
 class SliceSegmenter:
     """Segments 2D slices of one image with a box at 256 scale; the predictor caches slice embeddings."""
 
-    def __init__(self, predictor, image: np.ndarray, slice_axis: int, window=None):
+    def __init__(self, predictor, image, slice_axis: int, window=None):
         self.predictor = predictor  # segkit.models.prompt.PromptPredictor for this image only
-        self.image = image  # any real dtype (stored integers included): converted a slice at a time
+        # an ndarray of any real dtype (stored integers included), or a segkit.io.slab.StoredVolume;
+        # 3D images are read a box's slab at a time (hold_slab), and converted a slice at a time
+        self.image = image
         self.slice_axis = slice_axis
         self.window = window  # an intensity window applied to each slice, or None
+        self._slab, self._slab_first = None, 0
 
     def slice_shape(self) -> tuple[int, int]:
         if self.image.ndim == 2:
             return tuple(self.image.shape)
         return tuple(n for a, n in enumerate(self.image.shape) if a != self.slice_axis)
 
+    def hold_slab(self, first: int, last: int) -> None:
+        """Keep slices first..last (inclusive, along the slice axis) in memory: for an image on disk,
+        the only read of a box (the embeddings of slices outside it may come from the cache)."""
+        index = [slice(None)] * 3
+        index[self.slice_axis] = slice(first, last + 1)
+        self._slab, self._slab_first = np.asarray(self.image[tuple(index)]), first
+
     def plane(self, index: int | None) -> np.ndarray:
-        plane = self.image if index is None else np.take(self.image, index, axis=self.slice_axis)
+        if index is None:
+            plane = np.asarray(self.image)
+        else:
+            plane = np.take(self._slab, index - self._slab_first, axis=self.slice_axis)
         return plane if self.window is None else self.window.apply(plane)
 
     def segment(self, index: int | None, box_256: np.ndarray) -> np.ndarray:
@@ -65,7 +78,9 @@ def segment_box(
         return
     moved = np.moveaxis(out, segmenter.slice_axis, 0)  # a view: writing into it fills `out`
     masks: dict[int, np.ndarray] = {}
-    for index, neighbour in slice_order(box.lo[segmenter.slice_axis], box.hi[segmenter.slice_axis]):
+    first, last = box.lo[segmenter.slice_axis], box.hi[segmenter.slice_axis]
+    segmenter.hold_slab(first, last)
+    for index, neighbour in slice_order(first, last):
         prompt = neighbour_box_256(masks[neighbour]) if neighbour is not None else None
         masks[index] = segmenter.segment(index, box_256 if prompt is None else prompt)
         moved[index] |= masks[index]

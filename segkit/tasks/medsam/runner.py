@@ -89,13 +89,16 @@ def loaded_model(weights_path, device: str, backend: str, onnx_cache_dir=None):
     return load_with_encoder("litemedsam", weights_path, device, backend, onnx_cache_dir)
 
 
-def _checked_image(image_array) -> np.ndarray:
-    image = np.asarray(image_array)
+def _checked_image(image_array):
+    """The image as an ndarray, or a segkit.io.slab.StoredVolume as it is (integers: nothing to read)."""
+    from segkit.io.slab import StoredVolume
+
+    image = image_array if isinstance(image_array, StoredVolume) else np.asarray(image_array)
     if image.ndim not in (2, 3):
         raise ImageError(f"medsam segments 2D or 3D images; this one is {image.ndim}D with shape {image.shape}")
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+    if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
         raise ImageError(f"medsam needs a real-valued image, got dtype {image.dtype}")
-    if not np.all(np.isfinite(image)):
+    if not np.issubdtype(image.dtype, np.integer) and not np.all(np.isfinite(image)):
         raise ImageError("the image has NaN or infinite voxels; fix or mask them before segmenting")
     return image
 

@@ -14,7 +14,7 @@ from segkit.tasks.base import Inferred, Prepared, TaskRunner
 
 class MedsamRunner(TaskRunner):
     input_ndim = (2, 3)
-    keeps_stored_integers = True  # slices are converted one at a time (preprocess_slice)
+    reads_slabs = True  # each box's slab is read, and converted a slice at a time (preprocess_slice)
 
     def prepare(self, case) -> Prepared:
         from segkit.tasks.medsam.prompts import collect_boxes
