@@ -61,6 +61,18 @@ class ClusterSettings:
         return {"CPU": 1} if self.split else None
 
 
+# Dask's housekeeping, slowed down: on an idle LocalCluster of 2 workers the defaults (a 20 ms loop
+# tick, the nannies' 100 ms memory poll, the workers' 10 ms sampling profiler) cost 3.4 CPU s per
+# 20 s, 17% of a core; with these 0.6 (benchmarks/README.md, cohorts). A cohort needs none of them
+# finer: the memory limit is still enforced, twice a second.
+QUIET_HOUSEKEEPING = {
+    "distributed.admin.tick.interval": "200ms",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "500ms",
+    "distributed.worker.profile.enabled": False,
+}
+
+
 def open_cluster(settings: ClusterSettings, allowed_failures: int = 0):
     """(client, cluster or None). A worker that dies mid-case fails its case at once
     (`allowed-failures`), so the driver's own retry count is the only one in force."""
@@ -68,7 +80,7 @@ def open_cluster(settings: ClusterSettings, allowed_failures: int = 0):
     from distributed import Client
 
     settings.check()
-    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures, **QUIET_HOUSEKEEPING}):
         if settings.scheduler:
             return Client(settings.scheduler), None
         if settings.scheduler_file:

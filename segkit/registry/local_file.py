@@ -12,6 +12,14 @@ from segkit.errors import RegistryError
 from segkit.registry.paths import local_tasks_path
 
 
+def parse_yaml(text: str):
+    """yaml.safe_load, with libyaml's C parser where pyyaml was built with it: about 10x faster, and
+    the registry is parsed for every command and every case of a cohort (17 ms -> 2 ms here)."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def read_local_tasks(path: Path | None = None) -> dict:
     """Task name -> raw entry; {} when the file does not exist."""
     import yaml
@@ -20,7 +28,7 @@ def read_local_tasks(path: Path | None = None) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise RegistryError(f"local task registry {path} is not readable YAML ({exc}); fix or delete it") from None
     tasks = data.get("tasks") if isinstance(data, dict) else None

@@ -288,13 +288,15 @@ def default_registry_path() -> Path:
 def load_registry(path: Path | None = None) -> Registry:
     import yaml  # pyyaml is light; imported here so that schema checks in tests need no file
 
+    from segkit.registry.local_file import parse_yaml
+
     path = Path(path) if path is not None else default_registry_path()
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RegistryError(f"cannot read registry {path}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise RegistryError(f"registry {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     return _with_local_tasks(parse_registry(data, path))
