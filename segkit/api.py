@@ -336,18 +336,22 @@ def eval_cohort_pairs(*, bids=None, glob: str | None = None, ref_dir=None, parti
 
 def quantify_cohort_subjects(*, bids=None, glob: str | None = None, participant_label=(), session=(),
                              datatype: str = "anat", seg_suffix: str | None = None, seg_derivative: str | None = None,
-                             images: bool = False) -> list:
+                             images: bool = False, fat_suffix: str | None = None, water_suffix: str | None = None,
+                             ff_suffix: str | None = None, cord_suffix: str | None = None) -> list:
     """Subjects for `quantify`: segkit's masks in a BIDS dataset's derivatives (with `images`, the raw
-    image each was made from), or the masks a glob matches (with `images`, the image their sidecar names)."""
+    image each was made from; the Dixon images by their BIDS suffix; the cord mask by its segkit
+    suffix), or the masks a glob matches (with `images`, the image their sidecar names)."""
     from segkit.cohort import derivatives
     from segkit.quantify.subjects import Subject
 
     if bids is not None:
         selection = derivatives.selection(bids, participant_label, session, datatype)
-        rows = derivatives.masks_bids(selection, seg_suffix, seg_derivative, images)
+        raw = {role: suffix for role, suffix in (("fat", fat_suffix), ("water", water_suffix), ("ff", ff_suffix)) if suffix}
+        rows = derivatives.masks_bids(selection, seg_suffix, seg_derivative, images, raw,
+                                      {"cord": cord_suffix} if cord_suffix else None)
     else:
         rows = derivatives.masks_glob(glob, images)
-    return [Subject(mask, image, name=name) for name, mask, image in rows]
+    return [Subject(mask, image, name=name, **companions) for name, mask, image, companions in rows]
 
 
 def install_task(task: str, *, custom_url: str | None = None, sha256: str | None = None, force: bool = False,

@@ -150,6 +150,46 @@ def test_quantify_glob_takes_the_image_from_the_segkit_sidecar(study, capsys):
     assert len(volumes) == 3 and {r["subject"] for r in volumes} == {f"{n}_sc_seg" for n in files}
 
 
+def _dixon(root: Path, files: dict) -> None:
+    """Each scan's Dixon fat and water images beside it (sub-01_fat.nii.gz for sub-01_T2w), each scan a
+    different fat share, and a cord mask beside each segkit mask (the lesion mask is sc_seg's)."""
+    for i, (name, paths) in enumerate(files.items()):
+        folder, entities = paths["image"].parent, name.rpartition("_")[0]
+        rng = np.random.default_rng(10 + i)
+        water = rng.uniform(80, 120, (16, 14, 8))
+        paths["fat"] = _save(folder / f"{entities}_fat.nii.gz", water * (0.1 + 0.2 * i), np.float32)
+        paths["water"] = _save(folder / f"{entities}_water.nii.gz", water, np.float32)
+        cord = np.zeros((16, 14, 8), np.uint8)
+        cord[3:13, 3:11, :] = 1
+        paths["cord"] = _save(paths["pred"].with_name(f"{name}_cord_seg.nii.gz"), cord)
+
+
+def test_quantify_bids_finds_dixon_images_and_cord_masks_by_suffix(study, capsys):
+    root, files = study
+    _dixon(root, files)
+    rows = _table(["quantify", "--bids", str(root), "--seg-suffix", "sc_seg", "--fat-suffix", "fat",
+                   "--water-suffix", "water"], capsys)  # the suffixes imply --fat-ratio
+    assert sorted({r["subject"] for r in rows}) == sorted(files)
+    for name, paths in files.items():
+        single = _table(["quantify", "-m", str(paths["pred"]), "--fat", str(paths["fat"]), "--water",
+                         str(paths["water"]), "--fat-ratio"], capsys)
+        mine = [{k: v for k, v in r.items() if k != "subject"} for r in rows if r["subject"] == name]
+        assert mine == [{k: v for k, v in r.items() if k != "subject"} for r in single] and len(single) == 1
+    assert {r["ff_source"] for r in rows} == {"dixon"}
+    ratios = {r["subject"]: float(r["ff_mean"]) for r in rows}
+    assert ratios["sub-01_T2w"] < ratios["sub-02_ses-1_T2w"] < ratios["sub-02_ses-2_T2w"]  # each its own images
+    lesions = _table(["quantify", "--bids", str(root), "--seg-suffix", "sc_seg", "--lesions", "--cord-suffix",
+                      "cord_seg"], capsys)
+    for name, paths in files.items():
+        single = _table(["quantify", "-m", str(paths["pred"]), "--lesions", "--cord", str(paths["cord"])], capsys)
+        assert [{k: v for k, v in r.items() if k != "subject"} for r in lesions if r["subject"] == name] == [
+            {k: v for k, v in r.items() if k != "subject"} for r in single]
+    files["sub-01_T2w"]["water"].unlink()
+    assert "sub-01_water.nii.gz is not in the BIDS dataset" in _refused(
+        ["quantify", "--bids", str(root), "--seg-suffix", "sc_seg", "--fat-suffix", "fat", "--water-suffix", "water"],
+        capsys)
+
+
 @pytest.mark.parametrize("argv, expect", [
     (["eval", "--bids", "{root}"], "--seg-suffix"),
     (["eval", "--bids", "{root}", "--seg-suffix", "sc_seg", "--participant-label", "07"], "participant(s) 07"),
@@ -163,6 +203,7 @@ def test_quantify_glob_takes_the_image_from_the_segkit_sidecar(study, capsys):
     (["quantify", "--bids", "{root}", "--seg-suffix", "t1_seg"], "no '_t1_seg' masks"),
     (["quantify", "--glob", "{root}/derivatives/**/*_sc_seg.nii.gz", "--intensity"], "no segkit sidecar"),
     (["quantify", "--seg-suffix", "sc_seg", "-m", "{root}/m.nii.gz"], "--seg-suffix goes with --bids"),
+    (["quantify", "-m", "{root}/m.nii.gz", "--fat-suffix", "fat"], "--fat-suffix goes with --bids"),
 ])
 def test_bad_cohort_input_is_one_line_exit_2(study, capsys, argv, expect):
     root, _ = study
@@ -188,7 +229,7 @@ def test_quantify_bids_intensity_needs_the_raw_image(study, capsys):
     ("eval", ["--bids", "--participant-label", "--session", "--datatype", "--seg-suffix", "--seg-derivative",
               "--ref-suffix", "--ref-derivative", "--glob"]),
     ("quantify", ["--bids", "--participant-label", "--session", "--datatype", "--seg-suffix", "--seg-derivative",
-                  "--glob"]),
+                  "--glob", "--fat-suffix", "--water-suffix", "--ff-suffix", "--cord-suffix"]),
 ])
 def test_help_lists_the_cohort_options(command, options, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from segkit.errors import SegkitError
 
-BIDS_ONLY = ("participant_label", "session", "datatype", "seg_derivative", "ref_derivative")
+BIDS_ONLY = ("participant_label", "session", "datatype", "seg_derivative", "ref_derivative",
+             "fat_suffix", "water_suffix", "ff_suffix", "cord_suffix")
 SUFFIXES = ("seg_suffix", "ref_suffix")
 
 HELP = {

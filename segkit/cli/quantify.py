@@ -105,6 +105,10 @@ def quantify_command(
     noise_threshold: Optional[float] = typer.Option(None, "--noise-threshold", help="Dixon: use voxels with F+W above this (default 5% of the 99th percentile of F+W)."),
     lesions: bool = typer.Option(False, "--lesions", help="Per lesion: volume, S-I length, max axial width, equivalent diameter."),
     cords: Optional[List[Path]] = typer.Option(None, "--cord", help="With --lesions: cord mask for the max axial damage ratio, one per -m."),
+    fat_suffix: Optional[str] = typer.Option(None, "--fat-suffix", help="With --bids: each mask's Dixon fat image is its raw image's name with the BIDS suffix replaced by this (fat: sub-01_acq-dixon_fat.nii.gz for sub-01_acq-dixon_T1w)."),
+    water_suffix: Optional[str] = typer.Option(None, "--water-suffix", help="With --bids: the Dixon water image, named as for --fat-suffix."),
+    ff_suffix: Optional[str] = typer.Option(None, "--ff-suffix", help="With --bids: a fat-fraction map, named as for --fat-suffix."),
+    cord_suffix: Optional[str] = typer.Option(None, "--cord-suffix", help="With --bids and --lesions: the cord mask segkit wrote beside each lesion mask (sc_seg: sub-01_T2w_sc_seg.nii.gz)."),
     cc: bool = typer.Option(False, "--cc", help="Corpus callosum volume and mid-sagittal area (mm^2)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Labels to report, e.g. 1,2 (default: all present)."),
     task: Optional[str] = typer.Option(None, "-task", "--task", help="Name the rows' labels after this task's registry labels (a label map of several). Default: the mask's segkit sidecar, if any."),
@@ -121,7 +125,7 @@ def quantify_command(
         raise QuantifyError("--lesions and --cc give their own rows; run them without --volume/--intensity/--fat-ratio")
     if lesions and cc:
         raise QuantifyError("run --lesions and --cc separately")
-    if (fats or waters or ffs) and not fat_ratio:
+    if (fats or waters or ffs or fat_suffix or water_suffix or ff_suffix) and not fat_ratio:
         fat_ratio = True  # --fat/--water/--ff are given for one measure only: the fat ratio
     if (hu_window or erode) and not intensity:
         raise QuantifyError("--hu-window and --erode apply to --intensity; add --intensity")
@@ -131,7 +135,8 @@ def quantify_command(
         noise_threshold=noise_threshold, label_names=_task_names(task),
     )
     cohort = dict(bids=bids, glob=glob, participant_label=participant_label, session=session, datatype=datatype,
-                  seg_suffix=seg_suffix, seg_derivative=seg_derivative)
+                  seg_suffix=seg_suffix, seg_derivative=seg_derivative, fat_suffix=fat_suffix,
+                  water_suffix=water_suffix, ff_suffix=ff_suffix, cord_suffix=cord_suffix)
     subjects = _subjects(masks, images, fats, waters, ffs, cords, manifest, cohort, intensity)
     for subject in subjects:
         if intensity and subject.image is None:

@@ -115,9 +115,14 @@ def _paired(refs: dict, preds: dict, where: str) -> list[tuple]:
 
 
 def masks_bids(selection: BidsSelection, seg_suffix: str | None, seg_derivative: str | None = None,
-               images: bool = False) -> list[tuple]:
-    """(name, mask, image or None) for every segkit mask of the selection; with `images`, the raw
-    image it was made from (the mask's folder and source name in the raw tree), which must exist."""
+               images: bool = False, raw_suffixes: dict | None = None, mask_suffixes: dict | None = None) -> list[tuple]:
+    """(name, mask, image or None, companions) for every segkit mask of the selection.
+
+    images: the raw image it was made from (the mask's folder and source name in the raw tree).
+    raw_suffixes {role: suffix}: raw images of the same acquisition, named like the source with its
+    BIDS suffix replaced (fat: sub-01_acq-dixon_fat.nii.gz for sub-01_acq-dixon_T1w).
+    mask_suffixes {role: suffix}: other segkit masks of the same source (cord: sub-01_T2w_sc_seg
+    beside sub-01_T2w_lesion_seg). Every file named must exist."""
     check_bids_root(selection.root)
     if not _bare(seg_suffix):
         raise CohortError("--bids needs --seg-suffix, the suffix segkit gave the masks (the task's, e.g. sc_seg)")
@@ -127,14 +132,27 @@ def masks_bids(selection: BidsSelection, seg_suffix: str | None, seg_derivative:
         raise CohortError(f"{tree}: no '_{_bare(seg_suffix)}' masks found")
     rows = []
     for name, mask in sorted(masks.items()):
-        image = None
-        if images:
-            folder = selection.root / mask.parent.relative_to(tree)
-            image = next((folder / f"{name}{ext}" for ext in IMAGE_EXTENSIONS if (folder / f"{name}{ext}").is_file()), None)
-            if image is None:
-                raise CohortError(f"{mask}: its image {folder / name}.nii.gz is not in the BIDS dataset")
-        rows.append((name, mask, image))
+        raw_folder = selection.root / mask.parent.relative_to(tree)
+        image = _existing_image(raw_folder, name, mask) if images else None
+        companions = {role: _existing_image(raw_folder, _with_bids_suffix(name, suffix), mask)
+                      for role, suffix in (raw_suffixes or {}).items()}
+        companions.update({role: _existing_image(mask.parent, f"{name}_{_bare(suffix)}", mask)
+                           for role, suffix in (mask_suffixes or {}).items()})
+        rows.append((name, mask, image, companions))
     return rows
+
+
+def _existing_image(folder: Path, name: str, mask: Path) -> Path:
+    found = next((folder / f"{name}{ext}" for ext in IMAGE_EXTENSIONS if (folder / f"{name}{ext}").is_file()), None)
+    if found is None:
+        raise CohortError(f"{mask}: its image {folder / name}.nii.gz is not in the BIDS dataset")
+    return found
+
+
+def _with_bids_suffix(name: str, suffix: str) -> str:
+    """A BIDS name with its suffix (the part after the last '_') replaced."""
+    entities, _, _ = name.rpartition("_")
+    return f"{entities}_{_bare(suffix)}" if entities else _bare(suffix)
 
 
 def masks_glob(pattern: str, images: bool = False) -> list[tuple]:
@@ -143,7 +161,7 @@ def masks_glob(pattern: str, images: bool = False) -> list[tuple]:
     masks = glob_files(pattern)
     if not masks:
         raise CohortError(f"--glob {pattern!r}: no images found")
-    return [(None, mask, _sidecar_image(mask) if images else None) for mask in masks]
+    return [(None, mask, _sidecar_image(mask) if images else None, {}) for mask in masks]
 
 
 def _sidecar_image(mask: Path) -> Path:
