@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -152,3 +153,25 @@ def test_eval_and_quantify_do_not_import_torch(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code, str(p), str(r)], capture_output=True, encoding="utf-8")
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("preset, expected", [(None, 1), ("2", 2)])
+def test_eval_runs_numpy_on_one_blas_thread_unless_the_user_says_otherwise(tmp_path, preset, expected):
+    """OpenBLAS would start (and spin) a thread per core for a command that has no matrix products."""
+    pytest.importorskip("threadpoolctl")
+    ref, pred = _masks()
+    p, r = _save(tmp_path / "p.nii.gz", pred), _save(tmp_path / "r.nii.gz", ref)
+    code = (
+        "import sys\nfrom segkit.cli.main import run\n"
+        "try:\n    run(['eval', '--pred', sys.argv[1], '--ref', sys.argv[2]])\n"
+        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "import json\nfrom threadpoolctl import threadpool_info\n"
+        "print(json.dumps([p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    done = subprocess.run([sys.executable, "-c", code, str(p), str(r)], capture_output=True, encoding="utf-8", env=env)
+    assert done.returncode == 0, done.stderr
+    threads = json.loads(done.stdout.strip().splitlines()[-1])
+    assert threads and set(threads) == {expected}, done.stdout
