@@ -64,6 +64,17 @@ def _subjects(masks, images, fats, waters, ffs, cords, manifest, cohort: dict, i
     return [Subject(mask, *extra) for mask, *extra in zip(masks, *columns)]
 
 
+def _check_images_for(subjects, measures) -> None:
+    """Every subject has the images its measures read, before any is read."""
+    from segkit.quantify.subjects import QuantifyError
+
+    for subject in subjects:
+        if measures.intensity and subject.image is None:
+            raise QuantifyError(f"{subject.mask}: --intensity needs an image (-i IMAGE, one per -m)")
+        if measures.fat_ratio and subject.ff is None and (subject.fat is None or subject.water is None):
+            raise QuantifyError(f"{subject.mask}: --fat-ratio needs --fat F --water W (Dixon) or --ff FF (fat-fraction map)")
+
+
 def _label_list(labels: Optional[str]):
     from segkit.quantify.subjects import QuantifyError
 
@@ -138,11 +149,7 @@ def quantify_command(
                   seg_suffix=seg_suffix, seg_derivative=seg_derivative, fat_suffix=fat_suffix,
                   water_suffix=water_suffix, ff_suffix=ff_suffix, cord_suffix=cord_suffix)
     subjects = _subjects(masks, images, fats, waters, ffs, cords, manifest, cohort, intensity)
-    for subject in subjects:
-        if intensity and subject.image is None:
-            raise QuantifyError(f"{subject.mask}: --intensity needs an image (-i IMAGE, one per -m)")
-        if fat_ratio and subject.ff is None and (subject.fat is None or subject.water is None):
-            raise QuantifyError(f"{subject.mask}: --fat-ratio needs --fat F --water W (Dixon) or --ff FF (fat-fraction map)")
+    _check_images_for(subjects, measures)
     rows = api.quantify(subjects, measures)
     named = ["label_name"] if any("label_name" in row for row in rows) else []
     first = ["subject", "label", *named, "lesion", "status"] if lesions else ["subject", "label", *named, "status"]
