@@ -156,8 +156,8 @@ def _with_bids_suffix(name: str, suffix: str) -> str:
 
 
 def masks_glob(pattern: str, images: bool = False) -> list[tuple]:
-    """(None, mask, image or None) for every mask the glob matches; with `images`, the image its
-    segkit sidecar names as its first input."""
+    """(None, mask, image or None, {}) for every mask the glob matches (masks_bids' rows, without
+    companions); with `images`, the image its segkit sidecar names as its first input."""
     masks = glob_files(pattern)
     if not masks:
         raise CohortError(f"--glob {pattern!r}: no images found")
