@@ -54,6 +54,18 @@ def test_a_stored_integer_volume_stays_on_disk_and_slabs_read_its_values(stored_
     assert np.array_equal(shipped[:, :, 3], volume[:, :, 3])
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_medsam_planes_from_a_held_slab_equal_the_volume_along_every_axis(stored_ct, axis):
+    from segkit.tasks.medsam.propagate import SliceSegmenter
+
+    path, volume = stored_ct
+    segmenter = SliceSegmenter(None, load_image(path, keep_integers=True, on_disk=True).data, axis)
+    segmenter.hold_slab(30, 34)
+    for index in range(30, 35):
+        plane = segmenter.plane(index)
+        assert plane.dtype == np.int16 and np.array_equal(plane, np.take(volume, index, axis=axis))
+
+
 def test_a_slab_read_needs_a_fraction_of_a_whole_read(stored_ct):
     path, volume = stored_ct
     whole = _peak_bytes(lambda: load_image(path, keep_integers=True))
