@@ -146,8 +146,8 @@ def _surfels(padded: np.ndarray, spacing: np.ndarray):
     full = 2 ** (2**ndim) - 1
     border = (codes != 0) & (codes != full)
     table = surfel_area_table_3d(spacing) if ndim == 3 else contour_length_table_2d(spacing)
-    index = np.nonzero(border)
-    return np.stack(index, axis=1), table[codes[index]]
+    points = _points_in_c_order(border)
+    return points, table[codes[tuple(points.T)]]
 
 
 def _neighbourhood_codes(padded: np.ndarray) -> np.ndarray:
@@ -169,7 +169,7 @@ def _boundary_voxels(padded: np.ndarray, spacing: np.ndarray):
     """Mask voxels with at least one face neighbour outside the mask (6- or 4-connectivity)."""
     mask = padded.astype(bool)
     core = tuple(slice(1, -1) for _ in range(mask.ndim))
-    interior = mask[core].copy()
+    interior = mask[core].copy(order="K")  # the mask's memory order: a C copy of a Fortran mask makes each & below 6x slower
     for axis in range(mask.ndim):
         for step in (-1, 1):
             shifted = tuple(
@@ -177,8 +177,19 @@ def _boundary_voxels(padded: np.ndarray, spacing: np.ndarray):
             )
             interior &= mask[shifted]
     boundary = mask[core] & ~interior
-    index = np.nonzero(boundary)
-    return np.stack(index, axis=1), np.ones(index[0].size)
+    points = _points_in_c_order(boundary)
+    return points, np.ones(points.shape[0])
+
+
+def _points_in_c_order(mask: np.ndarray) -> np.ndarray:
+    """np.nonzero's points as an (n, ndim) array, in C order, also fast for a Fortran-ordered mask:
+    np.nonzero walks one 10x slower (1.04 s against 0.09 s for 390 k points at 256^3), so walk
+    its transpose (a C-ordered view) and sort the points back into C order."""
+    if mask.flags.c_contiguous or not mask.flags.f_contiguous:
+        return np.stack(np.nonzero(mask), axis=1)
+    reversed_axes = np.nonzero(mask.T)  # index arrays for the last axis first
+    order = np.lexsort(reversed_axes)  # lexsort's primary key is its last: the first axis
+    return np.stack(reversed_axes[::-1], axis=1)[order]
 
 
 def _directed(points: np.ndarray, weights: np.ndarray, targets: np.ndarray, spacing) -> DirectedDistances:
