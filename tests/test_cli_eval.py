@@ -142,16 +142,21 @@ def test_unreadable_file_exits_2(tmp_path, capsys):
     assert exc.value.code == 2 and "bad.nii.gz" in capsys.readouterr().err
 
 
-def test_eval_and_quantify_do_not_import_torch(tmp_path):
+def _fresh_python(tmp_path, code: str, env=None) -> subprocess.CompletedProcess:
+    """`code` in a new interpreter (nothing imported yet), with a prediction and a reference as argv 1, 2."""
     ref, pred = _masks()
     p, r = _save(tmp_path / "p.nii.gz", pred), _save(tmp_path / "r.nii.gz", ref)
+    return subprocess.run([sys.executable, "-c", code, str(p), str(r)], capture_output=True, encoding="utf-8", env=env)
+
+
+def test_eval_and_quantify_do_not_import_torch(tmp_path):
     code = (
         "import sys\nfrom segkit.cli.main import run\n"
         "for argv in ([ 'eval', '--pred', sys.argv[1], '--ref', sys.argv[2], '--lesions'], ['quantify', '-m', sys.argv[2]]):\n"
         "    try:\n        run(argv)\n    except SystemExit as exc:\n        assert not exc.code, exc.code\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(p), str(r)], capture_output=True, encoding="utf-8")
+    done = _fresh_python(tmp_path, code)
     assert done.returncode == 0, done.stderr
 
 
@@ -159,8 +164,6 @@ def test_eval_and_quantify_do_not_import_torch(tmp_path):
 def test_eval_runs_numpy_on_one_blas_thread_unless_the_user_says_otherwise(tmp_path, preset, expected):
     """OpenBLAS would start (and spin) a thread per core for a command that has no matrix products."""
     pytest.importorskip("threadpoolctl")
-    ref, pred = _masks()
-    p, r = _save(tmp_path / "p.nii.gz", pred), _save(tmp_path / "r.nii.gz", ref)
     code = (
         "import sys\nfrom segkit.cli.main import run\n"
         "try:\n    run(['eval', '--pred', sys.argv[1], '--ref', sys.argv[2]])\n"
@@ -171,7 +174,7 @@ def test_eval_runs_numpy_on_one_blas_thread_unless_the_user_says_otherwise(tmp_p
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
     if preset is not None:
         env["OPENBLAS_NUM_THREADS"] = preset
-    done = subprocess.run([sys.executable, "-c", code, str(p), str(r)], capture_output=True, encoding="utf-8", env=env)
+    done = _fresh_python(tmp_path, code, env)
     assert done.returncode == 0, done.stderr
     threads = json.loads(done.stdout.strip().splitlines()[-1])
     assert threads and set(threads) == {expected}, done.stdout
