@@ -38,10 +38,6 @@ class StoredVolume:
     def ndim(self) -> int:
         return len(self.shape)
 
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
     def __getitem__(self, index) -> np.ndarray:
         try:
             return np.asarray(self._proxy[index])
