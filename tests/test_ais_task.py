@@ -133,23 +133,34 @@ def test_quantify_lesions_counts_and_measures_ml(tmp_path):
 
 @pytest.mark.slow
 def test_train_resume_and_the_package_segment_reads(tmp_path, segkit_home):
+    """Training runs inside nnU-Net v2 (planner, preprocessor, loader, augmentation) with AISCT-SAM in the
+    plans, resumes from nnU-Net's checkpoint, and ends in the package segment reads."""
     from segkit import api
-    from segkit.runtime.checkpoint import load_data
+    from segkit.engines.nnunet.checkpoint import load_checkpoint
     from segkit.tasks.ais_ncct.package import load_package
 
-    write_head_ct_dataset(tmp_path / "data", range(2), shape=SHAPE, field_of_view_mm=FOV)
-    options = dict(data=tmp_path / "data", output=tmp_path / "run", iterations_per_epoch=1, patch_side=32,
-                   patch_depth=4, patches_per_batch=1, spacing="native", pretrained_backbone=False, seed=0)
+    write_head_ct_dataset(tmp_path / "data", range(3), shape=SHAPE, field_of_view_mm=FOV)
+    options = dict(data=tmp_path / "data", output=tmp_path / "run", iterations_per_epoch=1, val_iterations_per_epoch=1,
+                   patch_side=32, patch_depth=4, patches_per_batch=1, spacing="native", pretrained_backbone=False, seed=0)
     api.train("ais_ncct", epochs=1, **options)
-    assert load_data(tmp_path / "run" / "checkpoints" / "last.pt")["state"]["epoch"] == 1
-    assert len(list((tmp_path / "run" / "mirror_cache").glob("*/info.json"))) == 2
+    (model_dir,) = (tmp_path / "run" / "nnunet" / "nnUNet_results").glob("*/AisctSamTrainer__nnUNetPlans__3d_fullres")
+    assert load_checkpoint(model_dir / "fold_0" / "checkpoint_final.pth")["current_epoch"] == 1
+    assert len(list((tmp_path / "run" / "mirror_cache").glob("*/info.json"))) == 3
+    plans = json.loads((model_dir / "plans.json").read_text())
+    planned = plans["configurations"]["3d_fullres"]
+    assert planned["architecture"]["network_class_name"] == "segkit.tasks.ais_ncct.network.nnunet_network"
+    assert planned["patch_size"] == [4, 32, 32] and planned["normalization_schemes"] == ["CTNormalization"] * 2
+    splits = json.loads((tmp_path / "run" / "nnunet" / "nnUNet_preprocessed" / "Dataset502_AisNcct" / "splits_final.json").read_text())
+    assert splits == [{"train": ["head_000", "head_001"], "val": ["head_002"]}]
     api.train("ais_ncct", epochs=2, resume=True, **options)
-    assert load_data(tmp_path / "run" / "checkpoints" / "last.pt")["state"]["epoch"] == 2
+    assert load_checkpoint(model_dir / "fold_0" / "checkpoint_final.pth")["current_epoch"] == 2
     model = load_package(tmp_path / "run" / "model")
     card = model.card
     assert card["task"] == "ais_ncct" and card["training"]["epochs"] == 2
     assert card["training"]["recipe"]["lr"] == 1e-4 and card["training"]["recipe"]["grad_clip"] == 12.0
     assert len(card["normalisation"]) == 2 and card["normalisation"][0]["std"] > 0
+    # nnU-Net's (S-I, R-L, A-P) spacing comes back as segkit's (R-L, A-P, S-I): the phantoms' own
+    assert card["spacing_mm"] == pytest.approx([FOV[0] / SHAPE[0], FOV[1] / SHAPE[1], FOV[2] / SHAPE[2]])
     # the zip beside the package installs with --custom-url (not in place of the SAM ViT-B backbone
     # the registry lists), and `segment` without --model finds it
     from segkit.registry.schema import load_registry

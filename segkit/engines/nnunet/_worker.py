@@ -99,6 +99,7 @@ def _plan_and_preprocess(dataset_id: int, config: dict, emit) -> None:
         plan_experiment_dataset(dataset_id)
     finally:
         os.environ["nnUNet_n_proc_DA"] = training_workers
+    override_plans(config["plans_file"], config["configuration"], config.get("plan_overrides"))
     emit({"event": "stage", "stage": "preprocess"})
     preprocess_dataset(dataset_id, configurations=[config["configuration"]], num_processes=[1], verbose=False)
 
@@ -114,21 +115,69 @@ def _fingerprint_without_ignore(dataset_id: int) -> None:
     refit_without_ignore(Path(nnUNet_raw) / name, Path(nnUNet_preprocessed) / name / "dataset_fingerprint.json")
 
 
+def override_plans(plans_file: str, configuration: str, overrides: dict | None) -> None:
+    """A task's own settings written into the planned configuration (patch, spacing, network, ...) before
+    the preprocessor and the trainer read them, so the model's exported plans.json holds what was trained."""
+    if not overrides:
+        return
+    path = Path(plans_file)
+    plans = json.loads(path.read_text(encoding="utf-8"))
+    settings = plans["configurations"][configuration]
+    new_order = (overrides.get("plans") or {}).get("transpose_forward")
+    if new_order is not None:  # the planned per-axis values follow the new axis order
+        _reorder_axes(settings, plans["transpose_forward"], new_order)
+    plans.update(overrides.get("plans") or {})
+    settings.update(overrides.get("configuration") or {})
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(plans, indent=4), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _reorder_axes(settings: dict, old_order, new_order) -> None:
+    for key in ("spacing", "median_image_size_in_voxels", "patch_size"):
+        if key in settings:
+            original = [None] * len(old_order)
+            for value, axis in zip(settings[key], old_order):
+                original[axis] = value
+            settings[key] = [original[axis] for axis in new_order]
+
+
+def trainer_class(name: str | None):
+    """SegkitTrainer, or a task's subclass named "module:Class"."""
+    import importlib
+
+    from segkit.engines.nnunet.trainer import SegkitTrainer
+
+    if not name:
+        return SegkitTrainer
+    module, _, attribute = name.partition(":")
+    chosen = getattr(importlib.import_module(module), attribute)
+    if not issubclass(chosen, SegkitTrainer):
+        raise TypeError(f"{name} is not a SegkitTrainer")
+    return chosen
+
+
+def _write_splits(plans_file: str, splits: list | None) -> None:
+    """The caller's train/validation split, where nnU-Net looks for it (else it makes 5 random folds)."""
+    if splits:
+        (Path(plans_file).parent / "splits_final.json").write_text(json.dumps(splits, indent=4), encoding="utf-8")
+
+
 def _train(dataset_id: int, config: dict, emit) -> None:
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
-    from segkit.engines.nnunet.trainer import SegkitTrainer
-
+    trainer_type = trainer_class(config.get("trainer"))
+    _write_splits(config["plans_file"], config.get("splits"))
     plans = load_json(config["plans_file"])
     plans["continue_training"] = bool(config.get("resume"))
     scale_features(plans, config["configuration"], float(config.get("unet_width") or 1.0))
     dataset_json = load_json(os.path.join(os.path.dirname(config["plans_file"]), "dataset.json"))
     fold = config["fold"] if config["fold"] == "all" else int(config["fold"])
-    SegkitTrainer.schedule = dict(config.get("schedule") or {})
-    SegkitTrainer.on_epoch = staticmethod(emit)
-    trainer = SegkitTrainer(plans=plans, configuration=config["configuration"], fold=fold,
+    trainer_type.schedule = dict(config.get("schedule") or {})
+    trainer_type.on_epoch = staticmethod(emit)
+    trainer = trainer_type(plans=plans, configuration=config["configuration"], fold=fold,
                             dataset_json=dataset_json, device=torch.device(config["device"]))
     trainer.apply_schedule()
     maybe_load_checkpoint(trainer, bool(config.get("resume")), False, None)

@@ -50,12 +50,18 @@ class TrainRequest:
     unet_width: float | None = None  # scales the planned features per stage (None: 1.0, or a resumed run's own)
     threads: int | None = None  # torch and OpenMP threads of the worker (None: segkit.runtime.device.cpu_threads())
     extra_env: dict = field(default_factory=dict)
+    # a task's own network inside nnU-Net (ais_ncct): "module:Class", a subclass of SegkitTrainer
+    trainer: str | None = None
+    # set in the planned configuration before preprocessing: {"configuration": {key: value}, "plans": {key: value}}
+    plan_overrides: dict | None = None
+    splits: list | None = None  # nnU-Net's splits_final.json ([{"train": [...], "val": [...]}]), else its 5 folds
+    export: bool = True  # the nnU-Net model zip beside the model folder
 
 
 @dataclass
 class TrainResult:
     model_dir: Path
-    zip_path: Path
+    zip_path: Path | None
     log_path: Path
     epochs_run: int
     last_epoch: dict
@@ -90,7 +96,7 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
     """Train one fold; every user mistake is raised before the child process starts."""
     _check_request(request)
     summary = validate_dataset(request.data, orientation=request.orientation)
-    if request.fold != "all" and len(summary.cases) < CV_FOLDS:
+    if request.fold != "all" and request.splits is None and len(summary.cases) < CV_FOLDS:
         raise SegkitError(
             f"{summary.root}: {len(summary.cases)} training case(s), but --fold {request.fold} is one of nnU-Net's "
             f"{CV_FOLDS} cross-validation folds, which need at least {CV_FOLDS} cases; use --fold all to train on every case"
@@ -113,6 +119,9 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
         "unet_width": _run_width(request, output),
         "log": str(log_path),
         "plans_file": str(workspace / "nnUNet_preprocessed" / dataset_name / "nnUNetPlans.json"),
+        "trainer": request.trainer,
+        "plan_overrides": request.plan_overrides,
+        "splits": request.splits,
         "schedule": {
             "num_epochs": request.epochs,
             "num_iterations_per_epoch": request.iterations_per_epoch,
@@ -126,7 +135,7 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
     events = _run_worker(config, env, output, on_event)
     model_dir = Path(events["trained"]["model_dir"])
     _record_orientation(model_dir, request.orientation)
-    zip_path = export_zip(model_dir, output / f"{model_dir.name}.zip")
+    zip_path = export_zip(model_dir, output / f"{model_dir.name}.zip") if request.export else None
     epochs = [e for e in events["all"] if e.get("event") == "epoch"]
     return TrainResult(model_dir, zip_path, log_path, len(epochs), epochs[-1] if epochs else {})
 

@@ -1,6 +1,11 @@
-"""Training data for ais_ncct: an nnU-Net v2 folder with the CT only (imagesTr/CASE_0000, labelsTr/CASE);
+"""Training data for ais_ncct: an nnU-Net v2 folder with the CT only (imagesTr/CASE_0000, labelsTr/CASE).
 segkit strips the skull and builds the registered mirror of each case (cached in the run's folder),
-resamples to the model spacing and normalises with the training set's foreground statistics.
+then writes the two-channel nnU-Net dataset that nnU-Net plans, preprocesses and trains on.
+
+Axes: segkit's network sees (S-I, R-L, A-P) patches; nnU-Net reads a NIfTI's array as (k, j, i). The
+two-channel images are therefore written with their first two voxel axes swapped (A-P, R-L, S-I;
+the affine's columns swapped with them, so every voxel keeps its place in the world), and nnU-Net's
+arrays come out as (S-I, R-L, A-P): the layout segment uses with the same weights.
 """
 
 from __future__ import annotations
@@ -79,33 +84,43 @@ def training_cases(prepared, stats, spacing) -> list[TrainingCase]:
     return cases
 
 
-def sample_patch(case: TrainingCase, side: int, depth: int, rng: np.random.Generator, foreground: bool):
-    """One (2, D, S, S) patch and its (D, S, S) label; centred on a lesion voxel when `foreground`
-    (nnU-Net oversamples a third of its patches that way), anywhere inside the volume otherwise."""
-    channels = np.transpose(case.channels, (0, 3, 1, 2))
-    label = np.transpose(case.label, (2, 0, 1))
-    size = (depth, side, side)
-    pads = [(0, max(0, s - n)) for s, n in zip(size, label.shape)]
-    channels = np.pad(channels, [(0, 0)] + pads)
-    label = np.pad(label, pads)
-    points = np.argwhere(label > 0) if foreground else np.zeros((0, 3))
-    if len(points):
-        centre = points[rng.integers(len(points))]
-        start = [int(np.clip(c - s // 2, 0, n - s)) for c, s, n in zip(centre, size, label.shape)]
-    else:
-        start = [int(rng.integers(0, n - s + 1)) for s, n in zip(size, label.shape)]
-    window = tuple(slice(a, a + s) for a, s in zip(start, size))
-    return channels[(slice(None), *window)], label[window]
+CHANNELS = {"0": "CT", "1": "CT"}  # nnU-Net picks CTNormalization from the channel name, per channel
+LABELS = {"background": 0, "lesion": 1}
 
 
-def augment(patch: np.ndarray, label: np.ndarray, rng: np.random.Generator):
-    """Anterior-posterior flips, intensity scale and shift, Gaussian noise (nnU-Net-like, small). Never a
-    left-right flip alone: channel 1 is the CT's own mirror, so a flip keeps both in step."""
-    if rng.random() < 0.5:
-        patch, label = patch[..., ::-1], label[..., ::-1]
-    if rng.random() < 0.5:  # left-right: both channels together, the pair stays a CT and its mirror
-        patch, label = patch[..., ::-1, :], label[..., ::-1, :]
-    patch = patch * rng.uniform(0.9, 1.1) + rng.uniform(-0.1, 0.1)
-    if rng.random() < 0.15:
-        patch = patch + rng.normal(0.0, 0.1, size=patch.shape)
-    return np.ascontiguousarray(patch, dtype=np.float32), np.ascontiguousarray(label)
+def write_nnunet_dataset(prepared, folder: Path) -> Path:
+    """DatasetNNN_Name/: imagesTr/CASE_0000 (skull-stripped CT), CASE_0001 (registered mirror),
+    labelsTr/CASE, dataset.json; every file written atomically, so a --resume rewrites the same."""
+    import json
+
+    from segkit.io.writer import atomic_write_text
+
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for case, pre, label in prepared:
+        affine = _swapped_affine(pre)
+        _save(folder / "imagesTr" / f"{case}_0000.nii.gz", pre.stripped, affine)
+        _save(folder / "imagesTr" / f"{case}_0001.nii.gz", pre.mirror, affine)
+        _save(folder / "labelsTr" / f"{case}.nii.gz", label.astype(np.uint8), affine)
+    description = {"channel_names": CHANNELS, "labels": LABELS, "numTraining": len(prepared),
+                   "file_ending": ".nii.gz", "name": folder.name,
+                   "description": "segkit ais_ncct: skull-stripped CT and its registered left-right mirror"}
+    atomic_write_text(folder / "dataset.json", json.dumps(description, indent=2))
+    return folder
+
+
+def _swapped_affine(pre) -> np.ndarray:
+    affine = np.diag([*pre.spacing, 1.0])  # the RAS grid of the prepared case (only spacing matters to nnU-Net)
+    return affine[:, [1, 0, 2, 3]]
+
+
+def _save(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
+    from segkit.io.writer import save_nifti
+
+    save_nifti(np.ascontiguousarray(np.swapaxes(array, 0, 1)), affine, path)
+
+
+def validation_split(names: list[str]) -> list[dict]:
+    """One split for nnU-Net's splits_final.json: the last fifth of the cases (at least one) held out."""
+    held_out = max(1, len(names) // 5)
+    return [{"train": names[:-held_out], "val": names[-held_out:]}]

@@ -104,3 +104,18 @@ def build_network(config: NetworkConfig, *, pretrained: bool = True, backbone_we
 
 def count_trainable(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+NNUNET_NETWORK = "segkit.tasks.ais_ncct.network.nnunet_network"  # the plans' architecture.network_class_name
+
+
+def nnunet_network(input_channels: int, num_classes: int, deep_supervision: bool = False, pretrained: bool = True,
+                   **settings) -> AisctSam:
+    """AISCT-SAM as nnU-Net's `get_network_from_plans` builds it: (input channels, classes, the plans'
+    arch_kwargs). The input is the CT and its registered mirror, always two channels (the ablation
+    reads the first only); there is one output, never deep supervision."""
+    config = NetworkConfig.from_dict(settings)
+    if input_channels != 2 or num_classes != config.classes or deep_supervision:
+        raise ValueError(f"AISCT-SAM takes 2 channels and gives {config.classes} classes without deep supervision; "
+                         f"nnU-Net asked for {input_channels} -> {num_classes}, deep supervision {deep_supervision}")
+    return build_network(config, pretrained=pretrained)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from segkit.tasks.common_options import data_option, iterations_option, model_option
+from segkit.tasks.common_options import data_option, iterations_option, model_option, val_iterations_option
 from segkit.tasks.options import TaskOptions, option
 
 BACKBONES = ("litemedsam", "sam_vit_b")
@@ -37,6 +37,7 @@ class TrainOptions(TaskOptions):
     data: Path | None = data_option()
     backbone: str | None = backbone_option()
     iterations_per_epoch: int | None = iterations_option()
+    val_iterations_per_epoch: int | None = val_iterations_option()
     patch_side: int = option(256, "--patch-side", minimum=32, help="Square in-plane patch side, a multiple of 32 (upstream 256).")
     patch_depth: int = option(20, "--patch-depth", minimum=3, help="Slices per patch (upstream 20).")
     patches_per_batch: int = option(2, "--patches-per-batch", minimum=1, help="Patches per batch (upstream 2).")

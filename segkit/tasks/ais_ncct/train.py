@@ -1,35 +1,33 @@
-"""`segkit train -task ais_ncct`: AISCT-SAM trained with the METHODS recipe, in segkit's own loop.
+"""`segkit train -task ais_ncct`: AISCT-SAM trained inside nnU-Net v2, as upstream does.
 
-    data      an nnU-Net v2 folder with the CT only; segkit strips the skull, builds and caches the
-              registered mirror, resamples to --spacing and normalises (training-set foreground stats)
-    recipe    AdamW (lr 1e-4, weight decay 3e-5), poly schedule (exponent 0.9), Dice + CE 0.5/0.5
-              (Dice on the lesion class), gradient clipping at 12; a third of the patches centred
-              on a lesion; flips and intensity jitter
-    output    OUT/checkpoints/last.pt after every epoch (segkit.training's layout, atomic; --resume
-              continues from it; no best.pt: the held-out cases are scored once, after the last
-              epoch), OUT/model/ (model_card.json + model.pt): the package `segment --model` reads,
-              and OUT/ais_ncct_model.zip, the same two files for `install-task ais_ncct --custom-url`
-
-Not nnU-Net's trainer: upstream trains inside nnU-Net v2 (its planner, preprocessor and
-batchgenerators augmentation); segkit reproduces the recipe, not that integration.
+    data      an nnU-Net v2 folder with the CT only; segkit strips the skull and builds the registered
+              mirror of each case (cached in OUT/mirror_cache), then writes the two-channel dataset
+              (OUT/dataset/Dataset502_AisNcct, see dataset.py)
+    nnU-Net   segkit's nnU-Net engine (segkit.engines.nnunet): fingerprint (CT statistics from the
+              lesion voxels), plans with AISCT-SAM's patch, batch, spacing and network written into
+              the 3d_fullres configuration, nnU-Net's preprocessing (crop, CT normalisation per
+              channel, resampling), data loading, foreground oversampling and augmentation, and the
+              AISCT-SAM recipe (nnunet_trainer.py); the last fifth of the cases is the validation fold
+    output    OUT/nnunet/ (nnU-Net's workspace: a checkpoint every epoch, which --resume continues),
+              OUT/model/ (model_card.json + model.pt: the package `segment --model` reads, converted
+              from nnU-Net's final checkpoint), OUT/ais_ncct_model.zip (the same, for
+              `install-task ais_ncct --custom-url`)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from segkit.errors import SegkitError
 
+DATASET_NAME = "Dataset502_AisNcct"
+TRAINER = "segkit.tasks.ais_ncct.nnunet_trainer:AisctSamTrainer"
+CONFIGURATION = "3d_fullres"
+ZIP_NAME = "ais_ncct_model.zip"
+# the METHODS recipe, applied by nnunet_trainer.AisctSamTrainer (gradient clipping at 12 is nnU-Net's own)
 LEARNING_RATE = 1e-4
 WEIGHT_DECAY = 3e-5
-GRAD_CLIP = 12.0
-POLY_EXPONENT = 0.9
-DEFAULT_EPOCHS = 1000  # nnU-Net's
-DEFAULT_ITERATIONS = 250
-FOREGROUND_FRACTION = 1.0 / 3.0
-ZIP_NAME = "ais_ncct_model.zip"
+LOSS_WEIGHTS = (0.5, 0.5)  # (CE, Dice)
 
 
 def _check(common, options):
@@ -43,9 +41,17 @@ def _check(common, options):
     return options.backbone or DEFAULT_BACKBONE, parse_spacing(options.spacing)
 
 
+def check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse to train over a run without --resume, and --resume without one: before any registration."""
+    workspace = out / "nnunet"
+    if workspace.exists() and not resume:
+        raise SegkitError(f"{out} already holds a training run; pass --resume to continue it or choose another -o")
+    if resume and not any(workspace.glob("nnUNet_results/*/*/fold_0/checkpoint_*.pth")):
+        raise SegkitError(f"--resume: no checkpoint under {workspace}")
+
+
 def train_task(spec, common, options, say) -> list[tuple]:
-    from segkit.tasks.ais_ncct.dataset import normalisation, prepare_cases, read_dataset, training_cases
-    from segkit.training.checkpoints import check_output_folder
+    from segkit.tasks.ais_ncct.dataset import prepare_cases, read_dataset, validation_split, write_nnunet_dataset
     from segkit.training.progress import EpochProgress, number
 
     backbone, spacing = _check(common, options)
@@ -53,126 +59,125 @@ def train_task(spec, common, options, say) -> list[tuple]:
     if len(loaded) < 2:
         raise SegkitError(f"{options.data}: {len(loaded)} case(s); ais_ncct training needs at least 2 (one held out)")
     out = Path(common.output).expanduser()
-    check_output_folder(out, common.resume)  # before the registrations, which take minutes
+    check_run_folder(out, common.resume)
     prepared = prepare_cases(loaded, out / "mirror_cache", say)
-    stats = normalisation(prepared)
-    cases = training_cases(prepared, stats, spacing)
-    held_out = max(1, len(cases) // 5)
-    train_cases, val_cases = cases[:-held_out], cases[-held_out:]
-    settings = {"backbone": backbone, "spacing": spacing, "stats": stats}
+    dataset = write_nnunet_dataset(prepared, out / "dataset" / DATASET_NAME)
+    splits = validation_split([case for case, _, _ in prepared])
+    network = network_settings(options, backbone)
 
     def stats_text(event: dict) -> str:
-        return f"loss {number(event.get('train_loss'))}"
+        return f"loss {number(event.get('train_loss'))}  pseudo-Dice {number(event.get('pseudo_dice'))}"
 
-    with EpochProgress("AISCT-SAM", stats_text) as progress:
-        net, summary = run_training(train_cases, val_cases, common, options, settings, out, progress.on_event)
-    card = model_card(net, options, settings, summary)
+    with EpochProgress("AISCT-SAM (nnU-Net)", stats_text) as progress:
+        result = run_nnunet(dataset, out, common, options, plan_overrides(options, network, spacing), splits,
+                            progress.on_event)
     from segkit.tasks.ais_ncct.package import write_package
 
-    zip_path = out / ZIP_NAME
-    folder = write_package(out / "model", net, card, zip_path=zip_path)
-    say(f"held-out lesion Dice {number(summary['validation_dice'])} on {len(val_cases)} case(s); model: {folder}")
-    return [("model", folder), ("zip", zip_path)]
+    net, card = package_from_nnunet(result, options, backbone)
+    held_out = [entry for entry in prepared if entry[0] in splits[0]["val"]]
+    card["training"]["validation_dice"] = validation_dice(net, held_out, card, common.device)
+    folder = write_package(out / "model", net, card, zip_path=out / ZIP_NAME)
+    say(f"held-out lesion Dice {number(card['training']['validation_dice'])} on {len(held_out)} case(s); model: {folder}")
+    return [("model", folder), ("zip", out / ZIP_NAME)]
 
 
-def build(options, backbone: str, seed):
-    import torch
+def network_settings(options, backbone: str) -> dict:
+    from segkit.tasks.ais_ncct.network import NetworkConfig
 
+    return NetworkConfig(backbone=backbone, slice_size=options.patch_side, depth=options.patch_depth,
+                         mirror=options.mirror_channel).to_dict()
+
+
+def plan_overrides(options, network: dict, spacing) -> dict:
+    """AISCT-SAM's settings in nnU-Net's 3d_fullres plan: patch (D, S, S), batch, the network, CT
+    normalisation of both channels, the model spacing as (S-I, R-L, A-P) when one is asked for, and no
+    transpose (the dataset's axes are already the network's)."""
+    from segkit.tasks.ais_ncct.network import NNUNET_NETWORK
+
+    configuration = {
+        "patch_size": [options.patch_depth, options.patch_side, options.patch_side],
+        "batch_size": options.patches_per_batch,
+        "normalization_schemes": ["CTNormalization", "CTNormalization"],
+        "use_mask_for_norm": [False, False],
+        "architecture": {"network_class_name": NNUNET_NETWORK, "_kw_requires_import": [],
+                         "arch_kwargs": {**network, "pretrained": bool(options.pretrained_backbone)}},
+    }
+    if spacing is not None:
+        configuration["spacing"] = [spacing[2], spacing[0], spacing[1]]
+    return {"configuration": configuration, "plans": {"transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2]}}
+
+
+def run_nnunet(dataset: Path, out: Path, common, options, overrides: dict, splits: list, on_event):
+    from segkit.engines.nnunet.train import TrainRequest, train
+
+    return train(TrainRequest(
+        data=dataset, output=out, configuration=CONFIGURATION, fold="0", epochs=common.epochs,
+        iterations_per_epoch=options.iterations_per_epoch, val_iterations_per_epoch=options.val_iterations_per_epoch,
+        device=common.device, resume=common.resume, seed=common.seed, trainer=TRAINER, plan_overrides=overrides,
+        splits=splits, export=False,
+    ), on_event=on_event)
+
+
+def package_from_nnunet(result, options, backbone: str):
+    """nnU-Net's final checkpoint (read as data) into segkit's package: the network rebuilt from the
+    plans, every tensor loaded strictly, the plans' spacing and per-channel CT statistics in the card."""
+    import json
+
+    from segkit.engines.nnunet.checkpoint import load_checkpoint
     from segkit.tasks.ais_ncct.network import NetworkConfig, build_network
 
-    if seed is not None:
-        torch.manual_seed(int(seed))
-    config = NetworkConfig(backbone=backbone, slice_size=options.patch_side, depth=options.patch_depth,
-                           mirror=options.mirror_channel)
-    return build_network(config, pretrained=options.pretrained_backbone)
+    model_dir = Path(result.model_dir)
+    plans = json.loads((model_dir / "plans.json").read_text(encoding="utf-8"))
+    planned = plans["configurations"][CONFIGURATION]
+    config = NetworkConfig.from_dict(planned["architecture"]["arch_kwargs"])
+    net = build_network(config, pretrained=bool(options.pretrained_backbone))
+    checkpoint = load_checkpoint(model_dir / "fold_0" / "checkpoint_final.pth")
+    net.load_state_dict(checkpoint["network_weights"])
+    z, x, y = planned["spacing"]
+    channel_stats = plans["foreground_intensity_properties_per_channel"]
+    keys = ("mean", "std", "percentile_00_5", "percentile_99_5")
+    card = model_card(net, options, backbone, spacing=[x, y, z],
+                      stats=[{k: float(channel_stats[c][k]) for k in keys} for c in ("0", "1")])
+    card["training"].update(epochs=int(checkpoint["current_epoch"]), nnunet_model=str(model_dir),
+                            final_train_loss=result.last_epoch.get("train_loss"))
+    return net.eval(), card
 
 
-def run_training(train_cases, val_cases, common, options, settings, out: Path, on_event):
-    import torch
-
+def validation_dice(net, held_out, card: dict, device: str) -> float | None:
+    """Lesion Dice of the validation fold's cases, pooled, as segment computes it (sliding window at
+    the model spacing, >= 0.5 inside the brain)."""
     from segkit.runtime.device import resolve_device
-    from segkit.tasks.ais_ncct.network import STATE_RENAMES
-    from segkit.training.checkpoints import Trainables
-    from segkit.training.loop import EpochLoop, EpochResult
-
-    device = resolve_device(common.device)
-    net = build(options, settings["backbone"], common.seed).to(device)
-    parameters = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    epochs = common.epochs or DEFAULT_EPOCHS
-    iterations = options.iterations_per_epoch or DEFAULT_ITERATIONS
-    # only the trained tensors are kept: the frozen backbone is rebuilt (registry or seed) on every start
-    parts = Trainables(net, optimizer, net.config.to_dict(), weights=net.trainable_state, strict=False,
-                       renames=STATE_RENAMES)
-    loop = EpochLoop(out, parts, epochs, on_event, resume=common.resume)
-    start = loop.start_epoch
-    rng = np.random.default_rng(None if common.seed is None else int(common.seed) + start)
-
-    def one_epoch(epoch: int) -> EpochResult:
-        for group in optimizer.param_groups:
-            group["lr"] = LEARNING_RATE * (1 - (epoch - 1) / epochs) ** POLY_EXPONENT
-        net.train()
-        losses = [train_step(net, optimizer, parameters, train_cases, options, rng, device) for _ in range(iterations)]
-        return EpochResult({"train_loss": float(np.mean(losses))})
-
-    ran = loop.run(one_epoch)["history"][start:]
-    dice = validation_dice(net, val_cases, options, device)
-    return net.eval(), {"epochs": epochs, "iterations_per_epoch": iterations, "validation_dice": dice,
-                        "final_train_loss": ran[-1]["train_loss"] if ran else None,
-                        "train_cases": [c.name for c in train_cases], "validation_cases": [c.name for c in val_cases]}
-
-
-def train_step(net, optimizer, parameters, cases, options, rng, device) -> float:
-    import torch
-
-    from segkit.tasks.ais_ncct.dataset import augment, sample_patch
-    from segkit.training.losses import dice_ce_loss
-
-    patches, labels = [], []
-    for _ in range(options.patches_per_batch):
-        case = cases[int(rng.integers(len(cases)))]
-        patch, label = sample_patch(case, options.patch_side, options.patch_depth, rng, rng.random() < FOREGROUND_FRACTION)
-        patch, label = augment(patch, label, rng)
-        patches.append(patch)
-        labels.append(label)
-    volume = torch.from_numpy(np.stack(patches)).to(device)
-    target = torch.from_numpy(np.stack(labels).astype(np.int64)).to(device)
-    loss = dice_ce_loss(net(volume), target)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(parameters, GRAD_CLIP)
-    optimizer.step()
-    return float(loss.detach())
-
-
-def validation_dice(net, cases, options, device) -> float | None:
-    """Lesion Dice of the held-out cases, pooled, as segment computes it (sliding window, >= 0.5 in the brain)."""
     from segkit.tasks.ais_ncct.inference import predict_volume
+    from segkit.tasks.ais_ncct.intensity import resample_to_shape
+    from segkit.tasks.ais_ncct.pipeline import model_channels
 
-    net.eval()
+    device = resolve_device(device)
+    net.to(device)
     overlap = total = 0
-    for case in cases:
-        probability = predict_volume(net, case.channels, options.patch_side, options.patch_depth, device)
-        predicted = (probability >= 0.5) & case.brain
-        overlap += int((predicted & (case.label > 0)).sum())
-        total += int(predicted.sum() + (case.label > 0).sum())
+    for _, pre, label in held_out:
+        channels = model_channels(pre, card["spacing_mm"], card["normalisation"])
+        probability = predict_volume(net, channels, net.config.slice_size, net.config.depth, device)
+        predicted = (resample_to_shape(probability, label.shape, order=1) >= 0.5) & pre.brain
+        overlap += int((predicted & (label > 0)).sum())
+        total += int(predicted.sum() + (label > 0).sum())
+    net.to("cpu")
     return None if total == 0 else 2.0 * overlap / total
 
 
-def model_card(net, options, settings, summary) -> dict:
+def model_card(net, options, backbone_name: str, spacing, stats) -> dict:
     from segkit.tasks.ais_ncct.pipeline import REGISTRATION_VERSION
 
-    backbone = {"name": settings["backbone"], "pretrained": bool(options.pretrained_backbone)}
+    backbone = {"name": backbone_name, "pretrained": bool(options.pretrained_backbone)}
     if options.pretrained_backbone:
         from segkit.models.sam import checkpoint_path
         from segkit.registry.store import sha256_of
 
-        backbone["sha256"] = sha256_of(checkpoint_path(settings["backbone"]))
+        backbone["sha256"] = sha256_of(checkpoint_path(backbone_name))
     return {
-        "network": net.config.to_dict(), "backbone": backbone,
-        "spacing_mm": list(settings["spacing"]) if settings["spacing"] is not None else None,
-        "normalisation": settings["stats"], "registration": REGISTRATION_VERSION,
-        "training": {**summary, "recipe": {"optimizer": "AdamW", "lr": LEARNING_RATE, "weight_decay": WEIGHT_DECAY,
-                                           "schedule": f"poly {POLY_EXPONENT}", "loss": "0.5 CE + 0.5 Dice",
-                                           "grad_clip": GRAD_CLIP, "loop": "segkit (not nnU-Net's trainer)"}},
+        "network": net.config.to_dict(), "backbone": backbone, "spacing_mm": [float(s) for s in spacing],
+        "normalisation": stats, "registration": REGISTRATION_VERSION,
+        "training": {"recipe": {"optimizer": "AdamW", "lr": LEARNING_RATE, "weight_decay": WEIGHT_DECAY,
+                                "schedule": "poly 0.9 (nnU-Net's)", "loss": f"{LOSS_WEIGHTS[0]} CE + {LOSS_WEIGHTS[1]} Dice",
+                                "grad_clip": 12.0,
+                                "loop": "nnU-Net v2 (nnUNetTrainer, segkit's AisctSamTrainer)"}},
     }
