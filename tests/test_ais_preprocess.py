@@ -166,6 +166,19 @@ def test_resampling_to_model_spacing_and_back():
     assert fine.shape == (80, 88, 10)
     mask = resample_to_spacing(phantom.lesion.astype(np.float32), spacing,
                                (spacing[0] / 2, spacing[1] / 2, spacing[2]), order=1)
-    back = resample_to_shape(mask, phantom.lesion.shape, order=1) >= 0.5
+    back = resample_to_shape(mask, phantom.lesion.shape, (spacing[0] / 2, spacing[1] / 2, spacing[2]), spacing, order=1) >= 0.5
     truth = phantom.lesion > 0
     assert 2 * (back & truth).sum() / (back.sum() + truth.sum()) > 0.95
+
+
+def test_resampling_follows_nnunet_along_the_slice_axis():
+    """nnU-Net's rule, which the model was trained with: a grid with slices more than 3x thicker than
+    its pixels is resampled with nearest neighbour across slices (every new slice is an old one)
+    and a cubic spline in-plane; an isotropic grid gets the spline along all three axes."""
+    rng = np.random.default_rng(0)
+    volume = rng.normal(30.0, 5.0, size=(12, 12, 6)).astype(np.float32)
+    thinner = resample_to_spacing(volume, (1.0, 1.0, 6.0), (1.0, 1.0, 3.0))
+    assert thinner.shape == (12, 12, 12)
+    assert all(any(np.allclose(thinner[..., k], volume[..., j], atol=1e-4) for j in range(6)) for k in range(12))
+    isotropic = resample_to_spacing(volume, (2.0, 2.0, 2.0), (2.0, 2.0, 1.0))
+    assert not any(np.allclose(isotropic[..., 1], volume[..., j], atol=1e-2) for j in range(6))

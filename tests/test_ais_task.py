@@ -37,6 +37,10 @@ def _save(path: Path, data, affine=None) -> Path:
 @pytest.fixture(scope="module")
 def tiny_package(tmp_path_factory) -> Path:
     """A package written by the package writer around a random network (no training)."""
+    return _random_package(tmp_path_factory.mktemp("ais_pkg") / "model", spacing_mm=None)
+
+
+def _random_package(folder: Path, spacing_mm) -> Path:
     import torch
 
     from segkit.tasks.ais_ncct.network import NetworkConfig, build_network
@@ -47,8 +51,8 @@ def tiny_package(tmp_path_factory) -> Path:
     net = build_network(config, pretrained=False)
     stats = {"mean": 30.0, "std": 8.0, "percentile_00_5": 0.0, "percentile_99_5": 60.0}
     card = {"network": config.to_dict(), "backbone": {"name": "litemedsam", "pretrained": False},
-            "spacing_mm": None, "normalisation": [stats, stats], "training": {"validation_dice": None}}
-    return write_package(tmp_path_factory.mktemp("ais_pkg") / "model", net.eval(), card)
+            "spacing_mm": spacing_mm, "normalisation": [stats, stats], "training": {"validation_dice": None}}
+    return write_package(folder, net.eval(), card)
 
 
 def _refusal_cases(d: Path) -> list[tuple[list, str]]:
@@ -102,6 +106,25 @@ def test_segment_writes_input_geometry_sidecar_mirror_and_caches(tmp_path, tiny_
     assert mirror.shape == data.shape and not np.any(mirror[~brain])
     assert np.asarray(seg.dataobj)[~brain].sum() == 0
     assert list((tmp_path / "qc").glob("ct_lesion_seg_qc*.png"))
+
+
+@pytest.mark.slow
+def test_a_model_at_another_spacing_segments_in_the_input_grid(tmp_path):
+    """The CT is resampled to the model's spacing (finer in-plane here) and the lesion probability
+    back onto the input's grid: the mask is written in the input's shape and affine, inside the brain."""
+    spacing = [FOV[0] / SHAPE[0] * 0.75, FOV[1] / SHAPE[1] * 0.75, FOV[2] / SHAPE[2]]
+    package = _random_package(tmp_path / "model", spacing_mm=spacing)
+    phantom = make_head_phantom(6, shape=SHAPE, field_of_view_mm=FOV)
+    ct = _save(tmp_path / "ct.nii.gz", phantom.ct.astype(np.int16), phantom.affine)
+    result = _segkit("segment", "-task", "ais_ncct", "-i", ct, "--model", package, "--save-brain-mask",
+                     home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads((tmp_path / "ct_lesion_seg.json").read_text())
+    assert sidecar["preprocessing"]["model_spacing_mm"] == pytest.approx(spacing)
+    seg = nib.load(tmp_path / "ct_lesion_seg.nii.gz")
+    assert seg.shape == SHAPE and np.allclose(seg.affine, phantom.affine)
+    brain = np.asarray(nib.load(tmp_path / "ct_brain.nii.gz").dataobj) > 0
+    assert np.asarray(seg.dataobj)[~brain].sum() == 0
 
 
 def test_mirror_is_registered_once_per_case(tmp_path):

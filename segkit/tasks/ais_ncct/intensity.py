@@ -56,17 +56,21 @@ def shape_for_spacing(shape, spacing, target_spacing) -> tuple[int, ...]:
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target_spacing))
 
 
-def resample_to_shape(array: np.ndarray, shape, order: int = 3) -> np.ndarray:
-    """Resample onto `shape` keeping the extent (voxel centres aligned as grids: scipy's grid_mode)."""
-    from scipy import ndimage
+def resample_to_shape(array: np.ndarray, shape, spacing, target_spacing, order: int = 3) -> np.ndarray:
+    """Resample onto `shape` keeping the extent, the way nnU-Net's preprocessor and exporter do (the
+    model was trained on nnU-Net's own resampling): spline of `order` in-plane and nearest neighbour
+    along the slice axis when either grid is anisotropic (largest / smallest spacing > 3), else
+    `order` along all three axes."""
+    from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg_to_shape
 
     array = np.asarray(array, dtype=np.float32)
     if tuple(array.shape) == tuple(shape):
         return array.copy()
-    zoom = [n / o for n, o in zip(shape, array.shape)]
-    out = ndimage.zoom(array, zoom, order=order, mode="grid-constant" if order == 0 else "nearest", grid_mode=True)
-    return out.astype(np.float32)
+    out = resample_data_or_seg_to_shape(array[None], list(shape), list(spacing), list(target_spacing),
+                                        is_seg=False, order=order, order_z=0, force_separate_z=None)
+    return np.asarray(out[0], dtype=np.float32)
 
 
 def resample_to_spacing(array: np.ndarray, spacing, target_spacing, order: int = 3) -> np.ndarray:
-    return resample_to_shape(array, shape_for_spacing(array.shape, spacing, target_spacing), order)
+    shape = shape_for_spacing(array.shape, spacing, target_spacing)
+    return resample_to_shape(array, shape, spacing, target_spacing, order)

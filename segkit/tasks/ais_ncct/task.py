@@ -76,7 +76,8 @@ class AisNcctRunner(TaskRunner):
         channels = model_channels(case, target, card["normalisation"])
         device = str(next(model.net.parameters()).device)
         probability = predict_volume(model.net, channels, int(network["slice_size"]), int(network["depth"]), device, progress)
-        probability = resample_to_shape(probability, hu.shape, order=1)
+        if target is not None:  # back onto the input grid, as nnU-Net exports probabilities
+            probability = resample_to_shape(probability, hu.shape, target, spacing, order=1)
         lesion = (probability >= self.spec.threshold) & case.brain
         info = {
             "model": {"folder": str(model.folder.resolve()), "sha256": model.sha256, "network": network,

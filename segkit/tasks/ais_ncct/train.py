@@ -157,7 +157,8 @@ def validation_dice(net, held_out, card: dict, device: str) -> float | None:
     for _, pre, label in held_out:
         channels = model_channels(pre, card["spacing_mm"], card["normalisation"])
         probability = predict_volume(net, channels, net.config.slice_size, net.config.depth, device)
-        predicted = (resample_to_shape(probability, label.shape, order=1) >= 0.5) & pre.brain
+        probability = resample_to_shape(probability, label.shape, card["spacing_mm"], pre.spacing, order=1)
+        predicted = (probability >= 0.5) & pre.brain
         overlap += int((predicted & (label > 0)).sum())
         total += int(predicted.sum() + (label > 0).sum())
     net.to("cpu")
