@@ -2,7 +2,7 @@
 HU-threshold baseline, and the per-volume costs of each stage.
 
     .venv/bin/python benchmarks/bench_ais_ncct.py proof [--train 8 --test 6 --epochs 6 --iterations 20] [--arm aisct_sam]
-    .venv/bin/python benchmarks/bench_ais_ncct.py costs [--shape 512,512,40]
+    .venv/bin/python benchmarks/bench_ais_ncct.py costs [--shape 512,512,40] [--inference]
 
 proof: AISCT-SAM (embedded LiteMedSAM backbone, mirror channel + self-prompts) and the same network
 without them (the paper's ablation) are trained with `segkit train -task ais_ncct` on the same
@@ -117,7 +117,38 @@ def costs(args) -> dict:
     out["registration_s"] = round(time.perf_counter() - started, 2)
     out["registration"] = {k: v for k, v in result.info.items() if k.startswith("residual") or k == "plane_tilt_deg"}
     out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if args.inference:
+        out["inference"] = inference_cost(phantom, brain, apply_brain_mask(phantom.ct, brain), result.mirror, spacing)
+        out["max_rss_mb_with_inference"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
+
+
+def inference_cost(phantom, brain, stripped, mirror, spacing) -> dict:
+    """One sliding-window pass at the upstream patch (20 x 256 x 256) and model spacing (0.4375 x
+    0.4375 x 3 mm) with the embedded LiteMedSAM backbone: the network's cost does not depend on
+    its weights, so its trained additions are left at their initialisation."""
+    import torch
+
+    from segkit.tasks.ais_ncct.inference import predict_volume, window_starts
+    from segkit.tasks.ais_ncct.network import NetworkConfig, build_network
+    from segkit.tasks.ais_ncct.pipeline import CasePreprocessed, model_channels
+
+    config = NetworkConfig()
+    net = build_network(config).eval()
+    stats = {"mean": 30.0, "std": 10.0, "percentile_00_5": 0.0, "percentile_99_5": 80.0}
+    case = CasePreprocessed(phantom.ct, tuple(spacing), brain, stripped, mirror)
+    started = time.perf_counter()
+    channels = model_channels(case, (0.4375, 0.4375, 3.0), [stats, stats])
+    resample_s = time.perf_counter() - started
+    grid = channels.shape[1:]
+    windows = len(window_starts(grid[0], 256)) * len(window_starts(grid[1], 256)) * len(window_starts(grid[2], 20))
+    started, cpu = time.perf_counter(), time.process_time()
+    predict_volume(net, channels, config.slice_size, config.depth,
+                   progress=lambda done, total: print(f"window {done}/{total} {time.perf_counter() - started:.0f} s",
+                                                      file=sys.stderr, flush=True))
+    return {"model_grid": list(grid), "windows": windows, "threads": torch.get_num_threads(),
+            "resample_s": round(resample_s, 2), "network_s": round(time.perf_counter() - started, 1),
+            "network_cpu_s": round(time.process_time() - cpu, 1)}
 
 
 def main() -> None:
@@ -132,6 +163,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--shape", default="512,512,40")
+    parser.add_argument("--inference", action="store_true", help="costs: also one sliding-window pass (slow on a CPU)")
     parser.add_argument("--arm", default="both", choices=("both", "aisct_sam", "no_mirror_no_prompts"),
                         help="train one arm only (two processes, one per core, run both arms in half the time)")
     args = parser.parse_args()
