@@ -49,17 +49,14 @@ def threshold_baseline(train, test) -> dict:
 
 
 def score_model(package: Path, test) -> dict:
-    from segkit.tasks.ais_ncct.dataset import training_cases
-    from segkit.tasks.ais_ncct.inference import predict_volume
+    """Held-out lesion Dice of a trained package, each case as `segment` computes it."""
     from segkit.tasks.ais_ncct.package import load_package
+    from segkit.tasks.ais_ncct.train import held_out_masks
 
     model = load_package(package)
-    network = model.card["network"]
-    cases = training_cases(test, model.card["normalisation"], model.card["spacing_mm"])
     per_case, overlap, total = [], 0, 0
-    for case in cases:
-        probability = predict_volume(model.net, case.channels, network["slice_size"], network["depth"])
-        predicted, truth = (probability >= 0.5) & case.brain, case.label > 0
+    for predicted, (_, _, label) in zip(held_out_masks(model.net, test, model.card), test):
+        truth = label > 0
         per_case.append(dice(predicted, truth))
         overlap += int((predicted & truth).sum())
         total += int(predicted.sum() + truth.sum())

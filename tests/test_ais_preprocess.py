@@ -9,8 +9,7 @@ import pytest
 
 from segkit.phantoms.head_ct import GREY_RANGE, WHITE_RANGE, make_head_phantom
 from segkit.tasks.ais_ncct.ct import NotCTError, apply_brain_mask, check_ct, read_ct, strip_skull, to_hounsfield
-from segkit.tasks.ais_ncct.intensity import (CTStats, foreground_stats, normalise_ct, resample_to_shape,
-                                             resample_to_spacing)
+from segkit.tasks.ais_ncct.intensity import CTStats, normalise_ct, resample_to_shape, resample_to_spacing
 from segkit.tasks.ais_ncct.mirror import flip_register, mirror_left_right
 
 
@@ -142,21 +141,11 @@ def test_flip_registration_recovers_a_known_tilt():
     assert found[:, 1].mean() < 0.5 * trivial[:, 1].mean() and found[:, 1].max() < 2.0  # plane error, mm
 
 
-def test_ct_normalisation_uses_training_foreground_only():
-    images = [np.full((4, 4, 4), 1000.0), np.full((4, 4, 4), 1000.0)]
-    labels = [np.zeros((4, 4, 4)), np.zeros((4, 4, 4))]
-    images[0][0, :, :2] = 20.0
-    images[1][1, :, :2] = 40.0
-    labels[0][0, :, :2] = 1
-    labels[1][1, :, :2] = 1
-    stats = foreground_stats(images, labels)
-    assert stats.mean == pytest.approx(30.0) and stats.std == pytest.approx(10.0)
+def test_ct_normalisation_clips_to_the_training_percentiles_then_z_scores():
+    stats = CTStats(mean=30.0, std=10.0, percentile_00_5=5.0, percentile_99_5=70.0)
     assert CTStats.from_dict(stats.to_dict()) == stats
     out = normalise_ct(np.array([-1000.0, 30.0, 40.0, 3000.0]), stats)
-    assert out[1] == pytest.approx(0.0) and out[2] == pytest.approx(1.0)
-    assert out[0] == pytest.approx((stats.percentile_00_5 - 30) / 10) and out[3] == pytest.approx((stats.percentile_99_5 - 30) / 10)
-    with pytest.raises(ValueError, match="no foreground"):
-        foreground_stats(images, [np.zeros((4, 4, 4))] * 2)
+    assert out.tolist() == pytest.approx([-2.5, 0.0, 1.0, 4.0])
 
 
 def test_resampling_to_model_spacing_and_back():

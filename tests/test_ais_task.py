@@ -55,6 +55,10 @@ def _random_package(folder: Path, spacing_mm) -> Path:
     return write_package(folder, net.eval(), card)
 
 
+def lesion_std(prepared) -> float:
+    return float(np.concatenate([pre.stripped[label > 0] for _, pre, label in prepared]).std())
+
+
 def _refusal_cases(d: Path) -> list[tuple[list, str]]:
     phantom = make_head_phantom(0, shape=SHAPE, field_of_view_mm=FOV)
     ct = _save(d / "ct.nii.gz", phantom.ct.astype(np.int16), phantom.affine)
@@ -181,7 +185,17 @@ def test_train_resume_and_the_package_segment_reads(tmp_path, segkit_home):
     card = model.card
     assert card["task"] == "ais_ncct" and card["training"]["epochs"] == 2
     assert card["training"]["recipe"]["lr"] == 1e-4 and card["training"]["recipe"]["grad_clip"] == 12.0
-    assert len(card["normalisation"]) == 2 and card["normalisation"][0]["std"] > 0
+    # CT statistics from nnU-Net's fingerprint: the lesion voxels of every case, per channel (nnU-Net
+    # draws 10000 of them per case with replacement, hence the tolerance; the brain's mean is 3-8 HU,
+    # about one standard deviation, above the lesion's)
+    from segkit.tasks.ais_ncct.dataset import prepare_cases, read_dataset
+
+    prepared = prepare_cases(read_dataset(tmp_path / "data"), tmp_path / "run" / "mirror_cache")
+    for channel, name in enumerate(("stripped", "mirror")):
+        lesion = np.concatenate([getattr(pre, name)[label > 0] for _, pre, label in prepared])
+        assert abs(card["normalisation"][channel]["mean"] - lesion.mean()) < 0.1 * lesion.std()
+    # (the mirror's lesion voxels are heavy-tailed where it carries bone: its sampled deviation varies)
+    assert card["normalisation"][0]["std"] == pytest.approx(lesion_std(prepared), rel=0.1)
     # nnU-Net's (S-I, R-L, A-P) spacing comes back as segkit's (R-L, A-P, S-I): the phantoms' own
     assert card["spacing_mm"] == pytest.approx([FOV[0] / SHAPE[0], FOV[1] / SHAPE[1], FOV[2] / SHAPE[2]])
     # the zip beside the package installs with --custom-url (not in place of the SAM ViT-B backbone

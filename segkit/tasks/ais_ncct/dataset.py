@@ -10,20 +10,11 @@ arrays come out as (S-I, R-L, A-P): the layout segment uses with the same weight
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from segkit.errors import SegkitError
-
-
-@dataclass
-class TrainingCase:
-    name: str
-    channels: np.ndarray  # (2, X, Y, Z) normalised, model spacing
-    label: np.ndarray  # (X, Y, Z) uint8 {0, 1}
-    brain: np.ndarray  # (X, Y, Z) bool
 
 
 def read_dataset(root: Path, say=lambda text: None) -> list[tuple[str, object, np.ndarray]]:
@@ -57,31 +48,6 @@ def prepare_cases(loaded, cache_dir: Path, say=lambda text: None):
         say(f"{case}: registered mirror ({index}/{len(loaded)}), residual {pre.registration['residual_hu']:.2f} HU")
         prepared.append((case, pre, (np.asarray(label) > 0).astype(np.uint8)))
     return prepared
-
-
-def normalisation(prepared) -> list[dict]:
-    """nnU-Net CT normalisation per channel from the training labels' foreground voxels."""
-    from segkit.tasks.ais_ncct.intensity import foreground_stats
-
-    labels = [label for _, _, label in prepared]
-    return [foreground_stats([getattr(pre, name) for _, pre, _ in prepared], labels).to_dict()
-            for name in ("stripped", "mirror")]
-
-
-def training_cases(prepared, stats, spacing) -> list[TrainingCase]:
-    from segkit.tasks.ais_ncct.intensity import resample_to_spacing
-    from segkit.tasks.ais_ncct.pipeline import model_channels
-
-    cases = []
-    for case, pre, label in prepared:
-        channels = model_channels(pre, spacing, stats)
-        if spacing is not None:
-            label = (resample_to_spacing(label.astype(np.float32), pre.spacing, spacing, order=1) >= 0.5).astype(np.uint8)
-            brain = resample_to_spacing(pre.brain.astype(np.float32), pre.spacing, spacing, order=1) >= 0.5
-        else:
-            brain = pre.brain
-        cases.append(TrainingCase(case, channels, label, brain))
-    return cases
 
 
 CHANNELS = {"0": "CT", "1": "CT"}  # nnU-Net picks CTNormalization from the channel name, per channel

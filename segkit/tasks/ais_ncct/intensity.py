@@ -1,9 +1,10 @@
 """nnU-Net's CT normalisation and resampling to the model's spacing (and back), each alone.
 
 CT normalisation (nnU-Net v2 `CTNormalization`): the training set's foreground voxels (label > 0)
-give one mean, standard deviation and 0.5/99.5 percentiles per channel; every image is clipped to
-those percentiles, then z-scored with that mean and deviation. The numbers are stored in the model
-package, so inference uses the training set's, never the test image's own.
+give one mean, standard deviation and 0.5/99.5 percentiles per channel (nnU-Net's fingerprint
+computes them in training); every image is clipped to those percentiles, then z-scored with that
+mean and deviation. The numbers are stored in the model package, so inference uses the training
+set's, never the test image's own.
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-MAX_SAMPLES_PER_CASE = 10000  # nnU-Net samples foreground voxels per case for its fingerprint
-
 
 @dataclass(frozen=True)
 class CTStats:
@@ -28,22 +26,6 @@ class CTStats:
     @classmethod
     def from_dict(cls, data: dict) -> "CTStats":
         return cls(**{k: float(data[k]) for k in ("mean", "std", "percentile_00_5", "percentile_99_5")})
-
-
-def foreground_stats(images, labels, seed: int = 1234) -> CTStats:
-    """Statistics of the voxels under label > 0 over a training set (images and labels pair up)."""
-    rng = np.random.default_rng(seed)
-    samples = []
-    for image, label in zip(images, labels):
-        values = np.asarray(image)[np.asarray(label) > 0]
-        if values.size > MAX_SAMPLES_PER_CASE:
-            values = rng.choice(values, MAX_SAMPLES_PER_CASE, replace=False)
-        samples.append(values.astype(np.float64))
-    pooled = np.concatenate(samples) if samples else np.zeros(0)
-    if pooled.size == 0:
-        raise ValueError("no foreground voxels in the training labels: CT normalisation needs some")
-    low, high = np.percentile(pooled, [0.5, 99.5])
-    return CTStats(float(pooled.mean()), float(pooled.std()), float(low), float(high))
 
 
 def normalise_ct(image: np.ndarray, stats: CTStats) -> np.ndarray:

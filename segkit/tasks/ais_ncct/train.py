@@ -144,8 +144,17 @@ def package_from_nnunet(result, options, backbone: str):
 
 
 def validation_dice(net, held_out, card: dict, device: str) -> float | None:
-    """Lesion Dice of the validation fold's cases, pooled, as segment computes it (sliding window at
-    the model spacing, >= 0.5 inside the brain)."""
+    """Lesion Dice of the validation fold's cases, pooled."""
+    overlap = total = 0
+    for predicted, (_, _, label) in zip(held_out_masks(net, held_out, card, device), held_out):
+        overlap += int((predicted & (label > 0)).sum())
+        total += int(predicted.sum() + (label > 0).sum())
+    return None if total == 0 else 2.0 * overlap / total
+
+
+def held_out_masks(net, held_out, card: dict, device: str = "cpu"):
+    """Each prepared case's lesion mask as segment computes it: sliding window at the model spacing,
+    the probability back on the case's grid, >= 0.5 inside the brain."""
     from segkit.runtime.device import resolve_device
     from segkit.tasks.ais_ncct.inference import predict_volume
     from segkit.tasks.ais_ncct.intensity import resample_to_shape
@@ -153,16 +162,12 @@ def validation_dice(net, held_out, card: dict, device: str) -> float | None:
 
     device = resolve_device(device)
     net.to(device)
-    overlap = total = 0
     for _, pre, label in held_out:
         channels = model_channels(pre, card["spacing_mm"], card["normalisation"])
         probability = predict_volume(net, channels, net.config.slice_size, net.config.depth, device)
         probability = resample_to_shape(probability, label.shape, card["spacing_mm"], pre.spacing, order=1)
-        predicted = (probability >= 0.5) & pre.brain
-        overlap += int((predicted & (label > 0)).sum())
-        total += int(predicted.sum() + (label > 0).sum())
+        yield (probability >= 0.5) & pre.brain
     net.to("cpu")
-    return None if total == 0 else 2.0 * overlap / total
 
 
 def model_card(net, options, backbone_name: str, spacing, stats) -> dict:
