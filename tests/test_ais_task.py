@@ -210,3 +210,11 @@ def test_train_resume_and_the_package_segment_reads(tmp_path, segkit_home):
         api.train("ais_ncct", epochs=3, **options)
     with pytest.raises(Exception, match="no checkpoint"):
         api.train("ais_ncct", epochs=1, resume=True, **{**options, "output": tmp_path / "fresh"})
+
+
+def test_training_with_a_backbone_that_is_not_installed_is_refused_before_any_work(tmp_path):
+    write_head_ct_dataset(tmp_path / "data", range(2), shape=SHAPE, field_of_view_mm=FOV)
+    result = _segkit("train", "-task", "ais_ncct", "--data", tmp_path / "data", "--backbone", "sam_vit_b",
+                     "-o", tmp_path / "run", home=tmp_path / "home")
+    assert result.returncode == 2 and "not installed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

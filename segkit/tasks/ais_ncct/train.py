@@ -38,7 +38,12 @@ def _check(common, options):
         raise SegkitError("Missing option '--data' (an nnU-Net v2 dataset folder with the CT as channel 0)")
     if options.patch_side % 32:
         raise SegkitError(f"--patch-side {options.patch_side}: must be a multiple of 32 (the backbone's strides)")
-    return options.backbone or DEFAULT_BACKBONE, parse_spacing(options.spacing)
+    backbone = options.backbone or DEFAULT_BACKBONE
+    if options.pretrained_backbone:
+        from segkit.models.sam import checkpoint_path
+
+        checkpoint_path(backbone)  # not installed: refused here, not minutes later in nnU-Net's worker
+    return backbone, parse_spacing(options.spacing)
 
 
 def check_run_folder(out: Path, resume: bool) -> None:
