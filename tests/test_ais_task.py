@@ -206,6 +206,8 @@ def test_train_resume_and_the_package_segment_reads(tmp_path, segkit_home):
     api.install_task("ais_ncct", custom_url=(tmp_path / "run" / "ais_ncct_model.zip").as_uri())
     installed = find_package(load_registry().get("ais_ncct"), None)
     assert segkit_home in installed.parents and load_package(installed).sha256 == model.sha256
+    with pytest.raises(Exception, match="was planned with patch_size"):  # not silently the old plan
+        api.train("ais_ncct", epochs=3, resume=True, **{**options, "patch_side": 64})
     with pytest.raises(Exception, match="already holds a training run"):  # refused before any registration
         api.train("ais_ncct", epochs=3, **options)
     with pytest.raises(Exception, match="no checkpoint"):

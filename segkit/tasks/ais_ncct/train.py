@@ -55,6 +55,21 @@ def check_run_folder(out: Path, resume: bool) -> None:
         raise SegkitError(f"--resume: no checkpoint under {workspace}")
 
 
+def check_same_plan(out: Path, overrides: dict) -> None:
+    """--resume continues the run's own plan (nnU-Net does not plan again): refuse other network,
+    patch, batch or spacing settings rather than silently keep the old ones."""
+    import json
+
+    plans_file = out / "nnunet" / "nnUNet_preprocessed" / DATASET_NAME / "nnUNetPlans.json"
+    if not plans_file.is_file():
+        return
+    planned = json.loads(plans_file.read_text(encoding="utf-8"))["configurations"][CONFIGURATION]
+    for key, asked in overrides["configuration"].items():
+        if planned.get(key) != asked:
+            raise SegkitError(f"--resume: {out} was planned with {key} {json.dumps(planned.get(key))}, not "
+                              f"{json.dumps(asked)}; resume with the first run's options or train into another -o")
+
+
 def train_task(spec, common, options, say) -> list[tuple]:
     from segkit.tasks.ais_ncct.dataset import prepare_cases, read_dataset, validation_split, write_nnunet_dataset
     from segkit.training.progress import EpochProgress, number
@@ -65,17 +80,18 @@ def train_task(spec, common, options, say) -> list[tuple]:
         raise SegkitError(f"{options.data}: {len(loaded)} case(s); ais_ncct training needs at least 2 (one held out)")
     out = Path(common.output).expanduser()
     check_run_folder(out, common.resume)
+    overrides = plan_overrides(options, network_settings(options, backbone), spacing)
+    if common.resume:
+        check_same_plan(out, overrides)
     prepared = prepare_cases(loaded, out / "mirror_cache", say)
     dataset = write_nnunet_dataset(prepared, out / "dataset" / DATASET_NAME)
     splits = validation_split([case for case, _, _ in prepared])
-    network = network_settings(options, backbone)
 
     def stats_text(event: dict) -> str:
         return f"loss {number(event.get('train_loss'))}  pseudo-Dice {number(event.get('pseudo_dice'))}"
 
     with EpochProgress("AISCT-SAM (nnU-Net)", stats_text) as progress:
-        result = run_nnunet(dataset, out, common, options, plan_overrides(options, network, spacing), splits,
-                            progress.on_event)
+        result = run_nnunet(dataset, out, common, options, overrides, splits, progress.on_event)
     from segkit.tasks.ais_ncct.package import write_package
 
     net, card = package_from_nnunet(result, options, backbone)
