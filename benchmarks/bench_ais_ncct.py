@@ -109,13 +109,14 @@ def costs(args) -> dict:
     started = time.perf_counter()
     brain = strip_skull(phantom.ct, spacing)
     out["skull_strip_s"] = round(time.perf_counter() - started, 2)
+    stripped = apply_brain_mask(phantom.ct, brain)
     started = time.perf_counter()
-    result = flip_register(apply_brain_mask(phantom.ct, brain), spacing, brain=brain)
+    result = flip_register(stripped, spacing, brain=brain)
     out["registration_s"] = round(time.perf_counter() - started, 2)
     out["registration"] = {k: v for k, v in result.info.items() if k.startswith("residual") or k == "plane_tilt_deg"}
     out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if args.inference:
-        out["inference"] = inference_cost(phantom, brain, apply_brain_mask(phantom.ct, brain), result.mirror, spacing)
+        out["inference"] = inference_cost(phantom, brain, stripped, result.mirror, spacing)
         out["max_rss_mb_with_inference"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
@@ -126,7 +127,7 @@ def inference_cost(phantom, brain, stripped, mirror, spacing) -> dict:
     its weights, so its trained additions are left at their initialisation."""
     import torch
 
-    from segkit.tasks.ais_ncct.inference import predict_volume, window_starts
+    from segkit.tasks.ais_ncct.inference import predict_volume
     from segkit.tasks.ais_ncct.network import NetworkConfig, build_network
     from segkit.tasks.ais_ncct.pipeline import CasePreprocessed, model_channels
 
@@ -137,13 +138,15 @@ def inference_cost(phantom, brain, stripped, mirror, spacing) -> dict:
     started = time.perf_counter()
     channels = model_channels(case, (0.4375, 0.4375, 3.0), [stats, stats])
     resample_s = time.perf_counter() - started
-    grid = channels.shape[1:]
-    windows = len(window_starts(grid[0], 256)) * len(window_starts(grid[1], 256)) * len(window_starts(grid[2], 20))
+    windows = []
+
+    def progress(done, total):
+        windows[:] = [total]
+        print(f"window {done}/{total} {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
     started, cpu = time.perf_counter(), time.process_time()
-    predict_volume(net, channels, config.slice_size, config.depth,
-                   progress=lambda done, total: print(f"window {done}/{total} {time.perf_counter() - started:.0f} s",
-                                                      file=sys.stderr, flush=True))
-    return {"model_grid": list(grid), "windows": windows, "threads": torch.get_num_threads(),
+    predict_volume(net, channels, config.slice_size, config.depth, progress=progress)
+    return {"model_grid": list(channels.shape[1:]), "windows": windows[0], "threads": torch.get_num_threads(),
             "resample_s": round(resample_s, 2), "network_s": round(time.perf_counter() - started, 1),
             "network_cpu_s": round(time.process_time() - cpu, 1)}
 

@@ -103,7 +103,7 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
         )
     output = Path(request.output).expanduser().resolve()
     dataset_id, dataset_name = _dataset_identity(summary)
-    workspace = output / "nnunet"
+    workspace = workspace_of(output)
     if not request.resume and workspace.exists():
         shutil.rmtree(workspace)  # a fresh run starts clean; --resume keeps it
     raw_dir = _link_raw_dataset(summary, workspace / "nnUNet_raw" / dataset_name)
@@ -118,7 +118,7 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
         "seed": request.seed,
         "unet_width": _run_width(request, output),
         "log": str(log_path),
-        "plans_file": str(workspace / "nnUNet_preprocessed" / dataset_name / "nnUNetPlans.json"),
+        "plans_file": str(plans_file(output, dataset_name)),
         "trainer": request.trainer,
         "plan_overrides": request.plan_overrides,
         "splits": request.splits,
@@ -138,6 +138,33 @@ def train(request: TrainRequest, on_event: EventFn | None = None) -> TrainResult
     zip_path = export_zip(model_dir, output / f"{model_dir.name}.zip") if request.export else None
     epochs = [e for e in events["all"] if e.get("event") == "epoch"]
     return TrainResult(model_dir, zip_path, log_path, len(epochs), epochs[-1] if epochs else {})
+
+
+def workspace_of(output: Path) -> Path:
+    """nnU-Net's own folders (raw, preprocessed, results) under the run's output folder."""
+    return Path(output) / "nnunet"
+
+
+def plans_file(output: Path, dataset_name: str) -> Path:
+    return workspace_of(output) / "nnUNet_preprocessed" / dataset_name / "nnUNetPlans.json"
+
+
+def fold_checkpoints(output: Path, fold: str) -> list[Path]:
+    """The checkpoints a --resume of this fold would continue from."""
+    return sorted(workspace_of(output).glob(f"nnUNet_results/*/*/fold_{fold}/checkpoint_*.pth"))
+
+
+def check_resumed_plans(output: Path, dataset_name: str, configuration: str, overrides: dict | None) -> None:
+    """--resume continues the run's own plans (nnU-Net does not plan again): refuse plan overrides
+    other than the ones the run was planned with, rather than silently keep the old ones."""
+    path = plans_file(output, dataset_name)
+    if not overrides or not path.is_file():
+        return
+    planned = json.loads(path.read_text(encoding="utf-8"))["configurations"][configuration]
+    for key, asked in (overrides.get("configuration") or {}).items():
+        if planned.get(key) != asked:
+            raise SegkitError(f"--resume: {output} was planned with {key} {json.dumps(planned.get(key))}, not "
+                              f"{json.dumps(asked)}; resume with the first run's options or train into another -o")
 
 
 def _check_request(request: TrainRequest) -> None:

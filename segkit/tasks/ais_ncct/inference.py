@@ -43,3 +43,19 @@ def predict_volume(net, channels: np.ndarray, slice_size: int, depth: int, devic
     mean = total / np.maximum(count, 1.0)
     mean = mean[: volume.shape[1], : volume.shape[2], : volume.shape[3]]
     return np.transpose(mean, (1, 2, 0))
+
+
+def lesion_probability(net, case, card: dict, device: str = "cpu", progress=None) -> np.ndarray:
+    """A preprocessed case's lesion probability on its own grid: both channels at the model's spacing
+    with the package's CT statistics, the sliding window, then back onto the case's grid the way
+    nnU-Net exports probabilities (shared by `segment` and training's validation)."""
+    from segkit.tasks.ais_ncct.intensity import resample_to_shape
+    from segkit.tasks.ais_ncct.pipeline import model_channels
+
+    target = card.get("spacing_mm")
+    channels = model_channels(case, target, card["normalisation"])
+    network = card["network"]
+    probability = predict_volume(net, channels, int(network["slice_size"]), int(network["depth"]), device, progress)
+    if target is None:
+        return probability
+    return resample_to_shape(probability, case.brain.shape, target, case.spacing, order=1)

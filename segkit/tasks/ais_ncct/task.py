@@ -63,21 +63,16 @@ class AisNcctRunner(TaskRunner):
         return load_package(self._folder(), resolve_device(self.common.device))
 
     def infer(self, model, prepared: Prepared, progress) -> Inferred:
-        from segkit.tasks.ais_ncct.inference import predict_volume
-        from segkit.tasks.ais_ncct.intensity import resample_to_shape
-        from segkit.tasks.ais_ncct.pipeline import default_cache_dir, model_channels, preprocess_case
+        from segkit.tasks.ais_ncct.inference import lesion_probability
+        from segkit.tasks.ais_ncct.pipeline import default_cache_dir, preprocess_case
 
         started = time.perf_counter()
         hu = prepared.arrays[0]
         spacing = canonical_spacing(prepared.reorientation)
         case = preprocess_case(hu, spacing, default_cache_dir())
         card, network = model.card, model.card["network"]
-        target = card.get("spacing_mm")
-        channels = model_channels(case, target, card["normalisation"])
         device = str(next(model.net.parameters()).device)
-        probability = predict_volume(model.net, channels, int(network["slice_size"]), int(network["depth"]), device, progress)
-        if target is not None:  # back onto the input grid, as nnU-Net exports probabilities
-            probability = resample_to_shape(probability, hu.shape, target, spacing, order=1)
+        probability = lesion_probability(model.net, case, card, device, progress)
         lesion = (probability >= self.spec.threshold) & case.brain
         info = {
             "model": {"folder": str(model.folder.resolve()), "sha256": model.sha256, "network": network,
@@ -87,7 +82,7 @@ class AisNcctRunner(TaskRunner):
             "registration": case.registration,
             "preprocessing": {"skull_stripping": "HU -15..100, opening 3 mm, largest component, holes filled",
                               "brain_ml": float(case.brain.sum() * np.prod(spacing) / 1000.0),
-                              "model_spacing_mm": target, "input_spacing_mm": list(spacing)},
+                              "model_spacing_mm": card.get("spacing_mm"), "input_spacing_mm": list(spacing)},
             "inference": {"seconds": round(time.perf_counter() - started, 3), "threshold": self.spec.threshold},
         }
         return Inferred(lesion.astype(np.uint8) * self.spec.labels[0].values[0], info, self._artifacts(prepared, case))

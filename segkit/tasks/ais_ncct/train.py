@@ -48,26 +48,12 @@ def _check(common, options):
 
 def check_run_folder(out: Path, resume: bool) -> None:
     """Refuse to train over a run without --resume, and --resume without one: before any registration."""
-    workspace = out / "nnunet"
-    if workspace.exists() and not resume:
+    from segkit.engines.nnunet.train import fold_checkpoints, workspace_of
+
+    if workspace_of(out).exists() and not resume:
         raise SegkitError(f"{out} already holds a training run; pass --resume to continue it or choose another -o")
-    if resume and not any(workspace.glob("nnUNet_results/*/*/fold_0/checkpoint_*.pth")):
-        raise SegkitError(f"--resume: no checkpoint under {workspace}")
-
-
-def check_same_plan(out: Path, overrides: dict) -> None:
-    """--resume continues the run's own plan (nnU-Net does not plan again): refuse other network,
-    patch, batch or spacing settings rather than silently keep the old ones."""
-    import json
-
-    plans_file = out / "nnunet" / "nnUNet_preprocessed" / DATASET_NAME / "nnUNetPlans.json"
-    if not plans_file.is_file():
-        return
-    planned = json.loads(plans_file.read_text(encoding="utf-8"))["configurations"][CONFIGURATION]
-    for key, asked in overrides["configuration"].items():
-        if planned.get(key) != asked:
-            raise SegkitError(f"--resume: {out} was planned with {key} {json.dumps(planned.get(key))}, not "
-                              f"{json.dumps(asked)}; resume with the first run's options or train into another -o")
+    if resume and not fold_checkpoints(out, "0"):
+        raise SegkitError(f"--resume: no checkpoint under {workspace_of(out)}")
 
 
 def train_task(spec, common, options, say) -> list[tuple]:
@@ -82,7 +68,9 @@ def train_task(spec, common, options, say) -> list[tuple]:
     check_run_folder(out, common.resume)
     overrides = plan_overrides(options, network_settings(options, backbone), spacing)
     if common.resume:
-        check_same_plan(out, overrides)
+        from segkit.engines.nnunet.train import check_resumed_plans
+
+        check_resumed_plans(out, DATASET_NAME, CONFIGURATION, overrides)
     prepared = prepare_cases(loaded, out / "mirror_cache", say)
     dataset = write_nnunet_dataset(prepared, out / "dataset" / DATASET_NAME)
     splits = validation_split([case for case, _, _ in prepared])
@@ -174,20 +162,14 @@ def validation_dice(net, held_out, card: dict, device: str) -> float | None:
 
 
 def held_out_masks(net, held_out, card: dict, device: str = "cpu"):
-    """Each prepared case's lesion mask as segment computes it: sliding window at the model spacing,
-    the probability back on the case's grid, >= 0.5 inside the brain."""
+    """Each prepared case's lesion mask as segment computes it (>= 0.5 inside the brain)."""
     from segkit.runtime.device import resolve_device
-    from segkit.tasks.ais_ncct.inference import predict_volume
-    from segkit.tasks.ais_ncct.intensity import resample_to_shape
-    from segkit.tasks.ais_ncct.pipeline import model_channels
+    from segkit.tasks.ais_ncct.inference import lesion_probability
 
     device = resolve_device(device)
     net.to(device)
-    for _, pre, label in held_out:
-        channels = model_channels(pre, card["spacing_mm"], card["normalisation"])
-        probability = predict_volume(net, channels, net.config.slice_size, net.config.depth, device)
-        probability = resample_to_shape(probability, label.shape, card["spacing_mm"], pre.spacing, order=1)
-        yield (probability >= 0.5) & pre.brain
+    for _, pre, _ in held_out:
+        yield (lesion_probability(net, pre, card, device) >= 0.5) & pre.brain
     net.to("cpu")
 
 
