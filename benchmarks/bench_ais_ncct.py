@@ -81,7 +81,8 @@ def proof(args) -> dict:
     test = prepare_cases(read_dataset(work / "test"), work / "cache")
     train = prepare_cases(read_dataset(work / "train"), work / "cache")
     results = {"sizes": {"train": args.train, "test": args.test, "shape": SHAPE, "fov_mm": FOV, "epochs": args.epochs,
-                         "iterations": args.iterations, "val_iterations": args.val_iterations, "patch": [args.side, args.side, args.depth], "batch": args.batch},
+                         "iterations": args.iterations, "val_iterations": args.val_iterations, "patch": [args.side, args.side, args.depth], "batch": args.batch,
+                         "learning_rate": args.learning_rate},
                "threshold": threshold_baseline(train, test)}
     for arm, mirror in (("aisct_sam", True), ("no_mirror_no_prompts", False)):
         if args.arm not in ("both", arm):
@@ -89,7 +90,7 @@ def proof(args) -> dict:
         started, cpu = time.time(), cpu_seconds()
         api.train("ais_ncct", data=work / "train", output=work / arm, epochs=args.epochs,
                   iterations_per_epoch=args.iterations, val_iterations_per_epoch=args.val_iterations, patch_side=args.side, patch_depth=args.depth,
-                  patches_per_batch=args.batch, spacing="native", mirror_channel=mirror, seed=0,
+                  patches_per_batch=args.batch, learning_rate=args.learning_rate, spacing="native", mirror_channel=mirror, seed=0,
                   say=lambda text: print(text, file=sys.stderr, flush=True))
         results[arm] = {**score_model(work / arm / "model", test), "wall_s": round(time.time() - started, 1),
                         "cpu_s": round(cpu_seconds() - cpu, 1)}
@@ -162,6 +163,7 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=32)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW peak learning rate (upstream 1e-4)")
     parser.add_argument("--shape", default="512,512,40")
     parser.add_argument("--inference", action="store_true", help="costs: also one sliding-window pass (slow on a CPU)")
     parser.add_argument("--arm", default="both", choices=("both", "aisct_sam", "no_mirror_no_prompts"),

@@ -168,10 +168,13 @@ def test_train_resume_and_the_package_segment_reads(tmp_path, segkit_home):
 
     write_head_ct_dataset(tmp_path / "data", range(3), shape=SHAPE, field_of_view_mm=FOV)
     options = dict(data=tmp_path / "data", output=tmp_path / "run", iterations_per_epoch=1, val_iterations_per_epoch=1,
-                   patch_side=32, patch_depth=4, patches_per_batch=1, spacing="native", pretrained_backbone=False, seed=0)
+                   patch_side=32, patch_depth=4, patches_per_batch=1, spacing="native", pretrained_backbone=False, seed=0,
+                   learning_rate=3e-4)
     api.train("ais_ncct", epochs=1, **options)
     (model_dir,) = (tmp_path / "run" / "nnunet" / "nnUNet_results").glob("*/AisctSamTrainer__nnUNetPlans__3d_fullres")
-    assert load_checkpoint(model_dir / "fold_0" / "checkpoint_final.pth")["current_epoch"] == 1
+    first = load_checkpoint(model_dir / "fold_0" / "checkpoint_final.pth")
+    # --learning-rate reaches nnU-Net's optimiser (through the plan), poly-decayed from there
+    assert first["current_epoch"] == 1 and first["logging"]["lrs"][0] == pytest.approx(3e-4)
     assert len(list((tmp_path / "run" / "mirror_cache").glob("*/info.json"))) == 3
     plans = json.loads((model_dir / "plans.json").read_text())
     planned = plans["configurations"]["3d_fullres"]
@@ -184,7 +187,7 @@ def test_train_resume_and_the_package_segment_reads(tmp_path, segkit_home):
     model = load_package(tmp_path / "run" / "model")
     card = model.card
     assert card["task"] == "ais_ncct" and card["training"]["epochs"] == 2
-    assert card["training"]["recipe"]["lr"] == 1e-4 and card["training"]["recipe"]["grad_clip"] == 12.0
+    assert card["training"]["recipe"]["lr"] == 3e-4 and card["training"]["recipe"]["grad_clip"] == 12.0
     # CT statistics from nnU-Net's fingerprint: the lesion voxels of every case, per channel (nnU-Net
     # draws 10000 of them per case with replacement, hence the tolerance; the brain's mean is 3-8 HU,
     # about one standard deviation, above the lesion's)

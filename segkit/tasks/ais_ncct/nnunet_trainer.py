@@ -5,7 +5,7 @@ The network is named in the plans (`architecture.network_class_name` = `nnunet_n
 settings in `arch_kwargs`), so nnU-Net's own `get_network_from_plans` builds it, in training and in
 nnU-Net's predictor. The trainer changes only the recipe:
 
-    AdamW, lr 1e-4, weight decay 3e-5 (trainable tensors only: the backbone is frozen), nnU-Net's
+    AdamW, lr from the plan (segkit's --learning-rate, upstream 1e-4), weight decay 3e-5 (trainable tensors only: the backbone is frozen), nnU-Net's
     poly schedule; Dice + CE weighted 0.5 / 0.5, Dice without the background; one output (no deep
     supervision); gradient clipping at 12 (nnU-Net's own train_step); mixed precision on CUDA
     (nnU-Net's autocast)
@@ -21,7 +21,7 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
 from segkit.engines.nnunet.trainer import SegkitTrainer
-from segkit.tasks.ais_ncct.train import LEARNING_RATE, LOSS_WEIGHTS, WEIGHT_DECAY
+from segkit.tasks.ais_ncct.train import LOSS_WEIGHTS, RECIPE_KEY, WEIGHT_DECAY
 
 
 class AisctSamTrainer(SegkitTrainer):
@@ -29,7 +29,7 @@ class AisctSamTrainer(SegkitTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = LEARNING_RATE
+        self.initial_lr = float(self.configuration_manager.configuration[RECIPE_KEY]["initial_lr"])
         self.weight_decay = WEIGHT_DECAY
         self.enable_deep_supervision = False  # AISCT-SAM's decoder has one output
 

@@ -24,8 +24,9 @@ DATASET_NAME = "Dataset502_AisNcct"
 TRAINER = "segkit.tasks.ais_ncct.nnunet_trainer:AisctSamTrainer"
 CONFIGURATION = "3d_fullres"
 ZIP_NAME = "ais_ncct_model.zip"
-# the METHODS recipe, applied by nnunet_trainer.AisctSamTrainer (gradient clipping at 12 is nnU-Net's own)
-LEARNING_RATE = 1e-4
+# the METHODS recipe, applied by nnunet_trainer.AisctSamTrainer (gradient clipping at 12 is nnU-Net's own);
+# the learning rate is --learning-rate (upstream 1e-4), carried to the trainer in the plan under RECIPE_KEY
+RECIPE_KEY = "segkit_recipe"
 WEIGHT_DECAY = 3e-5
 LOSS_WEIGHTS = (0.5, 0.5)  # (CE, Dice)
 
@@ -99,8 +100,8 @@ def network_settings(options, backbone: str) -> dict:
 
 def plan_overrides(options, network: dict, spacing) -> dict:
     """AISCT-SAM's settings in nnU-Net's 3d_fullres plan: patch (D, S, S), batch, the network, CT
-    normalisation of both channels, the model spacing as (S-I, R-L, A-P) when one is asked for, and no
-    transpose (the dataset's axes are already the network's)."""
+    normalisation of both channels, the model spacing as (S-I, R-L, A-P) when one is asked for, no
+    transpose (the dataset's axes are already the network's), and the learning rate for the trainer."""
     from segkit.tasks.ais_ncct.network import NNUNET_NETWORK
 
     configuration = {
@@ -110,6 +111,7 @@ def plan_overrides(options, network: dict, spacing) -> dict:
         "use_mask_for_norm": [False, False],
         "architecture": {"network_class_name": NNUNET_NETWORK, "_kw_requires_import": [],
                          "arch_kwargs": {**network, "pretrained": bool(options.pretrained_backbone)}},
+        RECIPE_KEY: {"initial_lr": options.learning_rate},
     }
     if spacing is not None:
         configuration["spacing"] = [spacing[2], spacing[0], spacing[1]]
@@ -185,7 +187,7 @@ def model_card(net, options, backbone_name: str, spacing, stats) -> dict:
     return {
         "network": net.config.to_dict(), "backbone": backbone, "spacing_mm": [float(s) for s in spacing],
         "normalisation": stats, "registration": REGISTRATION_VERSION,
-        "training": {"recipe": {"optimizer": "AdamW", "lr": LEARNING_RATE, "weight_decay": WEIGHT_DECAY,
+        "training": {"recipe": {"optimizer": "AdamW", "lr": options.learning_rate, "weight_decay": WEIGHT_DECAY,
                                 "schedule": "poly 0.9 (nnU-Net's)", "loss": f"{LOSS_WEIGHTS[0]} CE + {LOSS_WEIGHTS[1]} Dice",
                                 "grad_clip": 12.0,
                                 "loop": "nnU-Net v2 (nnUNetTrainer, segkit's AisctSamTrainer)"}},
