@@ -40,6 +40,12 @@ def window_option():
                        "bone | none. Default: soft-tissue for CT (--modality ct or a DICOM CT), none otherwise.")
 
 
+def learning_rate_option():
+    return option(1e-4, "--learning-rate", minimum=0.0,
+                  help="AdamW peak learning rate (1e-4, as both upstream recipes), then the task's schedule "
+                       "(brats_autosam2: one-cycle; ais_ncct: nnU-Net's poly decay).")
+
+
 def support_option():
     return option(None, "--support", kind=Path, reads_file=True, help="Support image with annotated slice(s).")
 

@@ -22,6 +22,10 @@ from torch import nn
 from segkit.tasks.ais_ncct.adapters import AdaptedBlock, LoRAQKV
 
 TAPS = (2, 5, 8)  # 0-based: the outputs of blocks 3, 6 and 9
+# TinyViT's patch embedding and conv stage see one slice at a time (no adapter there mixes slices):
+# they run this many slices at a time, since their intermediates are about 175 MB per 256x256 slice
+# (3.5 GB for a whole 20-slice window at once)
+STEM_SLICES = 4
 
 
 def _freeze(module: nn.Module) -> None:
@@ -112,7 +116,7 @@ class TinyViTBackbone(FrozenEncoderMixin):
             raise ValueError(f"TinyViT backbone needs square slices with a side divisible by 32, got {tuple(slices.shape[-2:])}")
         self._set_resolution(size)
         layers = self.encoder.layers
-        x = layers[0](self.encoder.patch_embed(slices))  # tokens at S/2
+        x = torch.cat([layers[0](self.encoder.patch_embed(part)) for part in slices.split(STEM_SLICES)])  # tokens at S/2
         grids, taps, index = [], [], 0
         for layer, stride in zip(layers[1:], (2, 4, 4)):
             grid = (size // stride, size // stride)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from segkit.tasks.common_options import data_option, iterations_option, model_option, val_iterations_option
+from segkit.tasks.common_options import data_option, iterations_option, learning_rate_option, model_option, val_iterations_option
 from segkit.tasks.options import TaskOptions, option
 
 BACKBONES = ("litemedsam", "sam_vit_b")
@@ -41,8 +41,7 @@ class TrainOptions(TaskOptions):
     patch_side: int = option(256, "--patch-side", minimum=32, help="Square in-plane patch side, a multiple of 32 (upstream 256).")
     patch_depth: int = option(20, "--patch-depth", minimum=3, help="Slices per patch (upstream 20).")
     patches_per_batch: int = option(2, "--patches-per-batch", minimum=1, help="Patches per batch (upstream 2).")
-    learning_rate: float = option(1e-4, "--learning-rate", minimum=0.0,
-                                  help="AdamW peak learning rate, poly-decayed (upstream 1e-4).")
+    learning_rate: float = learning_rate_option()
     spacing: str = option("0.4375,0.4375,3.0", "--spacing", kind=str,
                           help="Model voxel spacing in mm, R-L,A-P,S-I (upstream 0.4375,0.4375,3.0), or 'native'.")
     mirror_channel: bool = option(True, "--mirror-channel", negative="--no-mirror-channel",

@@ -22,14 +22,18 @@ class SpatialReconstruction(nn.Module):
         self.threshold = threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = self.norm(x)
+        # informative = where(w > t, 1, w) * x and redundant = where(w > t, 0, w) * x, computed without
+        # full-size ones/zeros or extra products: at stage 1 each such tensor is 32 x 20 x 256 x 256 floats (168 MB)
         gamma = self.norm.weight / self.norm.weight.abs().sum().clamp_min(1e-6)
-        weights = torch.sigmoid(normed * gamma.view(1, -1, 1, 1, 1))
-        informative = torch.where(weights > self.threshold, torch.ones_like(weights), weights) * x
-        redundant = torch.where(weights > self.threshold, torch.zeros_like(weights), weights) * x
-        a1, a2 = informative.chunk(2, dim=1)
-        b1, b2 = redundant.chunk(2, dim=1)
-        return torch.cat([a1 + b2, a2 + b1], dim=1)
+        weights = torch.sigmoid(self.norm(x) * gamma.view(1, -1, 1, 1, 1))
+        keep = weights > self.threshold
+        weighted = weights * x
+        del weights
+        informative = torch.where(keep, x, weighted)
+        redundant = weighted.masked_fill(keep, 0.0)
+        del weighted, keep
+        half = x.shape[1] // 2
+        return torch.cat([informative[:, :half] + redundant[:, half:], informative[:, half:] + redundant[:, :half]], dim=1)
 
 
 class ChannelReconstruction(nn.Module):
@@ -51,10 +55,12 @@ class ChannelReconstruction(nn.Module):
         up, low = self.squeeze_up(up), self.squeeze_low(low)
         rich = self.group_conv(up) + self.point_up(up)
         cheap = torch.cat([self.point_low(low), low], dim=1)
-        both = torch.cat([rich, cheap], dim=1)
-        weights = torch.softmax(both.mean(dim=(2, 3, 4), keepdim=True), dim=1)
-        first, second = (both * weights).chunk(2, dim=1)
-        return first + second
+        del up, low
+        # softmax over the 2C channel means of [rich, cheap], then the weighted halves summed (no 2C-wide copy)
+        weights = torch.softmax(torch.cat([rich.mean(dim=(2, 3, 4), keepdim=True),
+                                           cheap.mean(dim=(2, 3, 4), keepdim=True)], dim=1), dim=1)
+        rich_weight, cheap_weight = weights.chunk(2, dim=1)
+        return rich * rich_weight + cheap * cheap_weight
 
 
 class PromptStage(nn.Module):
@@ -84,7 +90,8 @@ class SelfPromptGenerator(nn.Module):
         return out
 
     def forward(self, ct: torch.Tensor, mirror: torch.Tensor):
-        """(B, 1, D, H, W) each -> (raw difference, [four stage-wise differences])."""
-        both = self.features(torch.cat([ct, mirror], dim=0))  # one pass, the same weights for both
-        half = ct.shape[0]
-        return ct - mirror, [f[:half] - f[half:] for f in both]
+        """(B, 1, D, H, W) each -> (raw difference, [four stage-wise differences]). The two volumes go
+        through the same weights one after the other (every norm is per sample), so the full-size
+        activations of only one are alive at a time."""
+        ct_features = self.features(ct)
+        return ct - mirror, [a - b for a, b in zip(ct_features, self.features(mirror))]

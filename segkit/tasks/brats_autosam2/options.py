@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from segkit.tasks.common_options import data_option, iterations_option, model_option, unet_width_option
+from segkit.tasks.common_options import data_option, iterations_option, learning_rate_option, model_option, unet_width_option
 from segkit.tasks.options import TaskOptions, option
 
 SAM_NAMES = ("litemedsam", "sam2.1-tiny", "sam2.1-small")
@@ -43,5 +43,5 @@ class TrainOptions(TaskOptions):
                                            help="Share of slices through SAM in training (method: 0.4; 0 trains the UNet alone).")
     unet_width: float = unet_width_option()
     patch_size: int = option(128, "--patch-size", kind=int, minimum=16, help="Cubic training crop, a multiple of 16.")
-    learning_rate: float = option(1e-4, "--learning-rate", minimum=0.0, help="AdamW peak learning rate (OneCycle).")
+    learning_rate: float = learning_rate_option()
     patience: int = option(10, "--patience", kind=int, minimum=1, help="Early stopping: epochs without a better validation Dice.")
