@@ -81,6 +81,33 @@ def test_self_prompt_generator_shares_weights_and_gives_five_differences():
     assert torch.count_nonzero(same_raw) == 0 and all(torch.count_nonzero(d) == 0 for d in same)
 
 
+def test_self_prompt_reconstruction_units_follow_their_definitions():
+    """SRU and CRU (Li et al., CVPR 2023) as written in the paper, against the memory-lean modules."""
+    from segkit.tasks.ais_ncct.prompts import ChannelReconstruction, SpatialReconstruction
+
+    torch.manual_seed(0)
+    sru, cru = SpatialReconstruction(8), ChannelReconstruction(8)
+    for parameter in list(sru.parameters()) + list(cru.parameters()):
+        parameter.data.normal_(0.0, 0.5)
+    x = torch.randn(2, 8, 3, 10, 10)
+    gamma = sru.norm.weight / sru.norm.weight.abs().sum()
+    w = torch.sigmoid(sru.norm(x) * gamma.view(1, -1, 1, 1, 1))
+    informative = torch.where(w > 0.5, torch.ones_like(w), w) * x
+    redundant = torch.where(w > 0.5, torch.zeros_like(w), w) * x
+    expected = torch.cat([informative[:, :4] + redundant[:, 4:], informative[:, 4:] + redundant[:, :4]], dim=1)
+    assert torch.allclose(sru(x), expected, atol=1e-6)
+    up, low = cru.squeeze_up(x[:, :4]), cru.squeeze_low(x[:, 4:])
+    both = torch.cat([cru.group_conv(up) + cru.point_up(up), cru.point_low(low), low], dim=1)
+    first, second = (both * torch.softmax(both.mean(dim=(2, 3, 4), keepdim=True), dim=1)).chunk(2, dim=1)
+    assert torch.allclose(cru(x), first + second, atol=1e-6)
+    # the generator runs CT and mirror one after the other: the same as one batch of both
+    generator = SelfPromptGenerator((8, 8, 8, 8))
+    ct, mirror = torch.randn(2, 1, 3, 32, 32), torch.randn(2, 1, 3, 32, 32)
+    batched = generator.features(torch.cat([ct, mirror]))
+    _, differences = generator(ct, mirror)
+    assert all(torch.allclose(d, f[:2] - f[2:], atol=1e-5) for d, f in zip(differences, batched))
+
+
 def test_tap_projection_and_decoder_shapes():
     assert TapProjection(768, 32, source=16, target=2)(torch.randn(1, 768, 2, 2, 2)).shape == (1, 32, 2, 16, 16)
     assert TapProjection(160, 128, source=4, target=16)(torch.randn(1, 160, 2, 16, 16)).shape == (1, 128, 2, 4, 4)
@@ -106,6 +133,22 @@ def test_tinyvit_backbone_frozen_with_adapters_in_every_block():
     assert [tuple(o.shape) for o in out] == [(4, 160, 8, 8), (4, 160, 8, 8), (4, 320, 8, 8), (4, 256, 8, 8)]
     with pytest.raises(ValueError, match="divisible by 32"):
         backbone(torch.randn(2, 3, 48, 48), depth=2)
+
+
+@pytest.mark.slow
+def test_tinyvit_stem_in_slice_groups_gives_the_whole_window_result(monkeypatch):
+    """The patch embedding and conv stage run a few slices at a time (memory): nothing there may mix
+    slices, so any grouping gives the same features."""
+    from segkit.tasks.ais_ncct import backbone as module
+
+    backbone = module.build_backbone("litemedsam", pretrained=False).eval()
+    slices = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        monkeypatch.setattr(module, "STEM_SLICES", 100)
+        whole = backbone(slices, depth=6)
+        monkeypatch.setattr(module, "STEM_SLICES", 4)
+        grouped = backbone(slices, depth=6)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(whole, grouped))
 
 
 def _is_adapter(parameter, backbone) -> bool:
