@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -145,11 +146,13 @@ def inference_cost(phantom, brain, stripped, mirror, spacing) -> dict:
         windows[:] = [total]
         print(f"window {done}/{total} {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
-    started, cpu = time.perf_counter(), time.process_time()
+    started, before = time.perf_counter(), os.times()
     predict_volume(net, channels, config.slice_size, config.depth, progress=progress)
+    after = os.times()
     return {"model_grid": list(channels.shape[1:]), "windows": windows[0], "threads": torch.get_num_threads(),
+            "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE"),
             "resample_s": round(resample_s, 2), "network_s": round(time.perf_counter() - started, 1),
-            "network_cpu_s": round(time.process_time() - cpu, 1)}
+            "network_user_s": round(after.user - before.user, 1), "network_kernel_s": round(after.system - before.system, 1)}
 
 
 def main() -> None:

@@ -26,9 +26,10 @@ def predict_volume(net, channels: np.ndarray, slice_size: int, depth: int, devic
     volume = np.transpose(channels, (0, 3, 1, 2))  # (C, Z, X, Y)
     target = (depth, slice_size, slice_size)
     pads = [(0, 0)] + [(0, max(0, t - n)) for t, n in zip(target, volume.shape[1:])]
-    padded = np.pad(volume, pads, mode="constant", constant_values=0.0)
+    # np.pad copies even when nothing is padded: a volume at least one patch large is used as it is
+    padded = np.pad(volume, pads, mode="constant", constant_values=0.0) if any(p for _, p in pads) else volume
     total = np.zeros(padded.shape[1:], dtype=np.float32)
-    count = np.zeros(padded.shape[1:], dtype=np.float32)
+    count = np.zeros(padded.shape[1:], dtype=np.uint8)  # windows per voxel: at most 3 per axis
     windows = [(z, x, y) for z in window_starts(padded.shape[1], depth)
                for x in window_starts(padded.shape[2], slice_size) for y in window_starts(padded.shape[3], slice_size)]
     for done, (z, x, y) in enumerate(windows, start=1):
@@ -37,10 +38,10 @@ def predict_volume(net, channels: np.ndarray, slice_size: int, depth: int, devic
             logits = net(torch.from_numpy(np.ascontiguousarray(patch[None])).to(device))
             probability = torch.softmax(logits.float(), dim=1)[0, 1].cpu().numpy()
         total[z:z + depth, x:x + slice_size, y:y + slice_size] += probability
-        count[z:z + depth, x:x + slice_size, y:y + slice_size] += 1.0
+        count[z:z + depth, x:x + slice_size, y:y + slice_size] += 1
         if progress is not None:
             progress(done, len(windows))
-    mean = total / np.maximum(count, 1.0)
+    mean = np.divide(total, np.maximum(count, 1), out=total)
     mean = mean[: volume.shape[1], : volume.shape[2], : volume.shape[3]]
     return np.transpose(mean, (1, 2, 0))
 
