@@ -5,10 +5,10 @@ The network is named in the plans (`architecture.network_class_name` = `nnunet_n
 settings in `arch_kwargs`), so nnU-Net's own `get_network_from_plans` builds it, in training and in
 nnU-Net's predictor. The trainer changes only the recipe:
 
-    AdamW, lr from the plan (segkit's --learning-rate, upstream 1e-4), weight decay 3e-5 (trainable tensors only: the backbone is frozen), nnU-Net's
-    poly schedule; Dice + CE weighted 0.5 / 0.5, Dice without the background; one output (no deep
-    supervision); gradient clipping at 12 (nnU-Net's own train_step); mixed precision on CUDA
-    (nnU-Net's autocast)
+    AdamW at the plan's learning rate (segkit's --learning-rate, upstream 1e-4), weight decay 3e-5
+    (trainable tensors only: the backbone is frozen), nnU-Net's poly schedule; Dice + CE weighted
+    0.5 / 0.5, Dice without the background; one output (no deep supervision); gradient clipping at
+    12 (nnU-Net's own train_step); mixed precision on CUDA (nnU-Net's autocast)
 
 Imported only inside nnU-Net's training worker process (it imports torch and nnunetv2).
 """
