@@ -131,14 +131,14 @@ def inference_cost(phantom, brain, stripped, mirror, spacing) -> dict:
 
     from segkit.tasks.ais_ncct.inference import predict_volume
     from segkit.tasks.ais_ncct.network import NetworkConfig, build_network
-    from segkit.tasks.ais_ncct.pipeline import CasePreprocessed, model_channels
+    from segkit.tasks.ais_ncct.pipeline import CasePreprocessed, model_channels, nonzero_box
 
     config = NetworkConfig()
     net = build_network(config).eval()
     stats = {"mean": 30.0, "std": 10.0, "percentile_00_5": 0.0, "percentile_99_5": 80.0}
     case = CasePreprocessed(phantom.ct, tuple(spacing), brain, stripped, mirror)
     started = time.perf_counter()
-    channels = model_channels(case, (0.4375, 0.4375, 3.0), [stats, stats])
+    channels = model_channels(case, nonzero_box(case), (0.4375, 0.4375, 3.0), [stats, stats])
     resample_s = time.perf_counter() - started
     windows = []
 

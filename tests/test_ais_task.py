@@ -131,6 +131,41 @@ def test_a_model_at_another_spacing_segments_in_the_input_grid(tmp_path):
     assert np.asarray(seg.dataobj)[~brain].sum() == 0
 
 
+def test_inference_works_on_the_brain_box_as_nnunet_trained_on_it():
+    """lesion_probability crops both channels to the brain's box (nnU-Net's crop_to_nonzero) before it
+    normalises, so the windows hold the box and zero padding, never the normalised 0 HU around the
+    head; the probability is the network's inside the box and 0 outside it."""
+    import torch
+
+    from segkit.tasks.ais_ncct.inference import lesion_probability
+    from segkit.tasks.ais_ncct.intensity import CTStats, normalise_ct
+    from segkit.tasks.ais_ncct.pipeline import CasePreprocessed
+
+    seen = []
+
+    class EchoChannelZero(torch.nn.Module):  # lesion logit = channel 0, background logit 0
+        def forward(self, x):
+            seen.append(x.clone())
+            return torch.stack([torch.zeros_like(x[:, 0]), x[:, 0]], dim=1)
+
+    rng = np.random.default_rng(0)
+    brain = np.zeros((20, 18, 6), dtype=bool)
+    box = (slice(5, 12), slice(4, 15), slice(1, 5))
+    brain[box] = True
+    stripped = np.where(brain, rng.normal(30.0, 5.0, brain.shape), 0.0).astype(np.float32)
+    case = CasePreprocessed(stripped, (1.0, 1.0, 1.0), brain, stripped, stripped[::-1].copy() * brain)
+    stats = {"mean": 30.0, "std": 5.0, "percentile_00_5": 15.0, "percentile_99_5": 45.0}
+    card = {"spacing_mm": None, "normalisation": [stats, stats], "network": {"slice_size": 16, "depth": 4}}
+    probability = lesion_probability(EchoChannelZero(), case, card)
+    normalised = normalise_ct(stripped[box], CTStats.from_dict(stats))
+    np.testing.assert_allclose(probability[box], 1.0 / (1.0 + np.exp(-normalised)), rtol=1e-5)
+    outside = np.ones(brain.shape, dtype=bool)
+    outside[box] = False
+    assert not probability[outside].any()
+    (window,) = seen  # one 4x16x16 window over the 4x7x11 box: the rest of it is padding, all zeros
+    assert window.shape == (1, 2, 4, 16, 16) and not window[:, :, :, 7:, :].any() and not window[:, :, :, :, 11:].any()
+
+
 def test_mirror_is_registered_once_per_case(tmp_path):
     from segkit.tasks.ais_ncct.pipeline import preprocess_case
 
@@ -199,6 +234,17 @@ def test_train_resume_and_the_package_segment_reads(tmp_path, segkit_home):
         assert abs(card["normalisation"][channel]["mean"] - lesion.mean()) < 0.1 * lesion.std()
     # (the mirror's lesion voxels are heavy-tailed where it carries bone: its sampled deviation varies)
     assert card["normalisation"][0]["std"] == pytest.approx(lesion_std(prepared), rel=0.1)
+    # what segment feeds the network is what nnU-Net trained on: the brain's box of both channels,
+    # normalised with the package's statistics (outside the box training saw zero padding)
+    import blosc2
+
+    from segkit.tasks.ais_ncct.pipeline import model_channels, nonzero_box
+
+    preprocessed = tmp_path / "run" / "nnunet" / "nnUNet_preprocessed" / "Dataset502_AisNcct" / "nnUNetPlans_3d_fullres"
+    for case, pre, _ in prepared:
+        trained_on = blosc2.open(str(preprocessed / f"{case}.b2nd"), mode="r")[:]
+        channels = model_channels(pre, nonzero_box(pre), None, card["normalisation"])
+        np.testing.assert_allclose(np.transpose(channels, (0, 3, 1, 2)), trained_on, atol=1e-5)
     # nnU-Net's (S-I, R-L, A-P) spacing comes back as segkit's (R-L, A-P, S-I): the phantoms' own
     assert card["spacing_mm"] == pytest.approx([FOV[0] / SHAPE[0], FOV[1] / SHAPE[1], FOV[2] / SHAPE[2]])
     # the zip beside the package installs with --custom-url (not in place of the SAM ViT-B backbone

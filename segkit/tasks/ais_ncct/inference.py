@@ -47,16 +47,21 @@ def predict_volume(net, channels: np.ndarray, slice_size: int, depth: int, devic
 
 
 def lesion_probability(net, case, card: dict, device: str = "cpu", progress=None) -> np.ndarray:
-    """A preprocessed case's lesion probability on its own grid: both channels at the model's spacing
-    with the package's CT statistics, the sliding window, then back onto the case's grid the way
-    nnU-Net exports probabilities (shared by `segment` and training's validation)."""
+    """A preprocessed case's lesion probability on its own grid, the way nnU-Net predicts (shared by
+    `segment` and training's validation): the brain's box of both channels, normalised with the
+    package's CT statistics and resampled to the model's spacing, the sliding window, the
+    probability resampled back onto the box and 0 outside it."""
     from segkit.tasks.ais_ncct.intensity import resample_to_shape
-    from segkit.tasks.ais_ncct.pipeline import model_channels
+    from segkit.tasks.ais_ncct.pipeline import model_channels, nonzero_box
 
     target = card.get("spacing_mm")
-    channels = model_channels(case, target, card["normalisation"])
+    box = nonzero_box(case)
+    channels = model_channels(case, box, target, card["normalisation"])
     network = card["network"]
     probability = predict_volume(net, channels, int(network["slice_size"]), int(network["depth"]), device, progress)
-    if target is None:
-        return probability
-    return resample_to_shape(probability, case.brain.shape, target, case.spacing, order=1)
+    if target is not None:
+        box_shape = tuple(s.stop - s.start for s in box)
+        probability = resample_to_shape(probability, box_shape, target, case.spacing, order=1)
+    whole = np.zeros(case.brain.shape, dtype=np.float32)
+    whole[box] = probability
+    return whole

@@ -1,7 +1,8 @@
 """One case from HU to the network's two channels, shared by `segment` and `train`:
 
     HU (RAS) -> brain mask (strip_skull) -> skull-stripped CT -> registered mirror (flip_register,
-    cached per case) -> both resampled to the model spacing -> nnU-Net CT normalisation per channel
+    cached per case) -> both cropped to the brain's box, given nnU-Net's CT normalisation per channel
+    and resampled to the model spacing (nnU-Net's preprocessing, in its order)
 
 The registered mirror is cached under SEGKIT_HOME/cache/ais_ncct/mirror/<key>/, the key being the
 sha256 of the stripped CT's bytes, its spacing and the registration settings: the same case is
@@ -92,15 +93,32 @@ def preprocess_case(hu: np.ndarray, spacing, cache_dir: Path | None = None) -> C
     return CasePreprocessed(hu, spacing, brain, stripped, mirror, info)
 
 
-def model_channels(case: CasePreprocessed, target_spacing, stats: list[dict]) -> np.ndarray:
-    """(2, X, Y, Z) float32 at the model spacing (None: the case's own), each channel normalised."""
+def nonzero_box(case: CasePreprocessed) -> tuple[slice, slice, slice]:
+    """The box nnU-Net crops every case to before anything else (`crop_to_nonzero`): the voxels that are
+    non-zero in either channel, i.e. the brain. Training patches that reach past it are padded with
+    zeros (the normalised mean), so the network never saw the normalised 0 HU that lies around the
+    head outside the box; inference works on the same box."""
+    nonzero = (case.stripped != 0) | (case.mirror != 0)
+    if not nonzero.any():
+        return tuple(slice(0, n) for n in nonzero.shape)
+    box = []
+    for axis in range(3):
+        present = np.flatnonzero(nonzero.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
+def model_channels(case: CasePreprocessed, box, target_spacing, stats: list[dict]) -> np.ndarray:
+    """(2, X, Y, Z) float32: the box of both channels, each normalised, then resampled to the model
+    spacing (None: the case's own) in nnU-Net's order (crop, normalise, resample)."""
     from segkit.tasks.ais_ncct.intensity import CTStats, normalise_ct, resample_to_spacing
 
     channels = []
     for array, channel_stats in zip((case.stripped, case.mirror), stats):
+        array = normalise_ct(array[box], CTStats.from_dict(channel_stats))
         if target_spacing is not None:
             array = resample_to_spacing(array, case.spacing, target_spacing, order=3)
-        channels.append(normalise_ct(array, CTStats.from_dict(channel_stats)))
+        channels.append(array)
     return np.stack(channels)
 
 
