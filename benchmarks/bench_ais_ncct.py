@@ -129,7 +129,7 @@ def inference_cost(phantom, brain, stripped, mirror, spacing) -> dict:
     its weights, so its trained additions are left at their initialisation."""
     import torch
 
-    from segkit.tasks.ais_ncct.inference import predict_volume
+    from segkit.tasks.ais_ncct.inference import lesion_margin
     from segkit.tasks.ais_ncct.network import NetworkConfig, build_network
     from segkit.tasks.ais_ncct.pipeline import CasePreprocessed, model_channels, nonzero_box
 
@@ -147,7 +147,7 @@ def inference_cost(phantom, brain, stripped, mirror, spacing) -> dict:
         print(f"window {done}/{total} {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
     started, before = time.perf_counter(), os.times()
-    predict_volume(net, channels, config.slice_size, config.depth, progress=progress)
+    lesion_margin(net, channels, config.slice_size, config.depth, progress=progress)
     after = os.times()
     return {"model_grid": list(channels.shape[1:]), "windows": windows[0], "threads": torch.get_num_threads(),
             "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE"),
