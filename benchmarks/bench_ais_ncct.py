@@ -76,7 +76,8 @@ def proof(args) -> dict:
     from segkit.phantoms.head_ct import write_head_ct_dataset
     from segkit.tasks.ais_ncct.dataset import prepare_cases, read_dataset
 
-    work = Path(tempfile.mkdtemp(prefix="ais_proof_"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="ais_proof_"))
+    print(f"proof folder (phantoms, runs, models): {work}", file=sys.stderr, flush=True)
     write_head_ct_dataset(work / "train", range(args.train), shape=SHAPE, field_of_view_mm=FOV)
     write_head_ct_dataset(work / "test", range(1000, 1000 + args.test), shape=SHAPE, field_of_view_mm=FOV)
     test = prepare_cases(read_dataset(work / "test"), work / "cache")
@@ -169,6 +170,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW peak learning rate (upstream 1e-4)")
     parser.add_argument("--shape", default="512,512,40")
     parser.add_argument("--inference", action="store_true", help="costs: also one sliding-window pass (slow on a CPU)")
+    parser.add_argument("--work", help="proof: the folder for phantoms, runs and models (default: a new temporary one)")
     parser.add_argument("--arm", default="both", choices=("both", "aisct_sam", "no_mirror_no_prompts"),
                         help="train one arm only (two processes, one per core, run both arms in half the time)")
     args = parser.parse_args()
