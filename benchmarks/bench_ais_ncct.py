@@ -1,7 +1,7 @@
 """ais_ncct (AISCT-SAM) on head CT phantoms: the reduced CPU training proof with its ablation and a
 HU-threshold baseline, and the per-volume costs of each stage.
 
-    .venv/bin/python benchmarks/bench_ais_ncct.py proof [--train 8 --test 6 --epochs 6 --iterations 20] [--arm aisct_sam]
+    .venv/bin/python benchmarks/bench_ais_ncct.py proof [--train 24 --test 6 --epochs 40 --iterations 50 --learning-rate 3e-4] [--arm aisct_sam]
     .venv/bin/python benchmarks/bench_ais_ncct.py costs [--shape 512,512,40] [--inference]
 
 proof: AISCT-SAM (embedded LiteMedSAM backbone, mirror channel + self-prompts) and the same network
