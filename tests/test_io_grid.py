@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from segkit.errors import ImageError, SegkitError
-from segkit.io.grid import GRID_TOLERANCE_MM, check_same_grid, same_grid
+from segkit.io.grid import GRID_TOLERANCE_MM, check_same_grid, mask_box, same_grid
 from segkit.io.image import Image
 
 
@@ -49,3 +49,11 @@ def test_callers_choose_the_error_type_and_may_leave_the_role_out():
 
     with pytest.raises(PromptError, match=r"^b.nii.gz: affine differs from the reference a.nii.gz; resample it"):
         check_same_grid(_image(shift=1.0, name="b.nii.gz"), _image(), "", error=PromptError)
+
+
+def test_mask_box_is_the_smallest_box_holding_every_voxel():
+    mask = np.zeros((7, 6, 5), dtype=np.uint8)
+    mask[2, 1, 4] = mask[5, 3, 0] = 1
+    assert mask_box(mask) == (slice(2, 6), slice(1, 4), slice(0, 5))
+    assert mask[mask_box(mask)].sum() == mask.sum()
+    assert mask_box(np.zeros((3, 3), dtype=bool)) is None

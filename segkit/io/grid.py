@@ -1,4 +1,5 @@
 """Do two images share one voxel grid? The one check (and the one tolerance) every command uses.
+Also the box of a mask's voxels on its grid (mask_box), which several steps crop to.
 
 Two images share a grid when their (spatial) shapes are equal and their affines agree entry by
 entry to within GRID_TOLERANCE_MM. The tolerance is absolute: headers store affines as float32,
@@ -13,6 +14,18 @@ import numpy as np
 from segkit.errors import ImageError
 
 GRID_TOLERANCE_MM = 1e-3
+
+
+def mask_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box (one slice per axis) that holds every non-zero voxel of `mask`; None when it
+    has none. One any() per axis: no index arrays of every voxel."""
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 def affine_difference_mm(image, reference) -> float:

@@ -84,15 +84,12 @@ def surface_distances(ref: np.ndarray, pred: np.ndarray, spacing, definition: st
 
 def _bounding_box(mask: np.ndarray):
     """(lo, hi) inclusive voxel bounds of a mask, or None when it is empty."""
-    lo, hi = [], []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=others))
-        if hits.size == 0:
-            return None
-        lo.append(int(hits[0]))
-        hi.append(int(hits[-1]))
-    return np.array(lo), np.array(hi)
+    from segkit.io.grid import mask_box
+
+    box = mask_box(mask)
+    if box is None:
+        return None
+    return np.array([s.start for s in box]), np.array([s.stop - 1 for s in box])
 
 
 def _surface_points(mask, box, origin, find_surface, spacing):

@@ -98,14 +98,10 @@ def nonzero_box(case: CasePreprocessed) -> tuple[slice, slice, slice]:
     non-zero in either channel, i.e. the brain. Training patches that reach past it are padded with
     zeros (the normalised mean), so the network never saw the normalised 0 HU that lies around the
     head outside the box; inference works on the same box."""
+    from segkit.io.grid import mask_box
+
     nonzero = (case.stripped != 0) | (case.mirror != 0)
-    if not nonzero.any():
-        return tuple(slice(0, n) for n in nonzero.shape)
-    box = []
-    for axis in range(3):
-        present = np.flatnonzero(nonzero.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
+    return mask_box(nonzero) or tuple(slice(0, n) for n in nonzero.shape)
 
 
 def model_channels(case: CasePreprocessed, box, target_spacing, stats: list[dict]) -> np.ndarray:

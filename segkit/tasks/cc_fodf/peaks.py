@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from segkit.errors import ImageError
+from segkit.io.grid import mask_box
 from segkit.io.image import Image
 from segkit.tasks.cc_fodf.dwi import (
     MIN_DW_DIRECTIONS,
@@ -97,7 +98,7 @@ def compute_peaks(
     data, gradients, shell = _single_shell_data(dwi, bvals, bvecs, bvecs_frame)
     gtab = _gradient_table(gradients)
     brain = _brain_mask(data, gtab, mask, dwi)
-    box = _bounding_box(brain)
+    box = mask_box(brain)  # not empty: _brain_mask refuses an empty mask
     cropped, cropped_brain = data[box], brain[box]
     del data  # keep only the cropped copy alive during the fit
     n_dirs = count_unique_directions(gradients.bvecs[~gradients.is_b0])
@@ -170,11 +171,6 @@ def _brain_mask(data: np.ndarray, gtab, mask, dwi: Image) -> np.ndarray:
     if not brain.any():
         raise ImageError(f"{dwi.path}: the brain mask is empty; give a mask with --mask")
     return brain.astype(bool)
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    nonzero = np.nonzero(mask)
-    return tuple(slice(int(axis.min()), int(axis.max()) + 1) for axis in nonzero)
 
 
 def _estimate_response(gtab, data: np.ndarray, brain: np.ndarray, dwi: Image):
