@@ -59,14 +59,16 @@ def test_onnx_export_is_cached_atomically_and_reused(net, weights, onnx_cache):
     assert first.onnx_path.parent == onnx_cache
     second = OnnxEncoder(net, weights, "cpu", onnx_cache)
     assert second.onnx_path == first.onnx_path and second.onnx_path.stat().st_mtime_ns == stamp
-    assert [p.name for p in onnx_cache.iterdir()] == [first.onnx_path.name]  # no temporary leftovers
+    names = sorted(p.name for p in onnx_cache.iterdir())
+    assert names == [first.onnx_path.name, first.onnx_path.name + ".json"]  # the export, its manifest, no temporaries
     assert first.onnx_path.name.startswith("litemedsam_encoder_79d8c9dca6db4d69")  # keyed by the sha256
 
 
 @pytest.mark.slow
 def test_a_corrupt_cache_file_is_rebuilt(net, weights, onnx_cache, tmp_path):
     good = OnnxEncoder(net, weights, "cpu", onnx_cache).onnx_path
-    (tmp_path / good.name).write_bytes(good.read_bytes()[:1000])  # a truncated export
+    (tmp_path / good.name).write_bytes(good.read_bytes()[:1000])  # a truncated export beside a valid manifest
+    (tmp_path / (good.name + ".json")).write_bytes((good.parent / (good.name + ".json")).read_bytes())
     rebuilt = OnnxEncoder(net, weights, "cpu", tmp_path)
     tensor = np.zeros((1, 3, 256, 256), np.float32)
     assert rebuilt(tensor).shape == (1, 256, 64, 64)
@@ -93,7 +95,7 @@ def test_concurrent_exports_leave_one_valid_file(tmp_path):
     outputs = [run.communicate(timeout=300) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
     files = sorted(os.listdir(tmp_path))
-    assert len(files) == 1 and files[0].endswith(".onnx")
+    assert len(files) == 2 and files[0].endswith(".onnx") and files[1] == files[0] + ".json"
     import onnx
 
     onnx.checker.check_model(str(tmp_path / files[0]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -54,29 +53,20 @@ class TorchEncoder:
 
 
 class OnnxEncoder:
-    """The image encoder through ONNX Runtime, from an export cached by weights sha256."""
+    """The image encoder through ONNX Runtime, from a checked export cached by weights sha256."""
 
     name = "onnx"
 
     def __init__(self, net, weights_path: Path | str, device: str, cache_dir: Path | str | None = None, *,
                  model_name: str = "litemedsam", input_size: int = 256):
-        import torch
-
         from segkit.registry.fetch import sha256_cached
-        from segkit.runtime.onnx_backend import ONNX_OPSET, cached_onnx_module
+        from segkit.runtime.onnx_backend import OnnxExport, cached_export
 
         self.device = device
-        key = sha256_cached(weights_path)[:16]  # the hash the store verified (same cache): the export follows the weights
-        filename = f"{model_name}_encoder_{key}_opset{ONNX_OPSET}.onnx"
-        example = torch.zeros(1, 3, input_size, input_size)
-        encoder_on_cpu = lambda: _cpu_copy(net.image_encoder)  # noqa: E731 - export traces on the CPU
+        # the hash the store verified (same cache): the export follows the weights
+        export = OnnxExport(f"{model_name}_encoder", sha256_cached(weights_path), (1, 3, input_size, input_size))
         folder = Path(cache_dir) if cache_dir is not None else default_onnx_cache_dir(weights_path)
-        try:
-            self.module = cached_onnx_module(encoder_on_cpu, example, folder / filename, device)
-        except OSError as exc:  # a read-only weights folder: export for this run only
-            log.warning("cannot cache the ONNX encoder in %s (%s); exporting to a temporary folder", folder, exc)
-            self._tmp = tempfile.TemporaryDirectory(prefix="segkit-onnx-")
-            self.module = cached_onnx_module(encoder_on_cpu, example, Path(self._tmp.name) / filename, device)
+        self.module = cached_export(lambda: _cpu_copy(net.image_encoder), export, folder, device)
         self.onnx_path = self.module.path
 
     def __call__(self, image: np.ndarray):
@@ -93,7 +83,11 @@ def _cpu_copy(module):
 
 def make_encoder(net, weights_path, device: str, backend: str, cache_dir=None, *, model_name: str = "litemedsam",
                  input_size: int = 256):
+    from segkit.runtime.onnx_backend import onnx_or_torch
+
     chosen = choose_backend(backend, device)
     if chosen == "onnx":
-        return OnnxEncoder(net, weights_path, device, cache_dir, model_name=model_name, input_size=input_size)
+        return onnx_or_torch(lambda: OnnxEncoder(net, weights_path, device, cache_dir, model_name=model_name,
+                                                 input_size=input_size),
+                             lambda: TorchEncoder(net, device), backend)
     return TorchEncoder(net, device)

@@ -1,18 +1,62 @@
-"""Run a torch module's forward through ONNX Runtime, exported once and cached on disk.
+"""Run a torch module's forward through ONNX Runtime, exported once, checked, and cached on disk.
 
-The cache file is named by the caller's key (for LiteMedSAM: the weights' sha256) and written
-atomically (segkit.io.writer.atomic_output), so a reader sees either no file or a complete one.
-Processes that race both export and the last rename wins with an identical graph; a file that
-fails to load (e.g. truncated by a crash of an older version) is re-exported.
+A cached export is named by everything that decides its graph (`OnnxExport`: the source weights'
+sha256, the input shape, the precision, the opset and the exporting torch version) and has a
+manifest beside it (`<file>.json`) that repeats them, records the file's own sha256 and how far
+ONNX Runtime's outputs were from the module's at export (max abs difference per output, on a
+seeded random input). An export whose outputs disagree beyond the tolerance is not kept.
+Both files are written atomically (segkit.io.writer): a reader sees either no file or a complete
+one. Processes that race both export, and the last rename wins with an identical graph; a file
+that fails to load, or does not match its manifest, is exported again.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
+from segkit.errors import SegkitError
+
+log = logging.getLogger(__name__)
+
 ONNX_OPSET = 17
+# |onnx - torch| <= ATOL + RTOL * max|torch| per output: float32 reorderings stay far below it (1e-7 to 1e-4
+# measured on the LiteMedSAM, SAM 2.1 and nnU-Net networks); a wrong graph does not
+EXPORT_ATOL = 1e-3
+EXPORT_RTOL = 1e-3
+
+
+class OnnxMismatchError(SegkitError):
+    """The export's outputs differ from the module's: the graph is not the network."""
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """What an export is keyed by: its file name holds each part, its manifest repeats them."""
+
+    name: str  # what is exported, e.g. "litemedsam_encoder"
+    source_sha256: str  # of the weights it was exported from
+    input_shape: tuple[int, ...]
+    precision: str = "fp32"
+
+    @property
+    def filename(self) -> str:
+        shape = "x".join(str(n) for n in self.input_shape)
+        torch_version = version("torch").split("+")[0]
+        return f"{self.name}_{self.source_sha256[:16]}_{shape}_{self.precision}_opset{ONNX_OPSET}_torch{torch_version}.onnx"
+
+    def manifest(self) -> dict:
+        import onnxruntime  # the distribution is onnxruntime or onnxruntime-gpu: ask the module
+
+        return {"name": self.name, "source_sha256": self.source_sha256, "input_shape": list(self.input_shape),
+                "precision": self.precision, "opset": ONNX_OPSET, "torch": version("torch"),
+                "onnxruntime": onnxruntime.__version__}
 
 
 def onnxruntime_available() -> bool:
@@ -23,7 +67,7 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def export_onnx(module, example_input, path: Path) -> None:
+def export_onnx(module, example_input, path: Path, output_names=("output",)) -> None:
     """Export `module` (eval mode) for a fixed input shape, atomically, to `path`.
 
     torch 2.x keeps the TorchScript-based exporter behind ``dynamo=False``; it works offline and
@@ -37,11 +81,13 @@ def export_onnx(module, example_input, path: Path) -> None:
     from segkit.io.writer import atomic_output
 
     # The tracer warns about Python-int shape reads that are fixed for a fixed input size.
+    if isinstance(example_input, np.ndarray):
+        example_input = torch.from_numpy(example_input)
     with atomic_output(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module, (example_input,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=["input"], output_names=["output"],
+            input_names=["input"], output_names=list(output_names),
         )
 
 
@@ -58,7 +104,7 @@ def onnx_providers(device: str) -> list[str]:
 class OnnxModule:
     """Callable numpy-in, numpy-out wrapper around an ONNX Runtime session of a cached export."""
 
-    def __init__(self, path: Path, device: str = "cpu"):
+    def __init__(self, path: Path, device: str = "cpu", manifest: dict | None = None):
         import onnxruntime as ort
 
         from segkit.runtime.device import requested_threads
@@ -82,18 +128,105 @@ class OnnxModule:
         )
         self.input_name = self.session.get_inputs()[0].name
         self.path = Path(path)
+        self.manifest = manifest or {}
+
+    def run_all(self, array: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(array, dtype=np.float32)})
 
     def __call__(self, array: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(array, dtype=np.float32)})[0]
+        return self.run_all(array)[0]
 
 
-def cached_onnx_module(module_factory, example_input, cache_path: Path, device: str = "cpu") -> OnnxModule:
-    """Load the ONNX export at cache_path, exporting `module_factory()` first when absent or broken."""
-    cache_path = Path(cache_path)
-    if cache_path.exists():
-        try:
-            return OnnxModule(cache_path, device)
-        except Exception:  # a damaged cache file is rebuilt rather than reported
-            pass
-    export_onnx(module_factory(), example_input, cache_path)
-    return OnnxModule(cache_path, device)
+def cached_onnx_module(module_factory, export: OnnxExport, folder: Path, device: str = "cpu",
+                       output_names=("output",)) -> OnnxModule:
+    """The checked export of `module_factory()` in `folder`, exporting and checking it first when
+    it is absent, damaged, or not the file its manifest describes."""
+    path = Path(folder) / export.filename
+    module = _load_cached(path, export, device)
+    if module is not None:
+        return module
+    net = module_factory()
+    example = validation_input(export.input_shape)
+    export_onnx(net, example, path, output_names)
+    try:
+        differences = _compare_with_module(net, path, example)
+    except OnnxMismatchError:
+        path.unlink(missing_ok=True)
+        raise
+    manifest = {**export.manifest(), "onnx_sha256": _sha256(path), "validation": {
+        "input": "standard normal, seed 0", "max_abs_diff": differences,
+        "tolerance": f"{EXPORT_ATOL} + {EXPORT_RTOL} * max|torch output|"}}
+    from segkit.io.writer import atomic_write_text
+
+    atomic_write_text(_manifest_path(path), json.dumps(manifest, indent=2) + "\n")
+    log.info("exported %s (max |onnx - torch| %s)", path.name, differences)
+    return OnnxModule(path, device, manifest)
+
+
+def cached_export(module_factory, export, folder: Path, device: str, output_names=("output",)):
+    """cached_onnx_module in `folder`, or in a temporary folder for this process when `folder` is
+    read-only (an installed model's folder may be)."""
+    try:
+        return cached_onnx_module(module_factory, export, folder, device, output_names)
+    except OSError as exc:
+        log.warning("cannot cache the ONNX export in %s (%s); exporting to a temporary folder", folder, exc)
+        scratch = tempfile.TemporaryDirectory(prefix="segkit-onnx-")  # removed when the module goes
+        module = cached_onnx_module(module_factory, export, Path(scratch.name), device, output_names)
+        module.scratch = scratch
+        return module
+
+
+def onnx_or_torch(make_onnx, make_torch, backend: str):
+    """The ONNX backend; with --backend auto, torch when the export does not match the network
+    (an explicit --backend onnx reports it instead)."""
+    try:
+        return make_onnx()
+    except OnnxMismatchError as exc:
+        if backend != "auto":
+            raise
+        log.warning("%s; using torch", exc)
+        return make_torch()
+
+
+def validation_input(shape) -> np.ndarray:
+    """Network inputs here are normalised images: a seeded standard normal exercises every path."""
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def _load_cached(path: Path, export: OnnxExport, device: str) -> OnnxModule | None:
+    manifest_path = _manifest_path(path)
+    if not (path.exists() and manifest_path.exists()):
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("source_sha256") != export.source_sha256 or manifest.get("onnx_sha256") != _sha256(path):
+            return None
+        return OnnxModule(path, device, manifest)
+    except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt rather than reported
+        return None
+
+
+def _compare_with_module(net, path: Path, example: np.ndarray) -> list[float]:
+    """Max |onnx - torch| per output on `example`; OnnxMismatchError beyond the tolerance."""
+    import torch
+
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(example))
+    expected = [t.float().numpy() for t in (expected if isinstance(expected, (tuple, list)) else [expected])]
+    got = OnnxModule(path, "cpu").run_all(example)
+    differences = [float(np.max(np.abs(g - e))) for g, e in zip(got, expected)]
+    for diff, reference in zip(differences, expected):
+        if not diff <= EXPORT_ATOL + EXPORT_RTOL * float(np.max(np.abs(reference))):
+            raise OnnxMismatchError(f"{path.name}: the ONNX export differs from the network by {diff:.3g} "
+                                    f"(max abs); use --backend torch")
+    return differences
+
+
+def _manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _sha256(path: Path) -> str:
+    from segkit.registry.fetch import sha256_cached
+
+    return sha256_cached(path)
