@@ -46,22 +46,30 @@ def propagator():
     return Sam2Propagator(predictor, "cpu")
 
 
-@pytest.mark.slow
-def test_sam2_records_iou_per_frame_and_object_and_outputs_land_in_the_target_grid(propagator):
+def support_and_target():
+    """A support subject with its middle slice annotated, and another subject placed elsewhere,
+    stored LAS (first axis toward Left), 3 axial slices."""
     from segkit.phantoms.lumbar import Pose, make_lumbar_phantom, single_slice_support
-    from segkit.tasks.lpm_nnsam2.fewshot import prepare_support, pseudo_label
-    from segkit.tasks.lpm_nnsam2.sequence import SUPPORT, TARGET
+    from segkit.tasks.lpm_nnsam2.fewshot import prepare_support
 
     support = make_lumbar_phantom(0, shape=(40, 32, 3), spacing=(3.0, 3.0, 4.0))
     mask = single_slice_support(support.labels, 1)
     prepared = prepare_support(Image(support.ct, support.affine, "s.nii.gz"), Image(mask, support.affine, "m.nii.gz"), [1])
-    # target: another subject placed elsewhere, stored LAS (first axis toward Left), 3 axial slices
     phantom = make_lumbar_phantom(5, shape=(40, 32, 3), spacing=(3.0, 3.0, 4.0), pose=Pose((6.0, -6.0), 5.0, 1.1))
     data = phantom.ct[::-1].copy()
     affine = phantom.affine.copy()
     affine[:, 0] = -affine[:, 0]
     affine[0, 3] = phantom.affine[0, 3] + phantom.affine[0, 0] * (data.shape[0] - 1)
     target = Image(data=data, affine=affine, path="target.nii.gz")
+    return prepared, target
+
+
+@pytest.mark.slow
+def test_sam2_records_iou_per_frame_and_object_and_outputs_land_in_the_target_grid(propagator):
+    from segkit.tasks.lpm_nnsam2.fewshot import pseudo_label
+    from segkit.tasks.lpm_nnsam2.sequence import SUPPORT, TARGET
+
+    prepared, target = support_and_target()
     result = pseudo_label(target, prepared, propagator)
     propagation = result.propagation
     # upstream's interleaving: every target frame follows a mask-prompted support frame
@@ -73,11 +81,39 @@ def test_sam2_records_iou_per_frame_and_object_and_outputs_land_in_the_target_gr
         else:
             assert 0.0 < value <= 1.0  # recorded from the IoU head (never left at the default 0)
     assert propagation.scores.shape == (3, 2) and (propagation.scores > 0).all()
-    assert result.labels.shape == data.shape and result.labels.dtype == np.uint8
+    assert result.labels.shape == target.data.shape and result.labels.dtype == np.uint8
     assert set(np.unique(result.labels)) <= {0, 1, 2}
     rows = result.table_rows()
     assert [r["file_index"] for r in rows] == [0, 1, 2] and all(r["file_axis"] == 2 for r in rows)
     assert {"agree_lpm_right", "area_jump_lpm_left", "centroid_jump_mm_lpm_right", "failed_lpm_left"} <= set(rows[0])
+
+
+@pytest.mark.slow
+def test_onnx_image_features_propagate_as_torch_does(tmp_path):
+    """--backend onnx: SAM 2.1's image features from a checked export cached beside the checkpoint."""
+    import json
+
+    import torch
+
+    from segkit.tasks.lpm_nnsam2.fewshot import pseudo_label
+    from segkit.tasks.lpm_nnsam2.sam2_propagator import Sam2Propagator, build_recording_predictor
+
+    config = "configs/sam2.1/sam2.1_hiera_t.yaml"
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": build_recording_predictor(config, None, "cpu", overrides=TINY_OVERRIDES).state_dict()}, checkpoint)
+    eager, onnx = (Sam2Propagator.from_checkpoint(checkpoint, config, "cpu", backend, TINY_OVERRIDES)
+                   for backend in ("torch", "onnx"))
+    assert (eager.backend, onnx.backend) == ("torch", "onnx")
+    exported = onnx.predictor.segkit_image_features.onnx_path
+    assert exported.parent == tmp_path / "onnx" and exported.name.startswith("sam2.1_hiera_tiny_image_features_")
+    manifest = json.loads(exported.with_name(exported.name + ".json").read_text())
+    assert len(manifest["validation"]["max_abs_diff"]) == 6 and max(manifest["validation"]["max_abs_diff"]) < 1e-3
+    prepared, target = support_and_target()
+    by_torch, by_onnx = (pseudo_label(target, prepared, p) for p in (eager, onnx))
+    assert by_onnx.propagation.info["backend"] == "onnx"
+    assert np.mean(by_torch.labels == by_onnx.labels) >= 0.99
+    np.testing.assert_allclose(by_onnx.propagation.scores, by_torch.propagation.scores, atol=1e-3)
 
 
 @pytest.mark.slow

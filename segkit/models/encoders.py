@@ -1,4 +1,5 @@
-"""Image-encoder backends for SAM-style models: torch eager, or ONNX Runtime from a cached export."""
+"""Image-encoder backends for SAM-style models: torch eager, or ONNX Runtime from a cached export
+(LiteMedSAM's TinyViT encoder; SAM 2.1's image features for the video predictor)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,65 @@ class OnnxEncoder:
         import torch
 
         return torch.from_numpy(self.module(image)).to(self.device)
+
+
+SAM2_FEATURE_OUTPUTS = ("backbone_fpn_0", "backbone_fpn_1", "backbone_fpn_2",
+                        "vision_pos_enc_0", "vision_pos_enc_1", "vision_pos_enc_2")
+
+
+class Sam2OnnxEncoder:
+    """SAM 2.1's `forward_image` through ONNX Runtime: the Hiera trunk, the FPN neck and the mask
+    decoder's two high-resolution projections, for one (1, 3, size, size) frame, returned in
+    sam2's own dict (the lowest-resolution level is also the 'vision_features')."""
+
+    name = "onnx"
+
+    def __init__(self, predictor, model_name: str, source_sha256: str, cache_dir: Path, device: str):
+        from segkit.runtime.onnx_backend import OnnxExport, cached_export
+
+        self.device = device
+        size = predictor.image_size
+        export = OnnxExport(f"{model_name}_image_features", source_sha256, (1, 3, size, size))
+        self.module = cached_export(lambda: _sam2_features_module(predictor), export, Path(cache_dir), device,
+                                    SAM2_FEATURE_OUTPUTS)
+        self.onnx_path = self.module.path
+
+    def __call__(self, img_batch) -> dict:
+        import torch
+
+        outputs = [torch.from_numpy(a).to(self.device) for a in self.module.run_all(img_batch.cpu().numpy())]
+        levels = len(outputs) // 2
+        fpn, positions = outputs[:levels], outputs[levels:]
+        return {"vision_features": fpn[-1], "vision_pos_enc": positions, "backbone_fpn": fpn}
+
+
+def onnx_image_features(predictor, model_name: str, source_sha256: str, cache_dir, device: str, backend: str):
+    """Give a segkit RecordingVideoPredictor its ONNX image features (torch's stay where the export
+    does not match the network and the backend is auto)."""
+    from segkit.runtime.onnx_backend import onnx_or_torch
+
+    encoder = onnx_or_torch(lambda: Sam2OnnxEncoder(predictor, model_name, source_sha256, cache_dir, device),
+                            lambda: None, backend)
+    predictor.segkit_image_features = encoder
+    return encoder
+
+
+def _sam2_features_module(predictor):
+    """A CPU copy of the predictor whose forward is sam2's forward_image, flattened to a tuple."""
+    import torch
+
+    class ImageFeatures(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, image):
+            out = self.model.forward_image(image)  # sam2's own: the copy has no ONNX features
+            return (*out["backbone_fpn"], *out["vision_pos_enc"])
+
+    copy = _cpu_copy(predictor)
+    copy.segkit_image_features = None
+    return ImageFeatures(copy).eval()
 
 
 def _cpu_copy(module):

@@ -26,7 +26,8 @@ def model_option():
 
 def backend_option():
     return option("auto", "--backend", choices=("auto", "onnx", "torch"),
-                  help="Image encoder backend of the LiteMedSAM model: auto | onnx | torch.")
+                  help="Network backend: auto (ONNX Runtime on the CPU, from an export checked against the "
+                       "network; torch on a GPU or where the export does not match) | onnx | torch.")
 
 
 def modality_option():

@@ -16,6 +16,8 @@ subclasses it (no fork) and hooks two private methods of sam2 == 1.1.0:
   `inference_state["output_dict_per_obj"]`, which tells which object it is.
 
 tests/test_lpm_sam2.py checks both signatures and fails loudly if a sam2 release moves them.
+With the ONNX backend the subclass's `forward_image` (public, called once per frame) returns the
+image features from segkit.models.encoders.Sam2OnnxEncoder instead of the torch image encoder.
 With multimask output SAM2 keeps the mask with the highest predicted IoU, so the recorded value is
 the maximum over masks. Mask-prompted (seed) frames count as 1.
 """
@@ -42,6 +44,13 @@ def _recording_class():
     from sam2.sam2_video_predictor import SAM2VideoPredictor
 
     class RecordingVideoPredictor(SAM2VideoPredictor):
+        segkit_image_features = None  # segkit.models.encoders.Sam2OnnxEncoder, or None: sam2's own torch path
+
+        def forward_image(self, img_batch):
+            if self.segkit_image_features is None:
+                return super().forward_image(img_batch)
+            return self.segkit_image_features(img_batch)
+
         def _track_step(self, *args, **kwargs):
             result = super()._track_step(*args, **kwargs)
             sam_outputs = result[1]
@@ -111,21 +120,30 @@ class Sam2Propagator:
         self.predictor = predictor
         self.device = device
 
+    @property
+    def backend(self) -> str:
+        return "torch" if self.predictor.segkit_image_features is None else "onnx"
+
     @classmethod
-    def from_checkpoint(cls, checkpoint, config_file: str, device: str = "auto"):
+    def from_checkpoint(cls, checkpoint, config_file: str, device: str = "auto", backend: str = "auto", overrides=()):
+        from segkit.models.encoders import choose_backend, default_onnx_cache_dir, onnx_image_features
+        from segkit.models.sam import load_state_dict
+        from segkit.registry.fetch import sha256_cached
         from segkit.runtime.device import resolve_device
 
-        from segkit.models.sam import load_state_dict
-
         device = resolve_device(device)
-        predictor = build_recording_predictor(config_file, None, device)
+        predictor = build_recording_predictor(config_file, None, device, overrides)
         # the verified checkpoint is read here (weights_only), not handed to sam2's loader
         state = load_state_dict("sam2.1_hiera_tiny", checkpoint)
         try:
             predictor.load_state_dict(state, strict=True)
         except (RuntimeError, TypeError, AttributeError) as exc:
             raise SegkitError(_mismatch(checkpoint, config_file, state, predictor, exc)) from None
-        return cls(predictor.eval(), device)
+        predictor.eval()
+        if choose_backend(backend, device) == "onnx":
+            onnx_image_features(predictor, Path(checkpoint).stem, sha256_cached(checkpoint),
+                                default_onnx_cache_dir(checkpoint), device, backend)
+        return cls(predictor, device)
 
     def propagate(self, target_frames: np.ndarray, alignment, object_ids=None,
                   progress: Callable[[], None] | None = None) -> Propagation:
@@ -166,7 +184,8 @@ class Sam2Propagator:
                     scores[frame.slice, j] = value
             if not frame.is_support and position in logits:
                 labels[frame.slice] = labels_from_logits(logits[position], object_ids)
-        return Propagation(labels, scores, sequence, self.name, sequence_scores, {"device": self.device})
+        return Propagation(labels, scores, sequence, self.name, sequence_scores,
+                           {"device": self.device, "backend": self.backend})
 
 
 def _mismatch(checkpoint, config_file: str, state, predictor, exc: Exception) -> str:

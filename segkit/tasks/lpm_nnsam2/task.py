@@ -111,7 +111,7 @@ def make_propagator(name: str, spec, device: str = "auto", backend: str = "auto"
     from segkit.tasks.lpm_nnsam2.sam2_propagator import Sam2Propagator, installed_sam2_checkpoint
 
     checkpoint, config = installed_sam2_checkpoint(spec)
-    propagator = Sam2Propagator.from_checkpoint(checkpoint, config, device=device)
+    propagator = Sam2Propagator.from_checkpoint(checkpoint, config, device=device, backend=backend)
     propagator.weights_path = checkpoint
     return propagator
 
