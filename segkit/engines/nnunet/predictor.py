@@ -3,6 +3,7 @@
 Arrays are handed over in the axis order nnU-Net's SimpleITK/nibabel readers produce ((z, y, x),
 spacing reversed), predicted with predict_single_npy_array (tile step 0.5, Gaussian weighting,
 mirroring only with --tta), and the label map is returned in the caller's (x, y, z) order.
+With the ONNX backend the predictor's network is segkit.engines.nnunet.onnx_network's.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from segkit.runtime.quiet import printed_to_log
 TILE_STEP_SIZE = 0.5
 
 
-def build_predictor(model: ModelFolder, device_name: str, tta: bool):
+def build_predictor(model: ModelFolder, device_name: str, tta: bool, backend: str = "torch"):
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    from segkit.models.encoders import choose_backend
     from segkit.runtime.device import resolve_device
 
     device = torch.device(resolve_device(device_name))
@@ -38,7 +40,18 @@ def build_predictor(model: ModelFolder, device_name: str, tta: bool):
             _initialize(predictor, model)
     except (KeyError, RuntimeError, FileNotFoundError) as exc:
         raise SegkitError(f"{model.path}: cannot load the nnU-Net model ({type(exc).__name__}: {exc})") from None
+    if choose_backend(backend, device.type) == "onnx":
+        _use_onnx_network(predictor, model, str(device), backend)
     return predictor
+
+
+def _use_onnx_network(predictor, model: ModelFolder, device: str, backend: str) -> None:
+    from segkit.engines.nnunet.onnx_network import onnx_network
+    from segkit.registry.fetch import sha256_cached
+    from segkit.runtime.onnx_backend import onnx_or_torch
+
+    hashes = [sha256_cached(model.path / f"fold_{fold}" / model.checkpoint) for fold in model.folds]
+    predictor.network = onnx_or_torch(lambda: onnx_network(predictor, hashes, device), lambda: predictor.network, backend)
 
 
 def _initialize(predictor, model: ModelFolder) -> None:

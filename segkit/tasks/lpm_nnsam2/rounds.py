@@ -246,7 +246,8 @@ def _predict_all(spec, model_dir: Path, ras_images: dict, folder: Path, device: 
     from segkit.tasks.nnunet.task import NnunetRunner
 
     folder.mkdir(parents=True, exist_ok=True)
-    runner = NnunetRunner(spec, SegmentOptions(model=model_dir), SegmentCommon(device=device))
+    # torch: a round's model predicts these few images once; an ONNX export would cost more than it saves
+    runner = NnunetRunner(spec, SegmentOptions(model=model_dir, backend="torch"), SegmentCommon(device=device))
     paths = {}
     for case, (array, affine) in ras_images.items():
         paths[case] = folder / f"{case}.nii.gz"

@@ -39,7 +39,7 @@ class LpmRunner(TaskRunner):
         from segkit.tasks.nnunet.task import NnunetRunner
 
         folder = model_folder_of(Path(self.options.model))
-        return NnunetRunner(self.spec, NnunetOptions(model=folder), self.common)
+        return NnunetRunner(self.spec, NnunetOptions(model=folder, backend=self.options.backend), self.common)
 
     def labels(self):
         return self.trained.labels() if self.trained is not None else self.spec.labels

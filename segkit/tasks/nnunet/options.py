@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segkit.tasks.common_options import (
-    data_option, iterations_option, model_option, unet_width_option, val_iterations_option,
+    backend_option, data_option, iterations_option, model_option, unet_width_option, val_iterations_option,
 )
 from segkit.tasks.options import TaskOptions, option
 
@@ -19,6 +19,7 @@ class SegmentOptions(TaskOptions):
                          help="nnU-Net folds to ensemble (repeat or comma-separate; default: every fold found).")
     tta: bool = option(False, "--tta", help="nnU-Net test-time mirroring (slower, often slightly better).")
     model: Path | None = model_option()
+    backend: str = backend_option()
 
 
 @dataclass(frozen=True)

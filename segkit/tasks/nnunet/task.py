@@ -70,7 +70,7 @@ class NnunetRunner(TaskRunner):
         from segkit.runtime.device import resolve_device
 
         return (str(self.folder.path), self._checkpoints_sha256(), self.folder.folds, self.options.tta,
-                resolve_device(self.common.device))
+                resolve_device(self.common.device), self.options.backend)
 
     def _checkpoints_sha256(self) -> tuple[str, ...]:
         from segkit.registry.fetch import sha256_cached
@@ -80,7 +80,7 @@ class NnunetRunner(TaskRunner):
     def load_model(self):
         from segkit.engines.nnunet.predictor import build_predictor
 
-        return build_predictor(self.folder, self.common.device, self.options.tta)
+        return build_predictor(self.folder, self.common.device, self.options.tta, self.options.backend)
 
     def provenance(self) -> dict:
         return {
@@ -111,7 +111,8 @@ class NnunetRunner(TaskRunner):
         from segkit.engines.nnunet.predictor import predict_label_map
 
         affine = prepared.reorientation.canonical_affine if prepared.reorientation else prepared.reference.affine
-        return Inferred(predict_label_map(predictor, prepared.arrays, affine))
+        backend = "onnx" if type(predictor.network).__name__ == "OnnxNetwork" else "torch"
+        return Inferred(predict_label_map(predictor, prepared.arrays, affine), {"backend": backend})
 
 
 def _primary_file(spec):
