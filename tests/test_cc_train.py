@@ -200,3 +200,22 @@ def test_a_tampered_package_is_refused(peaks_dataset, tmp_path):
 def test_invalid_network_settings_are_a_user_error(peaks_dataset, tmp_path):
     with pytest.raises(SegkitError, match="multiple of 16"):
         cc_train.train(_config(peaks_dataset, tmp_path / "bad", slice_size=20))
+
+
+def test_sc2snet_through_onnx_runtime_predicts_as_torch(peaks_dataset, tmp_path, segkit_home):
+    """--backend onnx|auto on a CPU: one checked export with a dynamic batch (the last batch of a
+    cube is smaller), cached under SEGKIT_HOME by the weights' sha256."""
+    result = cc_train.train(_config(peaks_dataset, tmp_path / "sam", architecture="sc2snet", sam_grid=7, epochs=1,
+                                    batches_per_epoch=1))
+    eager = cc_task.load_model_package(result.model_dir)
+    onnx = cc_task.with_backend(eager, "cpu", "onnx")
+    assert (eager.backend, onnx.backend) == ("torch", "onnx") and cc_task.with_backend(eager, "cpu", "torch") is eager
+    exported = onnx.forward.module.path
+    assert exported.parent == segkit_home / "cache" / "onnx" / "cc_fodf"
+    assert exported.name.startswith(f"sc2snet_{eager.sha256[:16]}_Bx9x16x16_fp32_")
+    assert json.loads(exported.with_name(exported.name + ".json").read_text())["dynamic_batch"] is True
+    peaks, _ = _synthetic_peaks_subject(0)
+    cube, _ = cc_cube.fit_to_cube(peaks, 16)
+    by_torch = cc_task.predict_cube(eager.forward, cube, batch_size=5)  # 5: batches of 5 and a rest
+    by_onnx = cc_task.predict_cube(onnx.forward, cube, batch_size=5)
+    assert by_torch.max() > 0 and np.abs(by_onnx - by_torch).max() < 1e-4

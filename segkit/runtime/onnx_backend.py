@@ -42,12 +42,13 @@ class OnnxExport:
 
     name: str  # what is exported, e.g. "litemedsam_encoder"
     source_sha256: str  # of the weights it was exported from
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]  # the example's; with dynamic_batch, any batch size runs
     precision: str = "fp32"
+    dynamic_batch: bool = False
 
     @property
     def filename(self) -> str:
-        shape = "x".join(str(n) for n in self.input_shape)
+        shape = "x".join(["B" if self.dynamic_batch else str(self.input_shape[0])] + [str(n) for n in self.input_shape[1:]])
         torch_version = version("torch").split("+")[0]
         return f"{self.name}_{self.source_sha256[:16]}_{shape}_{self.precision}_opset{ONNX_OPSET}_torch{torch_version}.onnx"
 
@@ -55,8 +56,16 @@ class OnnxExport:
         import onnxruntime  # the distribution is onnxruntime or onnxruntime-gpu: ask the module
 
         return {"name": self.name, "source_sha256": self.source_sha256, "input_shape": list(self.input_shape),
-                "precision": self.precision, "opset": ONNX_OPSET, "torch": version("torch"),
+                "precision": self.precision,
+                "dynamic_batch": self.dynamic_batch, "opset": ONNX_OPSET, "torch": version("torch"),
                 "onnxruntime": onnxruntime.__version__}
+
+
+def default_cache_dir(kind: str) -> Path:
+    """SEGKIT_HOME/cache/onnx/<kind>: for networks whose weights sit in a user's folder, not written to."""
+    from segkit.registry.paths import cache_home
+
+    return cache_home() / "cache" / "onnx" / kind
 
 
 def onnxruntime_available() -> bool:
@@ -67,7 +76,7 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def export_onnx(module, example_input, path: Path, output_names=("output",)) -> None:
+def export_onnx(module, example_input, path: Path, output_names=("output",), dynamic_batch: bool = False) -> None:
     """Export `module` (eval mode) for a fixed input shape, atomically, to `path`.
 
     torch 2.x keeps the TorchScript-based exporter behind ``dynamo=False``; it works offline and
@@ -88,6 +97,7 @@ def export_onnx(module, example_input, path: Path, output_names=("output",)) -> 
         torch.onnx.export(
             module, (example_input,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
             input_names=["input"], output_names=list(output_names),
+            dynamic_axes={name: {0: "batch"} for name in ["input", *output_names]} if dynamic_batch else None,
         )
 
 
@@ -147,9 +157,11 @@ def cached_onnx_module(module_factory, export: OnnxExport, folder: Path, device:
         return module
     net = module_factory()
     example = validation_input(export.input_shape)
-    export_onnx(net, example, path, output_names)
+    export_onnx(net, example, path, output_names, export.dynamic_batch)
+    # a dynamic batch is checked at two sizes: a size the tracer baked in would fail the second
+    examples = [example, example[:1]] if export.dynamic_batch and example.shape[0] > 1 else [example]
     try:
-        differences = _compare_with_module(net, path, example)
+        differences = np.max([_compare_with_module(net, path, x) for x in examples], axis=0).tolist()
     except OnnxMismatchError:
         path.unlink(missing_ok=True)
         raise

@@ -13,23 +13,14 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-ONNX_CACHE = ("cache", "onnx", "nnunet")  # under SEGKIT_HOME: a user's model folder is not written to
-
-
-def default_cache_dir() -> Path:
-    from segkit.registry.paths import cache_home
-
-    return cache_home().joinpath(*ONNX_CACHE)
-
-
 def onnx_network(predictor, checkpoints_sha256: list[str], device: str, cache_dir: Path | None = None):
     """An OnnxNetwork for `predictor`'s folds, exported from its torch network on first use."""
-    from segkit.runtime.onnx_backend import OnnxExport, cached_export
+    from segkit.runtime.onnx_backend import OnnxExport, cached_export, default_cache_dir
 
     network = predictor.network
     patch = tuple(int(n) for n in predictor.configuration_manager.patch_size)
     channels = _input_channels(network)
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir("nnunet")
     configuration = predictor.configuration_manager.data_identifier  # e.g. nnUNetPlans_3d_fullres
     sessions = []
     for parameters, sha in zip(predictor.list_of_parameters, checkpoints_sha256):

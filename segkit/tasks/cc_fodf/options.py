@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from segkit.tasks.common_options import data_option, iterations_option, model_option
+from segkit.tasks.common_options import backend_option, data_option, iterations_option, model_option
 from segkit.tasks.options import TaskOptions, option
 
 
@@ -20,6 +20,7 @@ class SegmentOptions(TaskOptions):
                                help="Brain mask of a DWI input (default: median_otsu).")
     save_peaks: bool = option(False, "--save-peaks", help="Keep the peaks computed from the DWI (<input>_peaks.nii.gz).")
     model: Path | None = model_option()
+    backend: str = backend_option()
 
 
 @dataclass(frozen=True)

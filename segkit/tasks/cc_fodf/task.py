@@ -13,6 +13,7 @@ this task without one: the authors published no weights.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ class LoadedModel:
     card: dict
     folder: Path
     sha256: str
+    forward: object = None  # what predicts a batch: the net, or its ONNX export (with_backend)
+    backend: str = "torch"
 
     @property
     def slice_size(self) -> int:
@@ -84,7 +87,41 @@ def load_model_package(folder: Path | str, device: str = "cpu") -> LoadedModel:
     config = network_settings(folder, card, NetworkConfig)
     net = build_network(config)
     net.load_state_dict(load_data(weights_path), strict=True)
-    return LoadedModel(net.to(device).eval(), card, folder, actual)
+    net = net.to(device).eval()
+    return LoadedModel(net, card, folder, actual, forward=net)
+
+
+def with_backend(model: LoadedModel, device: str, backend: str) -> LoadedModel:
+    """The model predicting through a checked ONNX export of its network (dynamic batch; cached
+    under SEGKIT_HOME by the weights' sha256) where the backend is ONNX Runtime."""
+    from dataclasses import replace
+
+    from segkit.models.encoders import choose_backend
+    from segkit.runtime.onnx_backend import OnnxExport, cached_export, default_cache_dir, onnx_or_torch
+
+    if choose_backend(backend, device) != "onnx":
+        return model
+    size = model.slice_size
+    export = OnnxExport("sc2snet", model.sha256, (2, PEAK_CHANNELS, size, size), dynamic_batch=True)
+    cpu_net = lambda: copy.deepcopy(model.net).cpu().eval()  # noqa: E731 - export traces on the CPU
+    module = onnx_or_torch(lambda: cached_export(cpu_net, export, default_cache_dir("cc_fodf"), device),
+                           lambda: None, backend)
+    return model if module is None else replace(model, forward=_OnnxForward(module), backend="onnx")
+
+
+PEAK_CHANNELS = 9  # three peaks x (x, y, z)
+
+
+class _OnnxForward:
+    """Torch batch in, torch logits out (on the batch's device), through an ONNX Runtime session."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __call__(self, batch):
+        import torch
+
+        return torch.from_numpy(self.module(batch.cpu().numpy())).to(batch.device)
 
 
 def predict_cube(net, cube: np.ndarray, *, device: str = "cpu", batch_size: int = 32, progress=None) -> np.ndarray:
@@ -137,12 +174,13 @@ class CcFodfRunner(TaskRunner):
         from segkit.runtime.device import resolve_device
 
         card = json.loads((self._folder() / CARD_NAME).read_text(encoding="utf-8"))
-        return (card.get("weights", {}).get("sha256"), resolve_device(self.common.device))
+        return (card.get("weights", {}).get("sha256"), resolve_device(self.common.device), self.options.backend)
 
     def load_model(self) -> LoadedModel:
         from segkit.runtime.device import resolve_device
 
-        return load_model_package(self._folder(), resolve_device(self.common.device))
+        device = resolve_device(self.common.device)
+        return with_backend(load_model_package(self._folder(), device), device, self.options.backend)
 
     def infer(self, model: LoadedModel, prepared: Prepared, progress) -> Inferred:
         import time
@@ -151,19 +189,20 @@ class CcFodfRunner(TaskRunner):
         from segkit.tasks.cc_fodf.peak_frames import reorient_peaks
 
         cc_input = prepared.extra["cc_input"]
-        device = str(next(model.net.parameters()).device)
+        device = str(next(model.net.parameters()).device)  # where the batches go (the ONNX path takes them from there)
         peaks = peaks_for_input(cc_input)
         started = time.perf_counter()
         canonical, reorientation = reorient_peaks(np.asarray(peaks.peaks, dtype=np.float32), peaks.affine,
                                                   self.orientation(), frame="world")
         cube, box = fit_to_cube(canonical, model.slice_size)
-        probability = predict_cube(model.net, cube, device=device, batch_size=32, progress=progress)
+        probability = predict_cube(model.forward, cube, device=device, batch_size=32, progress=progress)
         full = restore_from_cube(probability, box, canonical.shape[:3])
         mask = reorientation.from_canonical((full >= self.spec.threshold).astype(np.uint8))
         info = {
             "model": {"folder": str(model.folder.resolve()), "sha256": model.sha256, "network": model.card["network"],
                       "validation_dice": model.card.get("validation", {}).get("dice_mean")},
             "device": device,
+            "backend": model.backend,
             "inference": {"axes": "x,y,z", "fusion": "mean probability", "threshold": self.spec.threshold,
                           "peak_signs": "canonicalised: peaks are axes (a peak and its negative give one mask)",
                           "seconds": round(time.perf_counter() - started, 3)},
