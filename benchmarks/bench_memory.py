@@ -64,6 +64,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="folder for the CT and outputs (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the folder")
+    parser.add_argument("--nnunet-model", type=Path, help="also `segment --model-dir` with this trained nnU-Net folder "
+                        "(one channel), once per backend")
+    parser.add_argument("--only-nnunet", action="store_true", help="skip medsam and quantify")
     args = parser.parse_args()
     segkit = str(Path(sys.executable).with_name("segkit"))
     work = args.work or Path(tempfile.mkdtemp(prefix="segkit-memory-"))
@@ -80,6 +83,13 @@ def main() -> None:
             "quantify --volume --intensity (the 3D box's mask)": [segkit, "quantify", "-m", str(work / "box3d" / "ct_seg.nii.gz"),
                                                                   "-i", str(ct), "--volume", "--intensity"],
         }
+        if args.only_nnunet:
+            runs = {}
+        if args.nnunet_model is not None:
+            for backend in ("onnx", "torch"):
+                runs[f"nnU-Net --model-dir, --backend {backend}"] = [
+                    segkit, "segment", "-i", str(ct), "--model-dir", str(args.nnunet_model), "--backend", backend,
+                    "-o", f"{work / ('nnunet_' + backend)}/"]
         print(f"512x512x800 int16 CT, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
               f"load average at start {os.getloadavg()[0]:.1f}")
         print("| command | max RSS | wall | CPU |")

@@ -33,6 +33,11 @@ def test_sam2_hook_points_are_where_the_recorder_expects_them():
     returned = heads[heads.rindex("return (") :]
     assert [line.strip(" ,") for line in returned.splitlines()[1:4]] == ["low_res_multimasks", "high_res_multimasks", "ious"]
     assert "obj_idx_to_id" in inspect.getsource(SAM2VideoPredictor.init_state)
+    features = inspect.getsource(SAM2VideoPredictor._get_image_feature)
+    assert list(inspect.signature(SAM2VideoPredictor._get_image_feature).parameters) == [
+        "self", "inference_state", "frame_idx", "batch_size"]
+    assert 'inference_state["cached_features"].get(' in features
+    assert 'inference_state["cached_features"] = {frame_idx: (image, backbone_out)}' in features
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +91,41 @@ def test_sam2_records_iou_per_frame_and_object_and_outputs_land_in_the_target_gr
     rows = result.table_rows()
     assert [r["file_index"] for r in rows] == [0, 1, 2] and all(r["file_axis"] == 2 for r in rows)
     assert {"agree_lpm_right", "area_jump_lpm_left", "centroid_jump_mm_lpm_right", "failed_lpm_left"} <= set(rows[0])
+
+
+@pytest.mark.slow
+def test_each_frame_is_encoded_once_with_the_same_result(propagator):
+    """sam2 alone encodes each support frame three times (prompted, then consolidated per object);
+    the kept features give the same propagation from one encoder call per frame."""
+    import types
+
+    from sam2.modeling.sam2_base import SAM2Base
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+    from segkit.tasks.lpm_nnsam2.fewshot import pseudo_label
+
+    predictor = propagator.predictor
+    calls = []
+
+    def counted(image):
+        calls.append(1)
+        return SAM2Base.forward_image(predictor, image)
+
+    prepared, target = support_and_target()
+    predictor.segkit_image_features = counted
+    try:
+        kept = pseudo_label(target, prepared, propagator)
+        kept_calls = len(calls)
+        predictor._get_image_feature = types.MethodType(SAM2VideoPredictor._get_image_feature, predictor)
+        calls.clear()
+        plain = pseudo_label(target, prepared, propagator)
+    finally:
+        predictor.segkit_image_features = None
+        predictor.__dict__.pop("_get_image_feature", None)
+    n_frames = 2 * target.data.shape[2]
+    assert (kept_calls, len(calls)) == (n_frames, 2 * n_frames)
+    assert np.array_equal(kept.labels, plain.labels)
+    assert np.array_equal(kept.propagation.scores, plain.propagation.scores)
 
 
 @pytest.mark.slow

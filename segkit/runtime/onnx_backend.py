@@ -77,11 +77,12 @@ def onnxruntime_available() -> bool:
 
 
 def export_onnx(module, example_input, path: Path, output_names=("output",), dynamic_batch: bool = False) -> None:
-    """Export `module` (eval mode) for a fixed input shape, atomically, to `path`.
+    """Export `module` (eval mode) for the example's input shape, atomically, to `path`; with
+    dynamic_batch, the first axis of the input and of every output may vary.
 
     torch 2.x keeps the TorchScript-based exporter behind ``dynamo=False``; it works offline and
     needs no onnxscript (not installed here). TinyViT reads the batch size from the input as a
-    Python int while tracing, so the graph is fixed to the example's shape (batch 1).
+    Python int while tracing, so its graph is fixed to the example's shape (batch 1).
     """
     import warnings
 
@@ -89,9 +90,9 @@ def export_onnx(module, example_input, path: Path, output_names=("output",), dyn
 
     from segkit.io.writer import atomic_output
 
-    # The tracer warns about Python-int shape reads that are fixed for a fixed input size.
     if isinstance(example_input, np.ndarray):
         example_input = torch.from_numpy(example_input)
+    # The tracer warns about Python-int shape reads that are fixed for a fixed input size.
     with atomic_output(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -18,6 +18,15 @@ subclasses it (no fork) and hooks two private methods of sam2 == 1.1.0:
 tests/test_lpm_sam2.py checks both signatures and fails loudly if a sam2 release moves them.
 With the ONNX backend the subclass's `forward_image` (public, called once per frame) returns the
 image features from segkit.models.encoders.Sam2OnnxEncoder instead of the torch image encoder.
+
+sam2 keeps the image features of one frame only, and before tracking it consolidates each object's
+mask-prompted frames one object after the other, so every support frame went through the image
+encoder three times (prompted, then once per object), and the encoder ran 4 times per target
+slice. The subclass also overrides `SAM2VideoPredictor._get_image_feature(inference_state,
+frame_idx, batch_size)`, which reads and writes `inference_state["cached_features"]` as
+{frame_idx: (image, backbone_out)}: the features of frames encoded while prompts are added are
+kept and handed back to it, so each frame is encoded once (2 calls per target slice). The
+positional encodings are the same for every frame and are kept once.
 With multimask output SAM2 keeps the mask with the highest predicted IoU, so the recorded value is
 the maximum over masks. Mask-prompted (seed) frames count as 1.
 """
@@ -37,6 +46,8 @@ from segkit.tasks.lpm_nnsam2.sequence import SUPPORT, TARGET, SequenceFrame
 
 SAM2_VERSION = "1.1.0"  # the hook points above were read in this release
 IOU_KEY = "segkit_ious"
+KEPT_FEATURES_KEY = "segkit_kept_features"  # frame -> sam2's (image, backbone_out), while prompts are added
+KEEPING_KEY = "segkit_keeping_features"
 
 
 def _recording_class():
@@ -57,6 +68,15 @@ def _recording_class():
             self._segkit_last_ious = sam_outputs[2]
             return result
 
+        def _get_image_feature(self, inference_state, frame_idx, batch_size):
+            kept = inference_state.setdefault(KEPT_FEATURES_KEY, {})
+            if frame_idx in kept:
+                inference_state["cached_features"] = {frame_idx: kept[frame_idx]}
+            result = super()._get_image_feature(inference_state, frame_idx, batch_size)
+            if inference_state.get(KEEPING_KEY) and frame_idx not in kept:
+                kept[frame_idx] = _positions_shared(inference_state["cached_features"][frame_idx], kept)
+            return result
+
         def _run_single_frame_inference(self, inference_state, output_dict, frame_idx, *args, **kwargs):
             self._segkit_last_ious = None
             result = super()._run_single_frame_inference(inference_state, output_dict, frame_idx, *args, **kwargs)
@@ -70,6 +90,16 @@ def _recording_class():
             return result
 
     return RecordingVideoPredictor
+
+
+def _positions_shared(entry, kept: dict):
+    """sam2's (image, backbone_out) with the positional encodings of the first kept frame (equal for
+    every frame of a video: 67 MB at 1024 px that need not be kept per frame)."""
+    image, backbone_out = entry
+    if kept:
+        first = next(iter(kept.values()))[1]
+        backbone_out = {**backbone_out, "vision_pos_enc": first["vision_pos_enc"]}
+    return image, backbone_out
 
 
 def recording_predictor_target() -> str:
@@ -159,11 +189,13 @@ class Sam2Propagator:
         with tempfile.TemporaryDirectory(prefix="segkit-sam2-") as folder, torch.inference_mode():
             _write_jpeg_frames(frames, Path(folder))
             state = self.predictor.init_state(video_path=folder, offload_video_to_cpu=True)
+            state[KEEPING_KEY] = True  # the prompted frames' features serve again when sam2 consolidates them
             for position, frame in enumerate(sequence):
                 if frame.is_support:
                     for obj in object_ids:
                         mask = alignment.reference[frame.slice] == obj
                         self.predictor.add_new_mask(state, frame_idx=position, obj_id=obj, mask=mask)
+            state[KEEPING_KEY] = False  # target frames are encoded once anyway
             for idx, obj_ids, masks in self.predictor.propagate_in_video(state, start_frame_idx=0):
                 order = [list(obj_ids).index(obj) for obj in object_ids]
                 logits[idx] = masks[order, 0].float().cpu().numpy()
