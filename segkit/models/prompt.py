@@ -24,6 +24,7 @@ class PromptPredictor:
         self.cache_size = cache_size
         self.n_encoded = 0
         self._embeddings: OrderedDict = OrderedDict()
+        self._dense_pe = None  # the decoder's positional encoding of the embedding grid: the same for every call
 
     def embedding(self, key: Hashable, preprocess: Callable[[], tuple[np.ndarray, tuple[int, int]]]):
         """(embedding, unpadded size at the encoder's input scale) of the image under `key`.
@@ -63,7 +64,7 @@ class PromptPredictor:
             )
             logits, iou = self.net.mask_decoder(
                 image_embeddings=embedding,
-                image_pe=self.net.prompt_encoder.get_dense_pe(),
+                image_pe=self._image_pe(),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=False,
@@ -72,6 +73,11 @@ class PromptPredictor:
             logits = logits[..., : round(new_size[0] * scale), : round(new_size[1] * scale)]
             logits = F.interpolate(logits, size=tuple(out_shape), mode="bilinear", align_corners=False)
         return logits[0, 0].float().cpu().numpy(), float(iou.reshape(-1)[0].item())
+
+    def _image_pe(self):
+        if self._dense_pe is None:
+            self._dense_pe = self.net.prompt_encoder.get_dense_pe()  # (computed per call, 2 ms to 20 ms)
+        return self._dense_pe
 
     def decode_mask(self, embedding, new_size, out_shape, **prompts) -> np.ndarray:
         """decode, then SAM's threshold: probability > 0.5 -> uint8 {0,1} mask of out_shape."""
