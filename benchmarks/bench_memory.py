@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the folder")
     parser.add_argument("--nnunet-model", type=Path, help="also `segment --model-dir` with this trained nnU-Net folder "
                         "(one channel), once per backend")
+    parser.add_argument("--nnunet-backends", default="onnx,torch", help="backends to run the nnU-Net model with")
     parser.add_argument("--only-nnunet", action="store_true", help="skip medsam and quantify")
     args = parser.parse_args()
     segkit = str(Path(sys.executable).with_name("segkit"))
@@ -86,7 +87,7 @@ def main() -> None:
         if args.only_nnunet:
             runs = {}
         if args.nnunet_model is not None:
-            for backend in ("onnx", "torch"):
+            for backend in args.nnunet_backends.split(","):
                 runs[f"nnU-Net --model-dir, --backend {backend}"] = [
                     segkit, "segment", "-i", str(ct), "--model-dir", str(args.nnunet_model), "--backend", backend,
                     "-o", f"{work / ('nnunet_' + backend)}/"]
