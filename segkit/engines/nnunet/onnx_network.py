@@ -5,13 +5,15 @@ sliding window, then calls `network(tile)` on (1, channels, *patch_size) tiles (
 image up to the patch). `OnnxNetwork` answers both: one checked export per fold (keyed by the fold
 checkpoint's sha256, segkit.runtime.onnx_backend), chosen by the parameters it is handed. So
 nnunetv2's tiling, Gaussian weighting, mirroring and resampling stay nnunetv2's, and only the
-network's forward pass changes backend (about 1.2x faster on a 2-core CPU: benchmarks/README.md).
+network's forward pass changes backend (on a 2-core CPU 2.8x faster than torch for a narrow
+network, no faster at full width, where the 3D convolutions are the cost: benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
+
 
 def onnx_network(predictor, checkpoints_sha256: list[str], device: str, cache_dir: Path | None = None):
     """An OnnxNetwork for `predictor`'s folds, exported from its torch network on first use."""
