@@ -3,34 +3,11 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "onnx", "torch")
-
-
-def choose_backend(backend: str, device: str) -> str:
-    """auto -> ONNX Runtime on the CPU (about 2.5x faster than eager here), torch on GPUs.
-
-    On a GPU, torch eager is already fast and avoids coupling segkit to onnxruntime-gpu's
-    CUDA/cuDNN versions; `onnx` can still be asked for explicitly there.
-    """
-    from segkit.errors import SegkitError
-    from segkit.runtime.onnx_backend import onnxruntime_available
-
-    if backend not in BACKENDS:
-        raise SegkitError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
-    if backend == "onnx" and not onnxruntime_available():
-        raise SegkitError("--backend onnx needs the onnxruntime package; install it or use --backend torch")
-    if backend == "onnx" and device == "mps":
-        raise SegkitError("--backend onnx cannot run on --device mps; use --backend torch")
-    if backend == "auto":
-        return "onnx" if device == "cpu" and onnxruntime_available() else "torch"
-    return backend
+from segkit.runtime.onnx_backend import choose_backend
 
 
 def default_onnx_cache_dir(weights_path: Path | str) -> Path:

@@ -25,6 +25,7 @@ from segkit.errors import SegkitError
 
 log = logging.getLogger(__name__)
 
+BACKENDS = ("auto", "onnx", "torch")
 ONNX_OPSET = 17
 # |onnx - torch| <= ATOL + RTOL * max|torch| per output: float32 reorderings stay far below it (1e-7 to 1e-4
 # measured on the LiteMedSAM, SAM 2.1 and nnU-Net networks); a wrong graph does not
@@ -59,6 +60,23 @@ class OnnxExport:
                 "precision": self.precision,
                 "dynamic_batch": self.dynamic_batch, "opset": ONNX_OPSET, "torch": version("torch"),
                 "onnxruntime": onnxruntime.__version__}
+
+
+def choose_backend(backend: str, device: str) -> str:
+    """auto -> ONNX Runtime on the CPU (never slower than eager in benchmarks/README.md), torch on GPUs.
+
+    On a GPU, torch eager is already fast and avoids coupling segkit to onnxruntime-gpu's
+    CUDA/cuDNN versions; `onnx` can still be asked for explicitly there.
+    """
+    if backend not in BACKENDS:
+        raise SegkitError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend == "onnx" and not onnxruntime_available():
+        raise SegkitError("--backend onnx needs the onnxruntime package; install it or use --backend torch")
+    if backend == "onnx" and device == "mps":
+        raise SegkitError("--backend onnx cannot run on --device mps; use --backend torch")
+    if backend == "auto":
+        return "onnx" if device == "cpu" and onnxruntime_available() else "torch"
+    return backend
 
 
 def default_cache_dir(kind: str) -> Path:
@@ -161,8 +179,9 @@ def cached_onnx_module(module_factory, export: OnnxExport, folder: Path, device:
     export_onnx(net, example, path, output_names, export.dynamic_batch)
     # a dynamic batch is checked at two sizes: a size the tracer baked in would fail the second
     examples = [example, example[:1]] if export.dynamic_batch and example.shape[0] > 1 else [example]
+    checker = OnnxModule(path, "cpu")
     try:
-        differences = np.max([_compare_with_module(net, path, x) for x in examples], axis=0).tolist()
+        differences = np.max([_compare_with_module(net, checker, x) for x in examples], axis=0).tolist()
     except OnnxMismatchError:
         path.unlink(missing_ok=True)
         raise
@@ -173,6 +192,9 @@ def cached_onnx_module(module_factory, export: OnnxExport, folder: Path, device:
 
     atomic_write_text(_manifest_path(path), json.dumps(manifest, indent=2) + "\n")
     log.info("exported %s (max |onnx - torch| %s)", path.name, differences)
+    if device == "cpu":  # the checking session is the one to run
+        checker.manifest = manifest
+        return checker
     return OnnxModule(path, device, manifest)
 
 
@@ -219,18 +241,18 @@ def _load_cached(path: Path, export: OnnxExport, device: str) -> OnnxModule | No
         return None
 
 
-def _compare_with_module(net, path: Path, example: np.ndarray) -> list[float]:
+def _compare_with_module(net, checker: OnnxModule, example: np.ndarray) -> list[float]:
     """Max |onnx - torch| per output on `example`; OnnxMismatchError beyond the tolerance."""
     import torch
 
     with torch.inference_mode():
         expected = net(torch.from_numpy(example))
     expected = [t.float().numpy() for t in (expected if isinstance(expected, (tuple, list)) else [expected])]
-    got = OnnxModule(path, "cpu").run_all(example)
+    got = checker.run_all(example)
     differences = [float(np.max(np.abs(g - e))) for g, e in zip(got, expected)]
     for diff, reference in zip(differences, expected):
         if not diff <= EXPORT_ATOL + EXPORT_RTOL * float(np.max(np.abs(reference))):
-            raise OnnxMismatchError(f"{path.name}: the ONNX export differs from the network by {diff:.3g} "
+            raise OnnxMismatchError(f"{checker.path.name}: the ONNX export differs from the network by {diff:.3g} "
                                     f"(max abs); use --backend torch")
     return differences
 

@@ -27,6 +27,11 @@ class ModelFolder:
     plans: dict
 
     @property
+    def checkpoint_paths(self) -> list[Path]:
+        """The chosen checkpoint file of each fold, in fold order."""
+        return [self.path / f"fold_{fold}" / self.checkpoint for fold in self.folds]
+
+    @property
     def configuration(self) -> str:
         parts = self.path.name.split("__")
         return parts[2] if len(parts) == 3 else "unknown"

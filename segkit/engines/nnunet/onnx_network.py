@@ -47,6 +47,8 @@ def _onnx_network_class():
     import torch
 
     class OnnxNetwork(torch.nn.Module):
+        segkit_backend = "onnx"  # predictor.network_backend reads it; nnunetv2's own networks have none
+
         def __init__(self, sessions, list_of_parameters):
             super().__init__()
             self.sessions = sessions

@@ -21,7 +21,7 @@ def build_predictor(model: ModelFolder, device_name: str, tta: bool, backend: st
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from segkit.models.encoders import choose_backend
+    from segkit.runtime.onnx_backend import choose_backend
     from segkit.runtime.device import resolve_device
 
     device = torch.device(resolve_device(device_name))
@@ -50,8 +50,13 @@ def _use_onnx_network(predictor, model: ModelFolder, device: str, backend: str) 
     from segkit.registry.fetch import sha256_cached
     from segkit.runtime.onnx_backend import onnx_or_torch
 
-    hashes = [sha256_cached(model.path / f"fold_{fold}" / model.checkpoint) for fold in model.folds]
+    hashes = [sha256_cached(path) for path in model.checkpoint_paths]
     predictor.network = onnx_or_torch(lambda: onnx_network(predictor, hashes, device), lambda: predictor.network, backend)
+
+
+def network_backend(predictor) -> str:
+    """What runs the predictor's network: "onnx" (segkit.engines.nnunet.onnx_network) or "torch"."""
+    return getattr(predictor.network, "segkit_backend", "torch")
 
 
 def _initialize(predictor, model: ModelFolder) -> None:
@@ -63,7 +68,7 @@ def _initialize(predictor, model: ModelFolder) -> None:
 
     from segkit.engines.nnunet.checkpoint import load_checkpoint
 
-    checkpoints = [load_checkpoint(model.path / f"fold_{fold}" / model.checkpoint) for fold in model.folds]
+    checkpoints = [load_checkpoint(path) for path in model.checkpoint_paths]
     first = checkpoints[0]
     plans_manager = PlansManager(model.plans)
     configuration = plans_manager.get_configuration(first["init_args"]["configuration"])

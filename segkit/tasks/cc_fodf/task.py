@@ -96,20 +96,18 @@ def with_backend(model: LoadedModel, device: str, backend: str) -> LoadedModel:
     under SEGKIT_HOME by the weights' sha256) where the backend is ONNX Runtime."""
     from dataclasses import replace
 
-    from segkit.models.encoders import choose_backend
-    from segkit.runtime.onnx_backend import OnnxExport, cached_export, default_cache_dir, onnx_or_torch
+    from segkit.runtime.onnx_backend import OnnxExport, cached_export, choose_backend, default_cache_dir, onnx_or_torch
+    from segkit.tasks.cc_fodf.network import NetworkConfig
 
     if choose_backend(backend, device) != "onnx":
         return model
-    size = model.slice_size
-    export = OnnxExport("sc2snet", model.sha256, (2, PEAK_CHANNELS, size, size), dynamic_batch=True)
+    config = NetworkConfig.from_dict(model.card["network"])  # validated when the package was loaded
+    shape = (2, config.in_channels, config.slice_size, config.slice_size)
+    export = OnnxExport(config.architecture, model.sha256, shape, dynamic_batch=True)
     cpu_net = lambda: copy.deepcopy(model.net).cpu().eval()  # noqa: E731 - export traces on the CPU
     module = onnx_or_torch(lambda: cached_export(cpu_net, export, default_cache_dir("cc_fodf"), device),
                            lambda: None, backend)
     return model if module is None else replace(model, forward=_OnnxForward(module), backend="onnx")
-
-
-PEAK_CHANNELS = 9  # three peaks x (x, y, z)
 
 
 class _OnnxForward:

@@ -156,10 +156,11 @@ class Sam2Propagator:
 
     @classmethod
     def from_checkpoint(cls, checkpoint, config_file: str, device: str = "auto", backend: str = "auto", overrides=()):
-        from segkit.models.encoders import choose_backend, default_onnx_cache_dir, onnx_image_features
+        from segkit.models.encoders import default_onnx_cache_dir, onnx_image_features
         from segkit.models.sam import load_state_dict
         from segkit.registry.fetch import sha256_cached
         from segkit.runtime.device import resolve_device
+        from segkit.runtime.onnx_backend import choose_backend
 
         device = resolve_device(device)
         predictor = build_recording_predictor(config_file, None, device, overrides)

@@ -75,7 +75,7 @@ class NnunetRunner(TaskRunner):
     def _checkpoints_sha256(self) -> tuple[str, ...]:
         from segkit.registry.fetch import sha256_cached
 
-        return tuple(sha256_cached(self.folder.path / f"fold_{fold}" / self.folder.checkpoint) for fold in self.folder.folds)
+        return tuple(sha256_cached(path) for path in self.folder.checkpoint_paths)
 
     def load_model(self):
         from segkit.engines.nnunet.predictor import build_predictor
@@ -108,11 +108,10 @@ class NnunetRunner(TaskRunner):
     # ------------------------------------------------------------------ inference
 
     def infer(self, predictor, prepared: Prepared, progress) -> Inferred:
-        from segkit.engines.nnunet.predictor import predict_label_map
+        from segkit.engines.nnunet.predictor import network_backend, predict_label_map
 
         affine = prepared.reorientation.canonical_affine if prepared.reorientation else prepared.reference.affine
-        backend = "onnx" if type(predictor.network).__name__ == "OnnxNetwork" else "torch"
-        return Inferred(predict_label_map(predictor, prepared.arrays, affine), {"backend": backend})
+        return Inferred(predict_label_map(predictor, prepared.arrays, affine), {"backend": network_backend(predictor)})
 
 
 def _primary_file(spec):
