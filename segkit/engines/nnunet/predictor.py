@@ -104,8 +104,20 @@ def _check_architecture_names(model: ModelFolder, configuration) -> None:
 
 
 def predict_label_map(predictor, channels: list[np.ndarray], affine: np.ndarray) -> np.ndarray:
-    """Label map of (x, y, z) channel arrays whose voxel axes `affine` maps to world mm."""
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    """Label map of (x, y, z) channel arrays whose voxel axes `affine` maps to world mm: a slab at a
+    time (segkit.engines.nnunet.streaming) where the plan allows, else nnunetv2's whole-volume path."""
+    from segkit.engines.nnunet.streaming import predict_streaming
+
+    spacing = [float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[::-1]]
+    with printed_to_log("nnunetv2"):
+        label_map = predict_streaming(predictor, [np.asarray(a).transpose(2, 1, 0) for a in channels], spacing)
+    if label_map is None:
+        label_map = predict_whole_volume(predictor, channels, spacing)
+    return np.asarray(label_map).transpose(2, 1, 0)
+
+
+def predict_whole_volume(predictor, channels: list[np.ndarray], spacing) -> np.ndarray:
+    """nnunetv2's predict_single_npy_array on (x, y, z) arrays; the label map in its (z, y, x) order."""
     # nnunetv2 copies its input before touching it ("let's not mess up the inputs"), so one channel
     # goes in as a view: a second full-size copy here cost 838 MB on a 512x512x800 volume
     if len(channels) == 1:
@@ -114,5 +126,4 @@ def predict_label_map(predictor, channels: list[np.ndarray], affine: np.ndarray)
         stacked = np.stack([a.transpose(2, 1, 0) for a in channels])
     stacked = stacked.astype(np.float32, copy=False)
     with printed_to_log("nnunetv2"):
-        label_map = predictor.predict_single_npy_array(stacked, {"spacing": [float(s) for s in spacing[::-1]]})
-    return np.asarray(label_map).transpose(2, 1, 0)
+        return predictor.predict_single_npy_array(stacked, {"spacing": spacing})

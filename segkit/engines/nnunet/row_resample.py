@@ -1,0 +1,90 @@
+"""nnunetv2's resampling (resample_data_or_seg with skimage's resize), for a few rows of the first
+axis at a time, so that a 512x512x800 volume is never held as float64 whole.
+
+Two of nnunetv2's cases are covered, the ones its default plans produce with the anisotropic axis
+first: separate-z along axis 0 (each row resized in-plane exactly as nnunetv2 does it, then the
+nearest row along axis 0), and a full 3D spline of order 0-3 (skimage's resize is scipy's zoom on a
+grid of cell centres: output i samples input (i + 0.5) * in / out - 0.5, edges repeated). The 3D case
+reads only the rows its taps reach; order 3 also pre-filters a margin of SPLINE_MARGIN rows past
+them, where the cut's influence on the spline coefficients has decayed to 0.268^24 (about 1e-14),
+and clips to the whole input's range as skimage does (the caller knows that range).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SPLINE_MARGIN = 24
+ROWS_PER_CALL = 8  # the 3D case's coordinate arrays: 3 x 8 rows x 512 x 512 float64 = 50 MB
+
+
+@dataclass(frozen=True)
+class RowResampler:
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    order: int
+    separate_z: bool = False  # axis 0 is the low-resolution axis: in-plane `order`, nearest along it
+
+    @property
+    def identity(self) -> bool:
+        return tuple(self.in_shape) == tuple(self.out_shape)
+
+    def source_rows(self, o0: int, o1: int) -> tuple[int, int]:
+        """The input rows [s0, s1) that output rows [o0, o1) are computed from."""
+        if self.identity or (self.separate_z and self.in_shape[0] == self.out_shape[0]):
+            return o0, o1
+        if self.separate_z:
+            rows = self.nearest_rows(o0, o1)
+            return int(rows.min()), int(rows.max()) + 1
+        first, last = self._coordinate(o0), self._coordinate(o1 - 1)
+        reach = 0 if self.order <= 1 else 1 + SPLINE_MARGIN
+        return max(0, int(np.floor(first)) - reach), min(self.in_shape[0], int(np.floor(last)) + 2 + reach)
+
+    def nearest_rows(self, o0: int, o1: int) -> np.ndarray:
+        """scipy's own order-0 choice of input row for each output row (its rounding of ties)."""
+        from scipy.ndimage import map_coordinates
+
+        coordinates = self._coordinate(np.arange(o0, o1, dtype=np.float64))
+        index = np.arange(self.in_shape[0], dtype=np.float64)
+        return map_coordinates(index, coordinates[None], order=0, mode="nearest").astype(np.int64)
+
+    def resample(self, rows: np.ndarray, s0: int, o0: int, o1: int, value_range=None) -> np.ndarray:
+        """Output rows [o0, o1) from input rows `rows` (float64), the first of which is row s0.
+        `value_range` is the whole input's (min, max): skimage clips a spline's overshoot to it. It
+        only matters for orders above 1 (a linear blend stays within its two inputs)."""
+        if self.identity:
+            return rows[o0 - s0:o1 - s0]
+        if self.separate_z:
+            return self._separate_z(rows, s0, o0, o1)
+        pieces = []
+        for a in range(o0, o1, ROWS_PER_CALL):  # each piece pre-filters only the rows it reaches
+            b = min(a + ROWS_PER_CALL, o1)
+            first, stop = self.source_rows(a, b)
+            pieces.append(self._spline(rows[first - s0:stop - s0], first, a, b))
+        out = np.concatenate(pieces)
+        if value_range is not None and self.order > 1:
+            np.clip(out, *value_range, out=out)
+        return out
+
+    def _coordinate(self, out_index):
+        return (out_index + 0.5) * (self.in_shape[0] / self.out_shape[0]) - 0.5
+
+    def _separate_z(self, rows: np.ndarray, s0: int, o0: int, o1: int) -> np.ndarray:
+        from skimage.transform import resize
+
+        picked = (np.arange(o0, o1) if self.in_shape[0] == self.out_shape[0] else self.nearest_rows(o0, o1)) - s0
+        plane = tuple(self.out_shape[1:])
+        resized = {int(i): resize(rows[i], plane, self.order, mode="edge", anti_aliasing=False)
+                   for i in np.unique(picked)}
+        return np.stack([resized[int(i)] for i in picked])
+
+    def _spline(self, rows: np.ndarray, s0: int, o0: int, o1: int) -> np.ndarray:
+        from scipy.ndimage import map_coordinates
+
+        axes = [self._coordinate(np.arange(o0, o1, dtype=np.float64)) - s0]
+        for n_in, n_out in zip(self.in_shape[1:], self.out_shape[1:]):
+            axes.append((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5)
+        coordinates = np.stack(np.meshgrid(*axes, indexing="ij"))
+        return map_coordinates(rows, coordinates, order=self.order, mode="nearest", prefilter=self.order > 1)
