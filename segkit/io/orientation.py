@@ -46,13 +46,15 @@ class Reorientation:
     def _pads_2d(self) -> bool:
         return self.spatial_ndim == 2 and len(self.transform) == 3
 
-    def to_canonical(self, array: np.ndarray) -> np.ndarray:
+    def to_canonical(self, array: np.ndarray, view: bool = False) -> np.ndarray:
+        """The array in the canonical orientation: contiguous (flips are negative-stride views, which
+        torch.from_numpy refuses), or with `view` a view of `array`, for callers that copy slabs."""
         array = np.asarray(array)
         self._check_source(array)
         if self._pads_2d:
             array = np.expand_dims(array, 2)
-        # contiguous: flips are negative-stride views, which torch.from_numpy refuses
-        return np.ascontiguousarray(ornts.apply_orientation(array, self.transform))
+        oriented = ornts.apply_orientation(array, self.transform)
+        return oriented if view else np.ascontiguousarray(oriented)
 
     def from_canonical(self, array: np.ndarray) -> np.ndarray:
         array = np.asarray(array)

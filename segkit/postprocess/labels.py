@@ -37,11 +37,15 @@ def _label_mask(label_map: np.ndarray, values, labels) -> np.ndarray:
     """Boolean mask of `values`, without a full-size copy where the map already is that mask (one
     label of value 1 in a 0/1 uint8 map, as medsam gives; only when it is the only label, since the
     view is the map itself and nested labels AND into their masks in place) or with one comparison
-    (np.isin would allocate more than the mask on a full volume)."""
+    (np.isin would allocate more than the mask on a full volume; a uint8 map is a table lookup)."""
     if len(labels) == 1 and list(values) == [1] and label_map.dtype == np.uint8 and label_map.max() <= 1:
         return label_map.view(bool)
     if len(values) == 1:
         return label_map == values[0]
+    if label_map.dtype == np.uint8:  # a table lookup: no temporaries beside the mask
+        table = np.zeros(256, dtype=bool)
+        table[[v for v in values if 0 <= v < 256]] = True
+        return table[label_map]
     return np.isin(label_map, values)
 
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 SPLINE_MARGIN = 24
-ROWS_PER_CALL = 8  # the 3D case's coordinate arrays: 3 x 8 rows x 512 x 512 float64 = 50 MB
+# output rows per scipy call: its float64 copies are the call's input rows (4 rows' reach plus the
+# margins: about 60 rows of 512 x 512, 120 MB each) and coordinates (3 x 4 x 512 x 512, 25 MB)
+ROWS_PER_CALL = 4
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,12 @@ class RowResampler:
         return map_coordinates(index, coordinates[None], order=0, mode="nearest").astype(np.int64)
 
     def resample(self, rows: np.ndarray, s0: int, o0: int, o1: int, value_range=None) -> np.ndarray:
-        """Output rows [o0, o1) from input rows `rows` (float64), the first of which is row s0.
+        """Output rows [o0, o1) (float64) from input rows `rows` (float32 or float64: computed as
+        nnunetv2 computes them from a float64 copy), the first of which is row s0.
         `value_range` is the whole input's (min, max): skimage clips a spline's overshoot to it. It
         only matters for orders above 1 (a linear blend stays within its two inputs)."""
         if self.identity:
-            return rows[o0 - s0:o1 - s0]
+            return rows[o0 - s0:o1 - s0].astype(np.float64)
         if self.separate_z:
             return self._separate_z(rows, s0, o0, o1)
         pieces = []
@@ -76,15 +79,43 @@ class RowResampler:
 
         picked = (np.arange(o0, o1) if self.in_shape[0] == self.out_shape[0] else self.nearest_rows(o0, o1)) - s0
         plane = tuple(self.out_shape[1:])
-        resized = {int(i): resize(rows[i], plane, self.order, mode="edge", anti_aliasing=False)
+        resized = {int(i): resize(rows[i].astype(np.float64), plane, self.order, mode="edge", anti_aliasing=False)
                    for i in np.unique(picked)}
         return np.stack([resized[int(i)] for i in picked])
 
     def _spline(self, rows: np.ndarray, s0: int, o0: int, o1: int) -> np.ndarray:
+        """scipy's zoom for these rows, as map_coordinates computes it on the same grid, with its
+        spline pre-filtering done here in one float64 array (scipy's own holds three copies)."""
         from scipy.ndimage import map_coordinates
 
-        axes = [self._coordinate(np.arange(o0, o1, dtype=np.float64)) - s0]
-        for n_in, n_out in zip(self.in_shape[1:], self.out_shape[1:]):
-            axes.append((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5)
-        coordinates = np.stack(np.meshgrid(*axes, indexing="ij"))
-        return map_coordinates(rows, coordinates, order=self.order, mode="nearest", prefilter=self.order > 1)
+        coefficients, pad = (_spline_coefficients(rows, self.order), SCIPY_SPLINE_PAD) if self.order > 1 else (rows, 0)
+        coordinates = np.empty((3, o1 - o0, *self.out_shape[1:]), dtype=np.float64)
+        coordinates[0] = (self._coordinate(np.arange(o0, o1, dtype=np.float64)) - s0)[:, None, None]
+        for axis, (n_in, n_out) in enumerate(zip(self.in_shape[1:], self.out_shape[1:]), start=1):
+            grid = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+            coordinates[axis] = grid[:, None] if axis == 1 else grid[None, :]
+        if pad:
+            coordinates += pad  # what scipy's C code adds for its own padding
+        return map_coordinates(coefficients, coordinates, order=self.order, mode="nearest", prefilter=False,
+                               output=np.float64)
+
+
+# scipy's map_coordinates(prefilter=True, mode="nearest") pads the input by 12 edge values before
+# its spline filter and shifts the coordinates by as much (_prepad_for_spline_filter)
+SCIPY_SPLINE_PAD = 12
+
+
+def _spline_coefficients(rows: np.ndarray, order: int) -> np.ndarray:
+    """scipy's spline coefficients of `rows`, edge-padded by SCIPY_SPLINE_PAD as scipy pads them
+    (np.pad's "edge", one axis after another), filtered in place in float64."""
+    from scipy.ndimage import spline_filter
+
+    p = SCIPY_SPLINE_PAD
+    padded = np.empty(tuple(n + 2 * p for n in rows.shape), dtype=np.float64)
+    padded[p:-p, p:-p, p:-p] = rows
+    for axis in range(3):
+        inner = [slice(None)] * 3
+        for edge, source in ((slice(0, p), p), (slice(-p, None), -p - 1)):
+            inner[axis] = edge
+            padded[tuple(inner)] = np.take(padded, [source], axis=axis)
+    return spline_filter(padded, order, output=padded, mode="nearest")

@@ -19,11 +19,12 @@ from __future__ import annotations
 import logging
 import numpy as np
 
-from segkit.engines.nnunet.row_resample import RowResampler
+from segkit.engines.nnunet.row_resample import ROWS_PER_CALL, RowResampler
 from segkit.engines.nnunet.slab_window import LabelWriter, slide_tiles
 
 log = logging.getLogger(__name__)
 
+BOX_ROWS = 32
 VOXELWISE_NORMALIZATIONS = ("CTNormalization", "NoNormalization")
 RESAMPLING_FUNCTION = "resample_data_or_seg_to_shape"
 
@@ -64,13 +65,21 @@ def predict_streaming(predictor, channels: list[np.ndarray], spacing) -> np.ndar
 
 def _nonzero_box(volumes) -> tuple[slice, ...] | None:
     """nnunetv2's crop box: around the voxels that are non-zero in any channel (its hole filling
-    adds voxels inside that box only, so the box is the same without it)."""
+    adds voxels inside that box only, so the box is the same without it); a slab of rows at a time,
+    so that no full-size mask is made."""
     from segkit.io.grid import mask_box
 
-    nonzero = volumes[0] != 0
-    for volume in volumes[1:]:
-        nonzero |= volume != 0
-    return mask_box(nonzero)
+    boxes = []
+    for first in range(0, volumes[0].shape[0], BOX_ROWS):
+        nonzero = volumes[0][first:first + BOX_ROWS] != 0
+        for volume in volumes[1:]:
+            nonzero |= volume[first:first + BOX_ROWS] != 0
+        box = mask_box(nonzero)
+        if box is not None:
+            boxes.append((slice(box[0].start + first, box[0].stop + first), *box[1:]))
+    if not boxes:
+        return None
+    return tuple(slice(min(b[axis].start for b in boxes), max(b[axis].stop for b in boxes)) for axis in range(3))
 
 
 def _plan(predictor, volumes, box, spacing):
@@ -169,11 +178,14 @@ class ModelRows:
         return self.rows[:, :b - a]
 
     def _compute(self, a: int, b: int) -> np.ndarray:
-        s0, s1 = self.resampler.source_rows(a, b)
-        out = []
-        for volume, normalize, value_range in zip(self.cropped, self.normalizers, self.value_ranges):
-            rows = normalize(volume[s0:s1])
-            if not self.resampler.identity:  # nnunetv2 resamples in float64 and stores float32
-                rows = self.resampler.resample(rows.astype(np.float64), s0, a, b, value_range).astype(np.float32)
-            out.append(rows)
-        return np.stack(out)
+        out = np.empty((len(self.cropped), b - a, *self.shape[1:]), dtype=np.float32)
+        step = b - a if self.resampler.identity else ROWS_PER_CALL
+        for first in range(a, b, step):  # resampling's float64 copies stay a few rows deep
+            last = min(first + step, b)
+            s0, s1 = self.resampler.source_rows(first, last)
+            for c, (volume, normalize) in enumerate(zip(self.cropped, self.normalizers)):
+                rows = normalize(volume[s0:s1])
+                if not self.resampler.identity:  # nnunetv2 resamples in float64 and stores float32
+                    rows = self.resampler.resample(rows, s0, first, last, self.value_ranges[c])
+                out[c, first - a:last - a] = rows
+        return out

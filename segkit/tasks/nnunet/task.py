@@ -41,6 +41,8 @@ class NnunetRunner(TaskRunner):
     """The model folder is looked for only when first needed (labels, model), so a registry task's
     inputs are checked before its weights: a wrong image is named even when the task is not installed."""
 
+    keeps_integers = True  # the engine normalises a slab at a time (segkit.engines.nnunet.streaming)
+
     @cached_property
     def folder(self):
         return load_model_folder(self._model_root(), [str(f).strip() for f in self.options.folds] or None)
