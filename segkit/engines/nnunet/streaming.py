@@ -100,7 +100,7 @@ def _plan(predictor, volumes, box, spacing):
                         target_spacing, original_spacing)
     if data is None or logits is None:
         return None
-    normalizers = [_normalizer(predictor, c, volumes[c], box, len(volumes)) for c in range(len(volumes))]
+    normalizers = [_normalizer(predictor, c, cropped[c]) for c in range(len(volumes))]
     ranges = [_normalized_range(normalize, volume) for normalize, volume in zip(normalizers, cropped)]
     return ModelRows(cropped, normalizers, ranges, data), data, logits
 
@@ -125,7 +125,7 @@ def _resampler(kwargs: dict, in_shape, out_shape, current_spacing, new_spacing) 
     return RowResampler(tuple(in_shape), tuple(out_shape), int(kwargs.get("order", 3)), bool(separate))
 
 
-def _normalizer(predictor, channel: int, volume, box, n_channels: int):
+def _normalizer(predictor, channel: int, cropped):
     """Rows (any dtype) -> float32 rows, as nnunetv2's normaliser of this channel would make them."""
     from nnunetv2.preprocessing.normalization import default_normalization_schemes as schemes
 
@@ -135,23 +135,24 @@ def _normalizer(predictor, channel: int, volume, box, n_channels: int):
     if scheme != "ZScoreNormalization":
         normalizer = getattr(schemes, scheme)(use_mask_for_norm=False, intensityproperties=properties)
         return lambda rows: normalizer.run(rows.astype(np.float32), None)
-    mean, std = _zscore_statistics(predictor, volume, box, n_channels)
+    mean, std = _zscore_statistics(cropped)
 
     def zscore(rows):
         rows = rows.astype(np.float32)
         rows -= mean
-        rows /= max(std, 1e-8)
+        rows /= max(std, np.float32(1e-8))
         return rows
     return zscore
 
 
-def _zscore_statistics(predictor, volume, box, n_channels: int) -> tuple[float, float]:
-    """The image's mean and std as nnunetv2 computes them: over a float32 copy laid out as its copy is
-    (a view of the one channel, or np.stack's contiguous block), so the sums run in the same order."""
-    original = volume.transpose(predictor.plans_manager.transpose_backward)
-    copy = original.astype(np.float32) if n_channels == 1 else np.ascontiguousarray(original, dtype=np.float32)
-    image = copy.transpose(predictor.plans_manager.transpose_forward)[box]
-    return image.mean(), image.std()
+def _zscore_statistics(cropped) -> tuple[np.float32, np.float32]:
+    """The image's mean and std, a slab at a time in float64, rounded to float32 as nnunetv2 holds
+    them. nnunetv2 sums a float32 copy of the whole image (840 MB and as much again for the std on a
+    512x512x800 volume); its float32 sums may differ from these in the last bits."""
+    slabs = [slice(first, first + BOX_ROWS) for first in range(0, cropped.shape[0], BOX_ROWS)]
+    mean = sum(float(cropped[s].sum(dtype=np.float64)) for s in slabs) / cropped.size
+    squares = sum(float(np.square(cropped[s].astype(np.float64) - mean).sum()) for s in slabs)
+    return np.float32(mean), np.float32(np.sqrt(squares / cropped.size))
 
 
 class ModelRows:
