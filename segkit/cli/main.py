@@ -79,12 +79,18 @@ def run(argv: list[str] | None = None) -> None:
     except SegkitError as exc:
         if debug:
             traceback.print_exc()
-        _fail(str(exc), exc.exit_code)
+        from segkit.runtime.memory import explained
+
+        _fail(explained(str(exc)), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - last-resort handler for the CLI only
+        from segkit.runtime.memory import CAPPED, is_allocation_failure, out_of_memory_message
+
+        if is_allocation_failure(exc):  # a cap the user set is theirs to raise (2); else the machine's (1)
+            _fail(out_of_memory_message(exc), 2 if CAPPED["text"] else 1)
         usage = _usage_error_code(exc)
         if usage is not None:
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)

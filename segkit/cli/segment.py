@@ -30,6 +30,8 @@ def register(app: typer.Typer, argv: list[str]) -> None:
         typed = tc.given_on_command_line(ctx, values)
         task = values["task"]
         if cohort.wants_cohort(values, cohort_names):
+            if values["max_memory"]:
+                raise tc.OptionError("--max-memory caps one process; a cohort's workers take --memory-per-worker")
             spec = api.resolve_task(task, typed.get("model"))
             tc.refuse_foreign(spec.name, typed, _segment_options_class(spec), flags, common_names | cohort_names)
             own = {k: v for k, v in typed.items() if k not in common_names | cohort_names}
@@ -42,6 +44,10 @@ def register(app: typer.Typer, argv: list[str]) -> None:
         spec = api.resolve_task(task, typed.get("model"))
         tc.refuse_foreign(spec.name, typed, _segment_options_class(spec), flags, common_names | cohort_names)
         own = {k: v for k, v in typed.items() if k not in common_names | cohort_names}
+        if values["max_memory"]:
+            from segkit.runtime.memory import apply_memory_cap
+
+            apply_memory_cap(values["max_memory"])  # before any image is read
         with SliceProgress(spec.name) as progress:
             written = api.segment(
                 task, tc.path_list(values["inputs"]), output=values["output"], qc=values["qc"],

@@ -103,6 +103,9 @@ class SegmentCommon(TaskOptions):
                                       help="Remove objects smaller than this from each label: e.g. 5mm3 or 5vox.")
     series: str | None = option(None, "--series", kind=str,
                                 help="A DICOM folder's series to read (its SeriesInstanceUID), when it holds several.")
+    max_memory: str | None = option(None, "--max-memory", kind=str,
+                                    help="Cap this process's memory, e.g. 2G (binary units): past it segkit stops "
+                                         "with one line (exit 2) and writes nothing. Cohorts: --memory-per-worker.")
 
 
 @dataclass(frozen=True)

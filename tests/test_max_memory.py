@@ -1,0 +1,63 @@
+"""`segment --max-memory`: a real cap (the kernel refuses allocations past it), one line and exit 2
+when a command needs more, no partial output, and no effect on a command that fits."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from segkit.runtime.memory import MemoryCapError, parse_size
+from test_medsam_cli import segkit, volume  # noqa: F401 - the fixture is used by name
+
+
+@pytest.mark.parametrize("text, size", [("2G", 2 << 30), ("1500M", 1500 << 20), ("4GiB", 4 << 30),
+                                        ("512mb", 512 << 20), ("1.5G", 3 << 29), ("4096", 4096)])
+def test_sizes_are_binary_units(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "2X", "-1G", "0", "G"])
+def test_bad_sizes_are_refused(text):
+    with pytest.raises(MemoryCapError):
+        parse_size(text)
+
+
+def _one_line(done) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+def test_an_input_larger_than_the_cap_stops_with_one_line_and_no_output(tmp_path):
+    # 1600 x 1600 x 120 float32 = 1.2 GB to read, 5 MB on disk (zeros): past a 700M cap, under RAM
+    big = tmp_path / "big.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((1600, 1600, 120), np.float32), np.eye(4)), big)
+    out = tmp_path / "out"
+    done = segkit("segment", "-task", "medsam", "-i", str(big), "--box", "10,10,50,50,0,5",
+                  "--max-memory", "700M", "-o", f"{out}/", home=tmp_path / "home")
+    assert done.returncode == 2
+    assert "--max-memory 700M" in _one_line(done)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_cap_below_what_segkit_holds_is_refused_before_reading(volume, tmp_path):  # noqa: F811
+    done = segkit("segment", "-task", "medsam", "-i", str(volume), "--box", "10,8,0,30,30,3",
+                  "--max-memory", "1M", "-o", f"{tmp_path / 'out'}/", home=tmp_path / "home")
+    assert done.returncode == 2 and "already holds" in _one_line(done)
+
+
+def test_a_command_that_fits_runs_as_without_the_cap(volume, tmp_path):  # noqa: F811
+    masks = {}
+    for name, extra in (("capped", ["--max-memory", "8G"]), ("free", [])):
+        done = segkit("segment", "-task", "medsam", "-i", str(volume), "--box", "10,8,0,30,30,3", *extra,
+                      "-o", f"{tmp_path / name}/", home=tmp_path / "home")
+        assert done.returncode == 0, done.stderr
+        masks[name] = np.asarray(nib.load(tmp_path / name / "sub-01_T1w_seg.nii.gz").dataobj)
+    assert masks["capped"].any() and np.array_equal(masks["capped"], masks["free"])
+
+
+def test_a_cohort_is_pointed_to_its_worker_limit(volume, tmp_path):  # noqa: F811
+    done = segkit("segment", "-task", "medsam", "--glob", str(tmp_path / "*.nii.gz"), "--box", "10,8,0,30,30,3",
+                  "--max-memory", "2G", "-o", f"{tmp_path / 'out'}/", home=tmp_path / "home")
+    assert done.returncode == 2 and "--memory-per-worker" in _one_line(done)
