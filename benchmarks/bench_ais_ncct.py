@@ -2,14 +2,15 @@
 HU-threshold baseline, and the per-volume costs of each stage.
 
     .venv/bin/python benchmarks/bench_ais_ncct.py proof [--train 24 --test 6 --epochs 40 --iterations 50 --learning-rate 3e-4] [--arm aisct_sam]
-    .venv/bin/python benchmarks/bench_ais_ncct.py costs [--shape 512,512,40] [--inference]
+    .venv/bin/python benchmarks/bench_ais_ncct.py costs [--shape 512,512,40] [--fov 220,220,120] [--inference]
 
 proof: AISCT-SAM (embedded LiteMedSAM backbone, mirror channel + self-prompts) and the same network
 without them (the paper's ablation) are trained with `segkit train -task ais_ncct` on the same
 phantoms and seed, then scored on held-out phantoms (pooled lesion Dice and mean per case). The
 trivial baseline: a brain-voxel HU threshold on the smoothed stripped CT, its cut-off chosen on the
-training phantoms. costs: seconds for skull stripping, flip registration and one inference, and
-peak memory (max RSS), on one phantom of --shape.
+training phantoms. costs: seconds for skull stripping with flip registration and (--inference) the
+whole slab-wise inference to the uint8 mask, and the peak memory (max RSS) of the child process that
+does them, on one int16 phantom of --shape and --fov.
 """
 
 from __future__ import annotations
@@ -101,64 +102,115 @@ def proof(args) -> dict:
 
 
 def costs(args) -> dict:
-    from segkit.phantoms.head_ct import make_head_phantom
-    from segkit.tasks.ais_ncct.ct import apply_brain_mask, strip_skull
-    from segkit.tasks.ais_ncct.mirror import flip_register
+    """Stripping and registration (and with --inference the whole segment computation) on one phantom
+    of --shape, run in a child process so its peak memory (ru_maxrss) is the task's alone: the
+    phantom is made here and handed over as an int16 NIfTI, as a CT arrives."""
+    import subprocess
 
     shape = tuple(int(v) for v in args.shape.split(","))
-    phantom = make_head_phantom(0, shape=shape, field_of_view_mm=(220.0, 220.0, 120.0))
-    spacing = phantom.truth["spacing_mm"]
-    out = {"shape": shape}
+    fov = tuple(float(v) for v in args.fov.split(","))
+    work = Path(tempfile.mkdtemp(prefix="ais_costs_"))
+    path = write_costs_phantom(work / "ct.nii", shape, fov)
+    command = [sys.executable, __file__, "costs-child", str(path)] + (["--inference"] if args.inference else [])
     started = time.perf_counter()
-    brain = strip_skull(phantom.ct, spacing)
-    out["skull_strip_s"] = round(time.perf_counter() - started, 2)
-    stripped = apply_brain_mask(phantom.ct, brain)
-    started = time.perf_counter()
-    result = flip_register(stripped, spacing, brain=brain)
-    out["registration_s"] = round(time.perf_counter() - started, 2)
-    out["registration"] = {k: v for k, v in result.info.items() if k.startswith("residual") or k == "plane_tilt_deg"}
-    out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    if args.inference:
-        out["inference"] = inference_cost(phantom, brain, stripped, result.mirror, spacing)
-        out["max_rss_mb_with_inference"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result = subprocess.run(command, stdout=subprocess.PIPE, encoding="utf-8", check=True)
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    path.unlink()
+    return {"shape": shape, "fov_mm": fov, **json.loads(result.stdout), "wall_s": round(time.perf_counter() - started, 1),
+            "max_rss_mb": round(child.ru_maxrss / 1024, 1), "cpu_user_s": round(child.ru_utime, 1),
+            "cpu_kernel_s": round(child.ru_stime, 1)}
+
+
+def write_costs_phantom(path: Path, shape, fov) -> Path:
+    """An int16 head CT phantom of `shape`. Above 80 slices it is drawn at 80 and each slice repeated
+    (the phantom's generator holds float grids of the whole volume): the same size, dtype and head,
+    with the slice spacing of --shape."""
+    import nibabel as nib
+
+    from segkit.phantoms.head_ct import make_head_phantom
+
+    drawn = shape if shape[2] <= 80 else (shape[0], shape[1], 80)
+    phantom = make_head_phantom(0, shape=drawn, field_of_view_mm=fov)
+    ct = np.round(phantom.ct).astype(np.int16)
+    del phantom
+    if drawn != shape:
+        ct = np.repeat(ct, int(np.ceil(shape[2] / drawn[2])), axis=2)[:, :, :shape[2]]
+    spacing = np.asarray(fov) / np.asarray(shape)
+    affine = np.diag([*spacing, 1.0])
+    nib.save(nib.Nifti1Image(ct, affine), str(path))
+    return path
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far (VmHWM), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def costs_child(path: str, inference: bool) -> dict:
+    """What `segment -task ais_ncct` computes, in its order: read and check the CT (int16 where lossless),
+    the network loaded, brain mask, stripped CT and registered mirror, then (--inference) the
+    slab-wise sliding window at the upstream patch and model spacing to the uint8 mask; the peak so
+    far after each stage."""
+    from segkit.tasks.ais_ncct.ct import compact_hu, read_ct
+    from segkit.tasks.ais_ncct.pipeline import preprocess_case
+
+    out, clock = {}, time.perf_counter()
+    image = read_ct(path)
+    hu, spacing = compact_hu(image.data), tuple(float(v) for v in image.affine.diagonal()[:3])
+    image.data = hu
+    out["read"] = {"s": round(time.perf_counter() - clock, 1), "dtype": str(hu.dtype), "peak_mb": peak_rss_mb()}
+    net, card = costs_network() if inference else (None, None)
+    out["network_built_peak_mb"] = peak_rss_mb()
+    clock = time.perf_counter()
+    case = preprocess_case(hu, spacing, cache_dir=None)
+    out["strip_and_register"] = {"s": round(time.perf_counter() - clock, 1), "peak_mb": peak_rss_mb(),
+                                 "residual_hu": round(case.registration["residual_hu"], 2)}
+    if inference:
+        out["inference"] = costs_inference(net, card, case)
     return out
 
 
-def inference_cost(phantom, brain, stripped, mirror, spacing) -> dict:
-    """One sliding-window pass at the upstream patch (20 x 256 x 256) and model spacing (0.4375 x
-    0.4375 x 3 mm) with the embedded LiteMedSAM backbone: the network's cost does not depend on
-    its weights, so its trained additions are left at their initialisation."""
-    import torch
-
-    from segkit.tasks.ais_ncct.inference import lesion_margin
+def costs_network():
+    """AISCT-SAM at the upstream patch (20 x 256 x 256) and model spacing (0.4375 x 0.4375 x 3 mm) with
+    the embedded LiteMedSAM backbone: its cost does not depend on its weights, so its trained
+    additions are left at their initialisation."""
     from segkit.tasks.ais_ncct.network import NetworkConfig, build_network
-    from segkit.tasks.ais_ncct.pipeline import CasePreprocessed, model_channels, nonzero_box
 
     config = NetworkConfig()
-    net = build_network(config).eval()
     stats = {"mean": 30.0, "std": 10.0, "percentile_00_5": 0.0, "percentile_99_5": 80.0}
-    case = CasePreprocessed(phantom.ct, tuple(spacing), brain, stripped, mirror)
-    started = time.perf_counter()
-    channels = model_channels(case, nonzero_box(case), (0.4375, 0.4375, 3.0), [stats, stats])
-    resample_s = time.perf_counter() - started
-    windows = []
+    card = {"network": config.to_dict(), "spacing_mm": [0.4375, 0.4375, 3.0], "normalisation": [stats, stats]}
+    return build_network(config).eval(), card
+
+
+def costs_inference(net, card, case) -> dict:
+    import torch
+
+    from segkit.tasks.ais_ncct.inference import lesion_mask
+    from segkit.tasks.ais_ncct.pipeline import ModelChannels, nonzero_box
+
+    windows, started, before = [], time.perf_counter(), os.times()
 
     def progress(done, total):
         windows[:] = [total]
-        print(f"window {done}/{total} {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        print(f"window {done}/{total} {time.perf_counter() - started:.0f} s, peak {peak_rss_mb():.0f} MB",
+              file=sys.stderr, flush=True)
 
-    started, before = time.perf_counter(), os.times()
-    lesion_margin(net, channels, config.slice_size, config.depth, progress=progress)
+    mask = lesion_mask(net, case, card, 0.5, 1, progress=progress)
     after = os.times()
-    return {"model_grid": list(channels.shape[1:]), "windows": windows[0], "threads": torch.get_num_threads(),
-            "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE"),
-            "resample_s": round(resample_s, 2), "network_s": round(time.perf_counter() - started, 1),
-            "network_user_s": round(after.user - before.user, 1), "network_kernel_s": round(after.system - before.system, 1)}
+    grid = ModelChannels(case, nonzero_box(case), card["spacing_mm"], card["normalisation"])
+    return {"model_grid": list(grid.shape), "resampling": grid.resampling.rule, "windows": windows[0],
+            "threads": torch.get_num_threads(), "mask_dtype": str(mask.dtype), "s": round(time.perf_counter() - started, 1),
+            "user_s": round(after.user - before.user, 1), "kernel_s": round(after.system - before.system, 1),
+            "peak_mb": peak_rss_mb()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=("proof", "costs"))
+    parser.add_argument("what", choices=("proof", "costs", "costs-child"))
+    parser.add_argument("path", nargs="?", help="costs-child: the CT to measure (the costs command passes it)")
     parser.add_argument("--train", type=int, default=8)
     parser.add_argument("--test", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=6)
@@ -169,11 +221,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW peak learning rate (upstream 1e-4)")
     parser.add_argument("--shape", default="512,512,40")
+    parser.add_argument("--fov", default="220,220,120", help="costs: the phantom's field of view, mm (R-L,A-P,S-I)")
     parser.add_argument("--inference", action="store_true", help="costs: also one sliding-window pass (slow on a CPU)")
     parser.add_argument("--work", help="proof: the folder for phantoms, runs and models (default: a new temporary one)")
     parser.add_argument("--arm", default="both", choices=("both", "aisct_sam", "no_mirror_no_prompts"),
                         help="train one arm only (two processes, one per core, run both arms in half the time)")
     args = parser.parse_args()
+    if args.what == "costs-child":
+        print(json.dumps(costs_child(args.path, args.inference)))
+        return
     print(json.dumps(proof(args) if args.what == "proof" else costs(args), indent=2))
 
 

@@ -7,88 +7,131 @@ spread evenly, each window's logits are weighted by a Gaussian centred on it (si
 window) and averaged, and the export resamples the averaged logits, not probabilities, before the
 softmax. With two classes the softmax needs only the lesion logit minus the background logit (the
 margin), so that is the one array accumulated.
+
+Memory follows a slab, not the volume (issue 17): the windows run a row at a time along the model
+grid's slice axis (slab_window.py), each finished slab of the margin is resampled onto the brain
+box's own slices as soon as the box slices it makes are complete (MarginExport), and there the
+softmax and threshold turn it into the uint8 mask. Each step is nnU-Net's whole-volume rule computed
+for fewer slices, so the mask is the whole-volume path's voxel for voxel (tests/test_ais_slabs.py).
 """
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 
-def window_starts(size: int, patch: int) -> list[int]:
-    """nnU-Net's tile positions at step 0.5: the fewest windows that overlap by at least half a patch,
-    spread evenly from 0 to size - patch."""
-    if size <= patch:
-        return [0]
-    count = int(np.ceil((size - patch) / (patch * 0.5))) + 1
-    step = (size - patch) / (count - 1)
-    return [int(np.round(step * i)) for i in range(count)]
+class MarginExport:
+    """The margin's resampling from the model grid back onto the brain's box (`resample_to_shape`,
+    order 1), fed model slabs in order and giving box slabs as soon as the model slices they copy
+    are all in. For a 3D resampling ("whole") nothing is given until the last model slab arrives."""
+
+    def __init__(self, model_shape, box_shape, model_spacing, spacing):
+        from segkit.tasks.ais_ncct.intensity import SliceResampling
+
+        self.resampling = SliceResampling(tuple(model_shape), tuple(box_shape), model_spacing or spacing, spacing, 1)
+        self.whole = self.resampling.rule == "whole"
+        self.sources = None if self.whole else self.resampling.sources()
+        self.held: dict[int, np.ndarray] = {}  # model slices a box slice still to come may copy
+        self.received = 0
+        self.next = 0  # the first box slice not given yet
+
+    def add(self, first: int, slab: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Take model slices first .. first + n; yield (first box slice, margin (X, Y, m) float32)."""
+        for k in range(slab.shape[2]):
+            self.held[first + k] = slab[:, :, k]
+        self.received = first + slab.shape[2]
+        if self.whole:
+            yield from self._whole_when_complete()
+            return
+        ready = self.next
+        while ready < len(self.sources) and self.sources[ready] < self.received:
+            ready += 1
+        if ready > self.next:
+            yield self.next, self._box_slices(self.next, ready)
+            self.next = ready
+            needed = self.sources[ready] if ready < len(self.sources) else self.received
+            self.held = {k: v for k, v in self.held.items() if k >= needed}
+
+    def _box_slices(self, first: int, stop: int) -> np.ndarray:
+        out = np.empty((*self.resampling.new_shape[:2], stop - first), dtype=np.float32)
+        made = {}
+        for k in range(first, stop):
+            source = int(self.sources[k])
+            if source not in made:
+                made[source] = self.resampling.resample_slice(self.held[source])
+            out[:, :, k - first] = made[source]
+        return out
+
+    def _whole_when_complete(self) -> Iterator[tuple[int, np.ndarray]]:
+        from segkit.tasks.ais_ncct.intensity import resample_to_shape
+
+        if self.received < self.resampling.old_shape[2]:
+            return
+        margin = np.stack([self.held[k] for k in range(self.received)], axis=2)
+        self.held = {}
+        r = self.resampling
+        yield 0, resample_to_shape(margin, r.new_shape, r.spacing, r.target_spacing, order=1)
 
 
-def importance_map(shape) -> np.ndarray:
-    """nnU-Net's Gaussian weight of a window's voxels (sigma 1/8 of its size, peak at its centre): a
-    voxel near the centre, where the network saw most context, counts more than one at the edge."""
-    from scipy.ndimage import gaussian_filter
+def box_margin_slabs(net, case, card: dict, device: str = "cpu", progress=None):
+    """(box, iterator of (first box slice, margin on the box's grid (X, Y, m) float32)) of a
+    preprocessed case, the way nnU-Net predicts: the brain's box of both channels, normalised with
+    the package's CT statistics and resampled to the model's spacing, the sliding window, and the
+    logit margin resampled back onto the box."""
+    from segkit.tasks.ais_ncct.pipeline import ModelChannels, nonzero_box
+    from segkit.tasks.ais_ncct.slab_window import margin_slabs
 
-    delta = np.zeros(shape, dtype=np.float64)
-    delta[tuple(n // 2 for n in shape)] = 1.0
-    weights = gaussian_filter(delta, [n / 8 for n in shape], 0, mode="constant", cval=0.0)
-    weights /= weights.max()
-    weights[weights == 0] = weights[weights > 0].min()  # every voxel of a window counts a little
-    return weights.astype(np.float32)
+    target = card.get("spacing_mm")
+    box = nonzero_box(case)
+    channels = ModelChannels(case, box, target, card["normalisation"])
+    export = MarginExport(channels.shape, tuple(s.stop - s.start for s in box), target, case.spacing)
+    network = card["network"]
+    slabs = margin_slabs(net, channels, int(network["slice_size"]), int(network["depth"]), device, progress)
+
+    def box_slabs():
+        for first, slab in slabs:
+            yield from export.add(first, slab)
+
+    return box, box_slabs()
 
 
-def centred_padding(shape, target) -> list[tuple[int, int]]:
-    """(before, after) per axis up to `target`, the odd voxel after (nnU-Net's pad_nd_image)."""
-    return [(max(0, t - n) // 2, max(0, t - n) - max(0, t - n) // 2) for n, t in zip(shape, target)]
+def lesion_mask(net, case, card: dict, threshold: float = 0.5, value: int = 1, device: str = "cpu",
+                progress=None) -> np.ndarray:
+    """uint8 (`value` on the lesion) on the case's grid: the softmax of the margin at least
+    `threshold`, inside the brain; shared by `segment` and training's validation. Filled a slab of
+    the box at a time, so no float array of the volume is ever made."""
+    from scipy.special import expit
+
+    box, slabs = box_margin_slabs(net, case, card, device, progress)
+    mask = np.zeros(case.brain.shape, dtype=np.uint8)
+    x, y, z = box
+    for first, margin in slabs:
+        where = (x, y, slice(z.start + first, z.start + first + margin.shape[2]))
+        lesion = (expit(margin) >= threshold) & case.brain[where]  # the two-class softmax
+        mask[where] = lesion.astype(np.uint8) * np.uint8(value)
+    return mask
+
+
+def lesion_probability(net, case, card: dict, device: str = "cpu", progress=None) -> np.ndarray:
+    """The lesion probability on the case's grid (float32, 0 outside the brain's box): the same pass
+    as `lesion_mask`, kept whole, so a float32 volume; `segment` uses `lesion_mask`."""
+    from scipy.special import expit
+
+    box, slabs = box_margin_slabs(net, case, card, device, progress)
+    whole = np.zeros(case.brain.shape, dtype=np.float32)
+    x, y, z = box
+    for first, margin in slabs:
+        whole[x, y, z.start + first:z.start + first + margin.shape[2]] = expit(margin)
+    return whole
 
 
 def lesion_margin(net, channels: np.ndarray, slice_size: int, depth: int, device: str = "cpu", progress=None) -> np.ndarray:
     """channels (2, X, Y, Z) -> the Gaussian-weighted mean of lesion logit - background logit (X, Y, Z)."""
-    import torch
+    from segkit.tasks.ais_ncct.slab_window import ArrayChannels, margin_slabs
 
-    volume = np.transpose(channels, (0, 3, 1, 2))  # (C, Z, X, Y)
-    target = (depth, slice_size, slice_size)
-    pads = centred_padding(volume.shape[1:], target)
-    # np.pad copies even when nothing is padded: a volume at least one patch large is used as it is
-    padded = np.pad(volume, [(0, 0)] + pads) if any(sum(p) for p in pads) else volume
-    weights = importance_map(target)
-    total = np.zeros(padded.shape[1:], dtype=np.float32)
-    weight_sum = np.zeros(padded.shape[1:], dtype=np.float32)
-    windows = [(z, x, y) for z in window_starts(padded.shape[1], depth)
-               for x in window_starts(padded.shape[2], slice_size) for y in window_starts(padded.shape[3], slice_size)]
-    for done, (z, x, y) in enumerate(windows, start=1):
-        region = (slice(z, z + depth), slice(x, x + slice_size), slice(y, y + slice_size))
-        patch = np.ascontiguousarray(padded[(slice(None), *region)][None])
-        with torch.no_grad():
-            logits = net(torch.from_numpy(patch).to(device)).float()
-            margin = (logits[0, 1] - logits[0, 0]).cpu().numpy()
-        total[region] += margin * weights
-        weight_sum[region] += weights
-        if progress is not None:
-            progress(done, len(windows))
-    mean = np.divide(total, weight_sum, out=total)
-    inside = tuple(slice(before, before + n) for (before, _), n in zip(pads, volume.shape[1:]))
-    return np.transpose(mean[inside], (1, 2, 0))
-
-
-def lesion_probability(net, case, card: dict, device: str = "cpu", progress=None) -> np.ndarray:
-    """A preprocessed case's lesion probability on its own grid, the way nnU-Net predicts (shared by
-    `segment` and training's validation): the brain's box of both channels, normalised with the
-    package's CT statistics and resampled to the model's spacing, the sliding window, the logit
-    margin resampled back onto the box, its softmax there, and 0 outside the box."""
-    from scipy.special import expit
-
-    from segkit.tasks.ais_ncct.intensity import resample_to_shape
-    from segkit.tasks.ais_ncct.pipeline import model_channels, nonzero_box
-
-    target = card.get("spacing_mm")
-    box = nonzero_box(case)
-    channels = model_channels(case, box, target, card["normalisation"])
-    network = card["network"]
-    margin = lesion_margin(net, channels, int(network["slice_size"]), int(network["depth"]), device, progress)
-    if target is not None:
-        box_shape = tuple(s.stop - s.start for s in box)
-        margin = resample_to_shape(margin, box_shape, target, case.spacing, order=1)
-    whole = np.zeros(case.brain.shape, dtype=np.float32)
-    whole[box] = expit(margin)  # the two-class softmax
-    return whole
+    margin = np.empty(channels.shape[1:], dtype=np.float32)
+    for first, slab in margin_slabs(net, ArrayChannels(channels), slice_size, depth, device, progress):
+        margin[:, :, first:first + slab.shape[2]] = slab
+    return margin

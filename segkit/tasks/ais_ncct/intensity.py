@@ -10,6 +10,7 @@ set's, never the test image's own.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -56,3 +57,56 @@ def resample_to_shape(array: np.ndarray, shape, spacing, target_spacing, order: 
 def resample_to_spacing(array: np.ndarray, spacing, target_spacing, order: int = 3) -> np.ndarray:
     shape = shape_for_spacing(array.shape, spacing, target_spacing)
     return resample_to_shape(array, shape, spacing, target_spacing, order)
+
+
+def nearest_slice_sources(old_count: int, new_count: int) -> np.ndarray:
+    """The input slice each of `new_count` output slices copies under nnU-Net's order-0 resampling
+    along z (map_coordinates, mode 'nearest', centres at scale x (k + 0.5) - 0.5): the same
+    coordinates through the same function, on a ramp whose values are the slice numbers."""
+    from scipy.ndimage import map_coordinates
+
+    if old_count == new_count:
+        return np.arange(new_count)
+    scale = float(old_count) / new_count
+    centres = scale * (np.arange(new_count) + 0.5) - 0.5
+    ramp = np.arange(old_count, dtype=float)
+    return map_coordinates(ramp, centres[None], order=0, mode="nearest").astype(int)
+
+
+@dataclass(frozen=True)
+class SliceResampling:
+    """`resample_to_shape` from `old_shape` to `new_shape`, computed for some output slices (last axis)
+    at a time. nnU-Net resamples a grid whose z is the anisotropic axis slice by slice in-plane, then
+    copies the nearest slice along z; so an output slice is the in-plane resampling of one input slice,
+    and a slab of output slices needs only the input slices it copies. `rule` is "same" (no change),
+    "per_slice" (that case) or "whole" (3D resampling: only the whole volume gives nnU-Net's numbers)."""
+
+    old_shape: tuple
+    new_shape: tuple
+    spacing: tuple
+    target_spacing: tuple
+    order: int
+
+    @cached_property
+    def rule(self) -> str:
+        from nnunetv2.preprocessing.resampling.default_resampling import determine_do_sep_z_and_axis
+
+        if tuple(self.old_shape) == tuple(self.new_shape):
+            return "same"
+        separate, axis = determine_do_sep_z_and_axis(None, list(self.spacing), list(self.target_spacing))
+        return "per_slice" if separate and axis == 2 else "whole"
+
+    def sources(self) -> np.ndarray:
+        """For every output slice, the input slice it is made from (rules "same" and "per_slice")."""
+        return nearest_slice_sources(self.old_shape[2], self.new_shape[2])
+
+    def resample_slice(self, plane: np.ndarray) -> np.ndarray:
+        """One input slice resampled in-plane exactly as nnU-Net's separate-z path does it (in float64,
+        skimage's resize, edge mode, no anti-aliasing), returned as float32 like its output array."""
+        from skimage.transform import resize
+
+        if tuple(self.old_shape) == tuple(self.new_shape):
+            return np.asarray(plane, dtype=np.float32)
+        planar = resize(np.asarray(plane, dtype=float), tuple(self.new_shape[:2]), self.order, mode="edge",
+                        anti_aliasing=False)
+        return planar.astype(np.float32)

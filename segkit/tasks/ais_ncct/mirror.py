@@ -34,10 +34,15 @@ def mirror_left_right(volume: np.ndarray) -> np.ndarray:
 
 
 def _sitk_image(array: np.ndarray, spacing):
+    """The brain-windowed float32 image SimpleITK registers; made in SimpleITK's (z, y, x) order and
+    clipped in place, so one float32 volume besides SimpleITK's own copy (not three)."""
     import SimpleITK as sitk
 
-    windowed = np.clip(array, *WINDOW_HU).astype(np.float32)
-    image = sitk.GetImageFromArray(np.transpose(windowed, (2, 1, 0)))  # sitk wants z, y, x
+    windowed = np.empty(array.shape[::-1], dtype=np.float32)
+    windowed[...] = np.transpose(array, (2, 1, 0))  # sitk wants z, y, x
+    np.clip(windowed, *WINDOW_HU, out=windowed)
+    image = sitk.GetImageFromArray(windowed)
+    del windowed
     image.SetSpacing([float(s) for s in spacing])
     return image
 
@@ -88,12 +93,16 @@ def register_deformable(fixed, moving, rigid, iterations: int = DEMONS_ITERATION
 
 
 def resample_mirror(mirror: np.ndarray, spacing, transform, background: float) -> np.ndarray:
+    """float32 (X, Y, Z). An int16 mirror goes in as int16: linear interpolation computes in double
+    from the pixel values either way, so the output is the float32 input's, from half the memory."""
     import SimpleITK as sitk
 
-    moving = sitk.GetImageFromArray(np.transpose(mirror.astype(np.float32), (2, 1, 0)))
+    pixels = mirror if mirror.dtype == np.int16 else mirror.astype(np.float32, copy=False)
+    moving = sitk.GetImageFromArray(np.transpose(pixels, (2, 1, 0)))
     moving.SetSpacing([float(s) for s in spacing])
     out = sitk.Resample(moving, moving, transform, sitk.sitkLinear, float(background), sitk.sitkFloat32)
-    return np.transpose(sitk.GetArrayFromImage(out), (2, 1, 0)).astype(np.float32)
+    del moving
+    return np.ascontiguousarray(np.transpose(sitk.GetArrayViewFromImage(out), (2, 1, 0)), dtype=np.float32)
 
 
 def flip_register(volume: np.ndarray, spacing, *, brain: np.ndarray | None = None, deformable: bool = True,
@@ -105,6 +114,7 @@ def flip_register(volume: np.ndarray, spacing, *, brain: np.ndarray | None = Non
     fixed, moving = _sitk_image(volume, spacing), _sitk_image(mirror, spacing)
     rigid = register_rigid(fixed, moving)
     transform = register_deformable(fixed, moving, rigid) if deformable else sitk.CompositeTransform(rigid)
+    del fixed, moving  # two float32 volumes the resampling below does not need
     registered = resample_mirror(mirror, spacing, transform, background)
     rigid_only = resample_mirror(mirror, spacing, rigid, background)
     region = brain if brain is not None else (volume > WINDOW_HU[0]) & (volume < WINDOW_HU[1])
@@ -130,8 +140,9 @@ def _as_euler(transform):
 
 
 def _rms(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
-    a = np.clip(a, *WINDOW_HU)[region]
-    b = np.clip(b, *WINDOW_HU)[region]
+    """RMS of the windowed difference over `region`, in float32; only the region's voxels are copied."""
+    a = np.clip(a[region].astype(np.float32, copy=False), *WINDOW_HU)
+    b = np.clip(b[region].astype(np.float32, copy=False), *WINDOW_HU)
     return float(np.sqrt(np.mean((a - b) ** 2))) if a.size else float("nan")
 
 

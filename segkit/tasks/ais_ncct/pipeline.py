@@ -24,11 +24,11 @@ REGISTRATION_VERSION = "rigid-euler3d+demons-v1"
 
 @dataclass
 class CasePreprocessed:
-    hu: np.ndarray  # RAS
+    hu: np.ndarray  # RAS; float32, or int16 (ct.compact_hu)
     spacing: tuple[float, float, float]
     brain: np.ndarray  # bool
-    stripped: np.ndarray  # HU inside the brain, 0 outside (channel 0)
-    mirror: np.ndarray  # registered mirror (channel 1)
+    stripped: np.ndarray  # HU inside the brain, 0 outside (channel 0); hu's dtype (int16 or float32)
+    mirror: np.ndarray  # registered mirror (channel 1), float32
     registration: dict = field(default_factory=dict)
 
 
@@ -40,7 +40,8 @@ def default_cache_dir() -> Path:
 
 def case_key(stripped: np.ndarray, spacing) -> str:
     digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(stripped, dtype=np.float32).tobytes())
+    for start in range(0, stripped.shape[0], 8):  # the float32 C-order bytes, a few slabs at a time
+        digest.update(np.ascontiguousarray(stripped[start:start + 8], dtype=np.float32).data)
     digest.update(json.dumps([list(stripped.shape), [round(float(s), 6) for s in spacing], REGISTRATION_VERSION]).encode())
     return digest.hexdigest()[:32]
 
@@ -89,7 +90,7 @@ def preprocess_case(hu: np.ndarray, spacing, cache_dir: Path | None = None) -> C
     brain = strip_skull(hu, spacing)
     stripped = apply_brain_mask(hu, brain)
     mirror, info = cached_flip_register(stripped, spacing, brain, cache_dir)
-    mirror = np.where(brain, mirror, np.float32(0.0)).astype(np.float32)
+    np.copyto(mirror, np.float32(0.0), where=~brain)  # in place: the mirror is this case's own copy
     return CasePreprocessed(hu, spacing, brain, stripped, mirror, info)
 
 
@@ -116,6 +117,49 @@ def model_channels(case: CasePreprocessed, box, target_spacing, stats: list[dict
             array = resample_to_spacing(array, case.spacing, target_spacing, order=3)
         channels.append(array)
     return np.stack(channels)
+
+
+class ModelChannels:
+    """The two channels of `model_channels`, built for a range of model-grid slices at a time: what the
+    sliding window asks for, one row of windows at a time. Normalising is per voxel, and where nnU-Net
+    resamples slice by slice (SliceResampling "per_slice", the usual case of a thin-slice CT and a
+    thick-slice model spacing) a model slice is one box slice resampled in-plane, so these slices are
+    `model_channels`' to the bit without the box ever being held as float. Other resamplings are 3D
+    and only the whole volume gives their numbers: those channels are made whole, once."""
+
+    def __init__(self, case: CasePreprocessed, box, target_spacing, stats: list[dict]):
+        from segkit.tasks.ais_ncct.intensity import CTStats, SliceResampling, shape_for_spacing
+
+        self.case, self.box = case, box
+        self.stats = [CTStats.from_dict(channel) for channel in stats]
+        box_shape = tuple(s.stop - s.start for s in box)
+        self.shape = box_shape if target_spacing is None else shape_for_spacing(box_shape, case.spacing, target_spacing)
+        self.resampling = SliceResampling(box_shape, self.shape, case.spacing, target_spacing or case.spacing, 3)
+        self.whole = None
+        if self.resampling.rule == "whole":
+            self.whole = model_channels(case, box, target_spacing, stats)
+        self.sources = None if self.whole is not None else self.resampling.sources()
+
+    def slices(self, first: int, stop: int) -> np.ndarray:
+        """(2, X, Y, stop - first) float32: model slices first .. stop of both channels."""
+        if self.whole is not None:
+            return self.whole[..., first:stop]
+        out = np.empty((2, *self.shape[:2], stop - first), dtype=np.float32)
+        for channel, (array, stats) in enumerate(zip((self.case.stripped, self.case.mirror), self.stats)):
+            made = {}  # a box slice that several model slices copy is resampled once
+            for k in range(first, stop):
+                source = int(self.sources[k])
+                if source not in made:
+                    made[source] = self._model_slice(array, stats, source)
+                out[channel, :, :, k - first] = made[source]
+        return out
+
+    def _model_slice(self, array: np.ndarray, stats, source: int) -> np.ndarray:
+        from segkit.tasks.ais_ncct.intensity import normalise_ct
+
+        x, y, z = self.box
+        plane = normalise_ct(array[x, y, z.start + source], stats)
+        return self.resampling.resample_slice(plane)
 
 
 def parse_spacing(text: str | None):

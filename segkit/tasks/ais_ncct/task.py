@@ -3,7 +3,8 @@
     read (HU; refused if not CT, 2D, or too few slices)  -> RAS
     -> brain mask, skull-stripped CT, registered mirror (cached per case)
     -> model spacing, nnU-Net CT normalisation with the training set's statistics
-    -> sliding-window AISCT-SAM -> probability back on the RAS grid -> >= 0.5 inside the brain
+    -> sliding-window AISCT-SAM, a slab at a time -> probability back on the RAS grid -> >= 0.5
+       inside the brain (uint8, filled slab by slab: no float copy of the volume)
     -> the input's orientation (the base runner)
 
 segkit never runs this task without a trained package: the authors' weights cannot be fetched.
@@ -32,9 +33,10 @@ class AisNcctRunner(TaskRunner):
 
     def prepare(self, case: Case) -> Prepared:
         from segkit.io.orientation import reorientation_to
-        from segkit.tasks.ais_ncct.ct import read_ct
+        from segkit.tasks.ais_ncct.ct import compact_hu, read_ct
 
         image = read_ct(case.source, series=self.common.series)
+        image.data = compact_hu(image.data)  # int16 where that is lossless: half the float32 volume
         slices = min(image.shape)
         if slices < MIN_SLICES:
             raise SegkitError(f"{case.source}: {slices} slice(s); ais_ncct needs at least {MIN_SLICES} axial slices "
@@ -63,7 +65,7 @@ class AisNcctRunner(TaskRunner):
         return load_package(self._folder(), resolve_device(self.common.device))
 
     def infer(self, model, prepared: Prepared, progress) -> Inferred:
-        from segkit.tasks.ais_ncct.inference import lesion_probability
+        from segkit.tasks.ais_ncct.inference import lesion_mask
         from segkit.tasks.ais_ncct.pipeline import default_cache_dir, preprocess_case
 
         started = time.perf_counter()
@@ -72,8 +74,8 @@ class AisNcctRunner(TaskRunner):
         case = preprocess_case(hu, spacing, default_cache_dir())
         card, network = model.card, model.card["network"]
         device = str(next(model.net.parameters()).device)
-        probability = lesion_probability(model.net, case, card, device, progress)
-        lesion = (probability >= self.spec.threshold) & case.brain
+        value = self.spec.labels[0].values[0]
+        lesion = lesion_mask(model.net, case, card, self.spec.threshold, value, device, progress)
         info = {
             "model": {"folder": str(model.folder.resolve()), "sha256": model.sha256, "network": network,
                       "validation_dice": card.get("training", {}).get("validation_dice")},
@@ -85,7 +87,7 @@ class AisNcctRunner(TaskRunner):
                               "model_spacing_mm": card.get("spacing_mm"), "input_spacing_mm": list(spacing)},
             "inference": {"seconds": round(time.perf_counter() - started, 3), "threshold": self.spec.threshold},
         }
-        return Inferred(lesion.astype(np.uint8) * self.spec.labels[0].values[0], info, self._artifacts(prepared, case))
+        return Inferred(lesion, info, self._artifacts(prepared, case))
 
     def _artifacts(self, prepared: Prepared, case) -> dict:
         from segkit.io.writer import save_nifti

@@ -166,12 +166,12 @@ def validation_dice(net, held_out, card: dict, device: str) -> float | None:
 def held_out_masks(net, held_out, card: dict, device: str = "cpu"):
     """Each prepared case's lesion mask as segment computes it (>= 0.5 inside the brain)."""
     from segkit.runtime.device import resolve_device
-    from segkit.tasks.ais_ncct.inference import lesion_probability
+    from segkit.tasks.ais_ncct.inference import lesion_mask
 
     device = resolve_device(device)
     net.to(device)
     for _, pre, _ in held_out:
-        yield (lesion_probability(net, pre, card, device) >= 0.5) & pre.brain
+        yield lesion_mask(net, pre, card, 0.5, 1, device) > 0
     net.to("cpu")
 
 
