@@ -100,6 +100,29 @@ def test_tampered_weights_are_refused(case, tmp_path):
         load_package(package)
 
 
+def test_the_unet_runs_through_onnx_runtime_as_through_torch(case, tmp_path):
+    """--backend onnx exports the UNet once with dynamic spatial axes (checked at two sizes, cached
+    under SEGKIT_HOME) and gives torch's label map; the sidecar names the backend. Width 0.5 and a
+    random package: the logits of a random UNet are close to one another, a hard test of agreement."""
+    package = random_package(tmp_path / "pkg", width=0.5)
+    labels = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / backend
+        done = run("segment", "-task", "brats_autosam2", *[a for p in _contrasts(case) for a in ("-i", p)],
+                   "--model", package, "--slice-percentage", "0", "--backend", backend, "-o", f"{out}/",
+                   home=tmp_path / "home")
+        assert done.returncode == 0, done.stderr
+        (written,) = out.glob("*_brats_seg.nii.gz")
+        sidecar = json.loads(written.with_name(written.name.replace(".nii.gz", ".json")).read_text())
+        assert sidecar["backend"] == backend
+        labels[backend] = np.asarray(nib.load(str(written)).dataobj)
+    (manifest,) = (tmp_path / "home" / "cache" / "onnx" / "brats_autosam2").glob("*.onnx.json")
+    facts = json.loads(manifest.read_text())
+    assert facts["dynamic_spatial"] and len(facts["validation"]["max_abs_diff"]) == 2  # logits and mid
+    assert len(np.unique(labels["torch"])) > 1
+    assert (labels["onnx"] != labels["torch"]).mean() < 1e-3, (labels["onnx"] != labels["torch"]).sum()
+
+
 @pytest.mark.slow
 def test_segment_writes_one_label_map_in_input_geometry(case, tmp_path):
     """UNet only (slice percentage 0), the four contrasts given as loose -i files."""

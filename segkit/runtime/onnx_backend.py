@@ -46,10 +46,13 @@ class OnnxExport:
     input_shape: tuple[int, ...]  # the example's; with dynamic_batch, any batch size runs
     precision: str = "fp32"
     dynamic_batch: bool = False
+    dynamic_spatial: bool = False  # every axis after the channels may vary (a whole-volume network)
 
     @property
     def filename(self) -> str:
-        shape = "x".join(["B" if self.dynamic_batch else str(self.input_shape[0])] + [str(n) for n in self.input_shape[1:]])
+        spatial = ["S" if self.dynamic_spatial else str(n) for n in self.input_shape[2:]]
+        batch = "B" if self.dynamic_batch else str(self.input_shape[0])
+        shape = "x".join([batch, *[str(n) for n in self.input_shape[1:2]], *spatial])
         torch_version = version("torch").split("+")[0]
         return f"{self.name}_{self.source_sha256[:16]}_{shape}_{self.precision}_opset{ONNX_OPSET}_torch{torch_version}.onnx"
 
@@ -58,7 +61,8 @@ class OnnxExport:
 
         return {"name": self.name, "source_sha256": self.source_sha256, "input_shape": list(self.input_shape),
                 "precision": self.precision,
-                "dynamic_batch": self.dynamic_batch, "opset": ONNX_OPSET, "torch": version("torch"),
+                "dynamic_batch": self.dynamic_batch, "dynamic_spatial": self.dynamic_spatial,
+                "opset": ONNX_OPSET, "torch": version("torch"),
                 "onnxruntime": onnxruntime.__version__}
 
 
@@ -94,9 +98,11 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def export_onnx(module, example_input, path: Path, output_names=("output",), dynamic_batch: bool = False) -> None:
+def export_onnx(module, example_input, path: Path, output_names=("output",), dynamic_batch: bool = False,
+                dynamic_spatial: bool = False) -> None:
     """Export `module` (eval mode) for the example's input shape, atomically, to `path`; with
-    dynamic_batch, the first axis of the input and of every output may vary.
+    dynamic_batch, the first axis of the input and of every output may vary; with dynamic_spatial,
+    every axis after the channels (each tensor's own: outputs may be at other resolutions).
 
     torch 2.x keeps the TorchScript-based exporter behind ``dynamo=False``; it works offline and
     needs no onnxscript (not installed here). TinyViT reads the batch size from the input as a
@@ -116,8 +122,13 @@ def export_onnx(module, example_input, path: Path, output_names=("output",), dyn
         torch.onnx.export(
             module, (example_input,), str(tmp), dynamo=False, opset_version=ONNX_OPSET,
             input_names=["input"], output_names=list(output_names),
-            dynamic_axes={name: {0: "batch"} for name in ["input", *output_names]} if dynamic_batch else None,
+            dynamic_axes=_dynamic_axes(["input", *output_names], example_input.ndim, dynamic_batch, dynamic_spatial),
         )
+
+
+def _dynamic_axes(names, ndim: int, batch: bool, spatial: bool) -> dict | None:
+    axes = ([0] if batch else []) + (list(range(2, ndim)) if spatial else [])
+    return {name: {axis: f"{name}_{axis}" for axis in axes} for name in names} if axes else None
 
 
 def onnx_providers(device: str) -> list[str]:
@@ -176,9 +187,8 @@ def cached_onnx_module(module_factory, export: OnnxExport, folder: Path, device:
         return module
     net = module_factory()
     example = validation_input(export.input_shape)
-    export_onnx(net, example, path, output_names, export.dynamic_batch)
-    # a dynamic batch is checked at two sizes: a size the tracer baked in would fail the second
-    examples = [example, example[:1]] if export.dynamic_batch and example.shape[0] > 1 else [example]
+    export_onnx(net, example, path, output_names, export.dynamic_batch, export.dynamic_spatial)
+    examples = _validation_examples(example, export)
     checker = OnnxModule(path, "cpu")
     try:
         differences = np.max([_compare_with_module(net, checker, x) for x in examples], axis=0).tolist()
@@ -221,6 +231,16 @@ def onnx_or_torch(make_onnx, make_torch, backend: str):
             raise
         log.warning("%s; using torch", exc)
         return make_torch()
+
+
+def _validation_examples(example: np.ndarray, export: OnnxExport) -> list[np.ndarray]:
+    """A dynamic axis is checked at two sizes: a size the tracer baked in would fail the second."""
+    examples = [example]
+    if export.dynamic_batch and example.shape[0] > 1:
+        examples.append(example[:1])
+    if export.dynamic_spatial:
+        examples.append(np.concatenate([example, example], axis=2))  # the first spatial axis doubled
+    return examples
 
 
 def validation_input(shape) -> np.ndarray:

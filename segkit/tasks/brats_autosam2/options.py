@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from segkit.tasks.common_options import data_option, iterations_option, learning_rate_option, model_option, unet_width_option
+from segkit.tasks.common_options import (
+    backend_option, data_option, iterations_option, learning_rate_option, model_option, unet_width_option,
+)
 from segkit.tasks.options import TaskOptions, option
 
 SAM_NAMES = ("litemedsam", "sam2.1-tiny", "sam2.1-small")
@@ -29,6 +31,7 @@ class SegmentOptions(TaskOptions):
                                 help="Tumour classes' weight of the UNet against SAM on refined slices.")
     positive_points: int = option(10, "--positive-points", kind=int, minimum=1, help="Positive SAM points per slice.")
     negative_points: int = option(3, "--negative-points", kind=int, minimum=0, help="Negative SAM points per slice (ring).")
+    backend: str = backend_option()
 
 
 @dataclass(frozen=True)

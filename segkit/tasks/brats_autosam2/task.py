@@ -53,19 +53,21 @@ class AutoSam2Runner(TaskRunner):
         from segkit.tasks.brats_autosam2.package import read_card
 
         card = read_card(self._folder())
-        return (card["weights"]["sha256"], self._sam_choice(card), resolve_device(self.common.device))
+        return (card["weights"]["sha256"], self._sam_choice(card), resolve_device(self.common.device), self.options.backend)
 
     def load_model(self):
         from segkit.runtime.device import resolve_device
+        from segkit.tasks.brats_autosam2.backend import use_backend
         from segkit.tasks.brats_autosam2.package import load_package
         from segkit.tasks.brats_autosam2.sam_stage import build_sam_stage
 
         device = resolve_device(self.common.device)
         model, info = load_package(self._folder(), device)
+        backend = use_backend(model, info.sha256, device, self.options.backend)
         choice = self._sam_choice(info.card)
         if self.options.slice_percentage > 0:
             model.attach_sam(build_sam_stage(choice, device))
-        return model, info, choice
+        return model, info, choice, backend
 
     def settings(self):
         from segkit.tasks.brats_autosam2.hybrid import HybridSettings
@@ -80,14 +82,15 @@ class AutoSam2Runner(TaskRunner):
         from segkit.tasks.brats_autosam2.hybrid import predict_volume
         from segkit.tasks.brats_autosam2.inputs import normalise_case
 
-        model, info, choice = loaded
-        device = str(next(model.parameters()).device)
+        model, info, choice, backend = loaded
+        device = str(next(model.mapper.parameters()).device)  # the mapper stays torch whatever the backend
         started = time.perf_counter()
         labels, output = predict_volume(model, normalise_case(prepared.arrays), self.settings(), device)
         facts = {
             "model": {"folder": str(info.folder.resolve()), "sha256": info.sha256, "network": info.card["network"],
                       "validation": info.card.get("validation", {})},
             "device": device,
+            "backend": backend,
             "sam": choice if self.options.slice_percentage > 0 else None,
             "hybrid": {**_plain(self.settings()), "slices_axis": "axial (RAS z)", "slices_chosen": output.slices,
                        "slices_refined": output.refined},
