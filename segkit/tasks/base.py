@@ -164,7 +164,7 @@ class TaskRunner:
     def finish(self, prepared: Prepared, inferred: Inferred) -> Prediction:
         from segkit.postprocess import parse_min_size, postprocess_record, split_labels
 
-        label_map = inferred.label_map
+        label_map, inferred.label_map = inferred.label_map, None  # one label map alive at a time
         self._release_inputs(prepared)
         if prepared.reorientation is not None:
             label_map = prepared.reorientation.from_canonical(label_map)

@@ -84,38 +84,59 @@ class RowResampler:
         return np.stack([resized[int(i)] for i in picked])
 
     def _spline(self, rows: np.ndarray, s0: int, o0: int, o1: int) -> np.ndarray:
-        """scipy's zoom for these rows, as map_coordinates computes it on the same grid, with its
-        spline pre-filtering done here in one float64 array (scipy's own holds three copies)."""
+        """scipy's zoom for these rows, as map_coordinates computes it on the same grid."""
         from scipy.ndimage import map_coordinates
 
-        coefficients, pad = (_spline_coefficients(rows, self.order), SCIPY_SPLINE_PAD) if self.order > 1 else (rows, 0)
         coordinates = np.empty((3, o1 - o0, *self.out_shape[1:]), dtype=np.float64)
         coordinates[0] = (self._coordinate(np.arange(o0, o1, dtype=np.float64)) - s0)[:, None, None]
         for axis, (n_in, n_out) in enumerate(zip(self.in_shape[1:], self.out_shape[1:]), start=1):
             grid = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
             coordinates[axis] = grid[:, None] if axis == 1 else grid[None, :]
-        if pad:
-            coordinates += pad  # what scipy's C code adds for its own padding
+        if self.order <= 1:  # no pre-filter: the rows are the coefficients
+            return map_coordinates(rows, coordinates, order=self.order, mode="nearest", prefilter=False,
+                                   output=np.float64)
+        first = int(np.floor(coordinates[0, 0, 0, 0])) - 1 + SCIPY_SPLINE_PAD  # the taps' rows, padded
+        last = int(np.floor(coordinates[0, -1, 0, 0])) + 3 + SCIPY_SPLINE_PAD
+        coefficients, first = _spline_coefficients(rows, self.order, first, last)
+        coordinates[0] += SCIPY_SPLINE_PAD - first
+        coordinates[1:] += SCIPY_SPLINE_PAD  # what scipy's C code adds for its own padding
         return map_coordinates(coefficients, coordinates, order=self.order, mode="nearest", prefilter=False,
                                output=np.float64)
 
 
-# scipy's map_coordinates(prefilter=True, mode="nearest") pads the input by 12 edge values before
-# its spline filter and shifts the coordinates by as much (_prepad_for_spline_filter)
+# scipy's map_coordinates(prefilter=True, mode="nearest") pads the input by 12 edge values on every
+# axis (_prepad_for_spline_filter), filters axis 0, then 1, then 2 in float64, and shifts the
+# coordinates by 12
 SCIPY_SPLINE_PAD = 12
+STRIP_COLUMNS = 32  # the axis-0 pass works on all rows but only this many columns at a time
 
 
-def _spline_coefficients(rows: np.ndarray, order: int) -> np.ndarray:
-    """scipy's spline coefficients of `rows`, edge-padded by SCIPY_SPLINE_PAD as scipy pads them
-    (np.pad's "edge", one axis after another), filtered in place in float64."""
-    from scipy.ndimage import spline_filter
+def _spline_coefficients(rows: np.ndarray, order: int, first: int, last: int) -> tuple[np.ndarray, int]:
+    """scipy's spline coefficients of `rows` for padded rows [first, last) only (clipped to the
+    padded extent; returns the first row kept). Each 1D pass is scipy's own spline_filter1d on the
+    same lines in the same order, so the values are scipy's: the pass along axis 0 (which needs every
+    row) runs on strips of columns, and the in-plane padding (edge copies, which a per-column
+    filter maps to copies) is added after it."""
+    from scipy.ndimage import spline_filter1d
 
     p = SCIPY_SPLINE_PAD
-    padded = np.empty(tuple(n + 2 * p for n in rows.shape), dtype=np.float64)
-    padded[p:-p, p:-p, p:-p] = rows
-    for axis in range(3):
-        inner = [slice(None)] * 3
-        for edge, source in ((slice(0, p), p), (slice(-p, None), -p - 1)):
-            inner[axis] = edge
-            padded[tuple(inner)] = np.take(padded, [source], axis=axis)
-    return spline_filter(padded, order, output=padded, mode="nearest")
+    n, height, width = rows.shape
+    first, last = max(first, 0), min(last, n + 2 * p)
+    kept = np.empty((last - first, height + 2 * p, width + 2 * p), dtype=np.float64)
+    for x0 in range(0, width, STRIP_COLUMNS):
+        strip = rows[:, :, x0:x0 + STRIP_COLUMNS]
+        column = np.concatenate([np.repeat(strip[:1], p, 0), strip, np.repeat(strip[-1:], p, 0)]).astype(np.float64)
+        spline_filter1d(column, order, axis=0, output=column, mode="nearest")
+        kept[:, p:p + height, p + x0:p + x0 + strip.shape[2]] = column[first:last]
+    for axis in (1, 2):
+        _pad_edges(kept, axis, p)
+        spline_filter1d(kept, order, axis=axis, output=kept, mode="nearest")
+    return kept, first
+
+
+def _pad_edges(array: np.ndarray, axis: int, p: int) -> None:
+    """np.pad's "edge" along `axis`, in place: the first and last p entries copy their neighbour."""
+    inner = [slice(None)] * array.ndim
+    for edge, source in ((slice(0, p), p), (slice(-p, None), -p - 1)):
+        inner[axis] = edge
+        array[tuple(inner)] = np.take(array, [source], axis=axis)
