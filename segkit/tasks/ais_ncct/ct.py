@@ -54,26 +54,51 @@ def check_ct(hu: np.ndarray, path="image") -> None:
             f"slope/intercept applied")
 
 
-def strip_skull(hu: np.ndarray, spacing) -> np.ndarray:
+def strip_skull(hu: np.ndarray, spacing, slab: int = 32) -> np.ndarray:
     """Brain mask of an NCCT: brain-range HU, opened to cut thin bridges, largest component, holes filled.
 
     The skull (bone) separates brain from scalp; the opening (a ~3 mm ball) breaks the thin links
-    partial-volume voxels make through it, and the largest 3D component is the brain.
+    partial-volume voxels make through it, and the largest 3D component is the brain. Every volume
+    held is bool except the component labels (int32, freed as soon as the brain is picked), and the
+    voxel-wise steps run `slab` slices at a time: a 512x512x800 CT needs no int64 or float copy.
     """
     from scipy import ndimage
 
-    tissue = (hu > BRAIN_HU[0]) & (hu < BRAIN_HU[1])
+    tissue = _brain_range(hu, slab)
     ball = _ball(spacing, radius_mm=3.0)
-    opened = ndimage.binary_opening(tissue, structure=ball)
-    labels, count = ndimage.label(opened)
+    labels, count = ndimage.label(ndimage.binary_opening(tissue, structure=ball))
     if count == 0:
         raise NotCTError("skull stripping found no brain tissue (no voxels in the brain's HU range)")
-    sizes = np.bincount(labels.ravel())[1:]
-    brain = labels == (1 + int(np.argmax(sizes)))
-    brain = ndimage.binary_dilation(brain, structure=ball) & tissue  # give back the opened rim
+    brain = _largest_label(labels, count, slab)
+    del labels
+    brain = ndimage.binary_dilation(brain, structure=ball)
+    np.logical_and(brain, tissue, out=brain)  # give back the opened rim, in place
+    del tissue
     for z in range(brain.shape[2]):  # ventricles and sulci stay inside
         brain[:, :, z] = ndimage.binary_fill_holes(brain[:, :, z])
     return brain
+
+
+def _brain_range(hu: np.ndarray, slab: int) -> np.ndarray:
+    """bool: BRAIN_HU[0] < hu < BRAIN_HU[1], compared a few slices at a time (no volume-sized temporaries)."""
+    tissue = np.empty(hu.shape, dtype=bool)
+    for start in range(0, hu.shape[2], slab):
+        part = hu[:, :, start:start + slab]
+        np.logical_and(part > BRAIN_HU[0], part < BRAIN_HU[1], out=tissue[:, :, start:start + slab])
+    return tissue
+
+
+def _largest_label(labels: np.ndarray, count: int, slab: int) -> np.ndarray:
+    """bool mask of the largest non-zero label. The sizes are counted per slab because np.bincount
+    converts its whole input to int64 (twice the int32 labels); the first largest wins ties, as argmax."""
+    sizes = np.zeros(count + 1, dtype=np.int64)
+    for start in range(0, labels.shape[2], slab):
+        sizes += np.bincount(labels[:, :, start:start + slab].ravel(), minlength=count + 1)
+    largest = 1 + int(np.argmax(sizes[1:]))
+    mask = np.empty(labels.shape, dtype=bool)
+    for start in range(0, labels.shape[2], slab):
+        np.equal(labels[:, :, start:start + slab], largest, out=mask[:, :, start:start + slab])
+    return mask
 
 
 def _ball(spacing, radius_mm: float) -> np.ndarray:

@@ -92,42 +92,112 @@ def register_deformable(fixed, moving, rigid, iterations: int = DEMONS_ITERATION
     return composite  # applied last-added first: fixed point -> field -> rigid -> mirrored image
 
 
-def resample_mirror(mirror: np.ndarray, spacing, transform, background: float) -> np.ndarray:
-    """float32 (X, Y, Z). An int16 mirror goes in as int16: linear interpolation computes in double
-    from the pixel values either way, so the output is the float32 input's, from half the memory."""
+RESAMPLE_SLAB = 32  # z-slices resampled at a time: 512x512x32 float32 is 32 MB
+
+
+def _moving_image(mirror: np.ndarray, spacing):
+    """The mirror as SimpleITK's moving image, in its own pixel type: an int16 mirror goes in as int16
+    (linear interpolation computes in double from the pixel values either way, so the output is the
+    float32 input's, from half the memory)."""
     import SimpleITK as sitk
 
     pixels = mirror if mirror.dtype == np.int16 else mirror.astype(np.float32, copy=False)
-    moving = sitk.GetImageFromArray(np.transpose(pixels, (2, 1, 0)))
+    moving = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(pixels, (2, 1, 0))))
     moving.SetSpacing([float(s) for s in spacing])
-    out = sitk.Resample(moving, moving, transform, sitk.sitkLinear, float(background), sitk.sitkFloat32)
-    del moving
-    return np.ascontiguousarray(np.transpose(sitk.GetArrayViewFromImage(out), (2, 1, 0)), dtype=np.float32)
+    return moving
+
+
+def _resample_slab(moving, transform, background: float, start: int, stop: int) -> np.ndarray:
+    """float32 (X, Y, stop - start): z-slices start .. stop of sitk.Resample(moving, moving, transform).
+
+    Resampling is pointwise, so a reference grid that is the moving grid's slices start .. stop (the
+    same spacing and direction, the origin moved to slice `start`) gives those slices' values."""
+    import SimpleITK as sitk
+
+    size = list(moving.GetSize())
+    origin = moving.TransformIndexToPhysicalPoint((0, 0, start))
+    out = sitk.Resample(moving, [size[0], size[1], stop - start], transform, sitk.sitkLinear, origin,
+                        moving.GetSpacing(), moving.GetDirection(), float(background), sitk.sitkFloat32)
+    # a copy of the slab: a view would point into `out`'s buffer, which is freed when `out` goes
+    return np.transpose(sitk.GetArrayFromImage(out), (2, 1, 0))
+
+
+def resample_mirror(mirror: np.ndarray, spacing, transform, background: float, slab: int = RESAMPLE_SLAB,
+                    moving=None) -> np.ndarray:
+    """float32 (X, Y, Z): the mirror through `transform` on its own grid, `slab` z-slices at a time into
+    one preallocated array, so no full-size SimpleITK output or transposed copy exists beside it."""
+    moving = _moving_image(mirror, spacing) if moving is None else moving
+    out = np.empty(mirror.shape, dtype=np.float32)
+    for start in range(0, mirror.shape[2], slab):
+        stop = min(start + slab, mirror.shape[2])
+        out[:, :, start:stop] = _resample_slab(moving, transform, background, start, stop)
+    return out
+
+
+class _Residual:
+    """RMS of the windowed difference over a region, summed a slab at a time (float32 differences, their
+    squares summed in float64), so neither side need be a whole volume."""
+
+    def __init__(self):
+        self.total, self.count = 0.0, 0
+
+    def add(self, a: np.ndarray, b: np.ndarray, region: np.ndarray) -> None:
+        a = np.clip(a[region].astype(np.float32, copy=False), *WINDOW_HU)
+        b = np.clip(b[region].astype(np.float32, copy=False), *WINDOW_HU)
+        self.total += float(np.sum(np.square(a - b), dtype=np.float64))
+        self.count += a.size
+
+    def rms(self) -> float:
+        return float(np.sqrt(self.total / self.count)) if self.count else float("nan")
+
+
+def _residuals(volume, registered, moving, rigid, region, background: float, slab: int = RESAMPLE_SLAB) -> dict:
+    """The residuals before registration, after the rigid part only and after the whole transform. The
+    rigid-only mirror exists only for its residual, so it is resampled a slab at a time and dropped."""
+    before, rigid_only, after = _Residual(), _Residual(), _Residual()
+    for start in range(0, volume.shape[2], slab):
+        stop = min(start + slab, volume.shape[2])
+        part, where = volume[:, :, start:stop], region[:, :, start:stop]
+        before.add(part, volume[::-1, :, start:stop], where)
+        rigid_only.add(part, _resample_slab(moving, rigid, background, start, stop), where)
+        after.add(part, registered[:, :, start:stop], where)
+    return {"residual_hu_before": before.rms(), "residual_hu_rigid": rigid_only.rms(), "residual_hu": after.rms()}
 
 
 def flip_register(volume: np.ndarray, spacing, *, brain: np.ndarray | None = None, deformable: bool = True,
                   background: float = 0.0) -> FlipRegistration:
-    """The registered mirror of `volume` (a CT in HU on an axis-aligned grid with `spacing`, RAS order)."""
+    """The registered mirror of `volume` (a CT in HU on an axis-aligned grid with `spacing`, RAS order).
+
+    Registration needs its float32 fixed and moving images at full size (the rigid stage's metric
+    interpolates both at random points of every level), so they are made from views of `volume` (the
+    mirror is never copied as an array) and freed before the resampling, which works a slab at a time."""
     import SimpleITK as sitk
 
-    mirror = mirror_left_right(volume)
+    mirror = volume[::-1]  # a view: mirror_left_right's values without its copy
     fixed, moving = _sitk_image(volume, spacing), _sitk_image(mirror, spacing)
     rigid = register_rigid(fixed, moving)
     transform = register_deformable(fixed, moving, rigid) if deformable else sitk.CompositeTransform(rigid)
-    del fixed, moving  # two float32 volumes the resampling below does not need
-    registered = resample_mirror(mirror, spacing, transform, background)
-    rigid_only = resample_mirror(mirror, spacing, rigid, background)
-    region = brain if brain is not None else (volume > WINDOW_HU[0]) & (volume < WINDOW_HU[1])
+    del fixed, moving
+    moving = _moving_image(mirror, spacing)
+    registered = resample_mirror(mirror, spacing, transform, background, moving=moving)
+    region = brain if brain is not None else _window_region(volume)
     normal, point = mid_sagittal_plane(rigid, volume.shape, spacing)
     info = {
         "method": "SimpleITK rigid (Euler3D) + demons" if deformable else "SimpleITK rigid (Euler3D)",
-        "residual_hu_before": _rms(volume, mirror, region),
-        "residual_hu_rigid": _rms(volume, rigid_only, region),
-        "residual_hu": _rms(volume, registered, region),
+        **_residuals(volume, registered, moving, rigid, region, background),
         "plane_normal": normal.tolist(), "plane_point_mm": point.tolist(),
         "plane_tilt_deg": float(np.degrees(np.arccos(min(1.0, abs(normal[0]))))),
     }
     return FlipRegistration(registered, transform, rigid, info)
+
+
+def _window_region(volume: np.ndarray, slab: int = RESAMPLE_SLAB) -> np.ndarray:
+    """bool: the voxels inside WINDOW_HU (the region without a brain mask), a few slices at a time."""
+    region = np.empty(volume.shape, dtype=bool)
+    for start in range(0, volume.shape[2], slab):
+        part = volume[:, :, start:start + slab]
+        np.logical_and(part > WINDOW_HU[0], part < WINDOW_HU[1], out=region[:, :, start:start + slab])
+    return region
 
 
 def _as_euler(transform):
@@ -137,13 +207,6 @@ def _as_euler(transform):
     if transform.GetName() == "CompositeTransform":
         transform = sitk.CompositeTransform(transform).GetNthTransform(0)
     return sitk.Euler3DTransform(transform)
-
-
-def _rms(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
-    """RMS of the windowed difference over `region`, in float32; only the region's voxels are copied."""
-    a = np.clip(a[region].astype(np.float32, copy=False), *WINDOW_HU)
-    b = np.clip(b[region].astype(np.float32, copy=False), *WINDOW_HU)
-    return float(np.sqrt(np.mean((a - b) ** 2))) if a.size else float("nan")
 
 
 def mid_sagittal_plane(rigid, shape, spacing) -> tuple[np.ndarray, np.ndarray]:

@@ -90,7 +90,9 @@ def preprocess_case(hu: np.ndarray, spacing, cache_dir: Path | None = None) -> C
     brain = strip_skull(hu, spacing)
     stripped = apply_brain_mask(hu, brain)
     mirror, info = cached_flip_register(stripped, spacing, brain, cache_dir)
-    np.copyto(mirror, np.float32(0.0), where=~brain)  # in place: the mirror is this case's own copy
+    for start in range(0, mirror.shape[2], 32):  # in place (the mirror is this case's own copy), by slabs:
+        outside = ~brain[:, :, start:start + 32]  # no volume-sized ~brain beside the mirror
+        np.copyto(mirror[:, :, start:start + 32], np.float32(0.0), where=outside)
     return CasePreprocessed(hu, spacing, brain, stripped, mirror, info)
 
 
