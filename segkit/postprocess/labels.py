@@ -26,7 +26,7 @@ def split_labels(
     for label in sorted(labels, key=lambda lab: -len(lab.values)):  # outer regions first
         mask = _label_mask(label_map, label.values, labels)
         for outer in enclosing_labels(label, labels):
-            mask &= cleaned[outer.name].astype(bool)
+            mask &= cleaned[outer.name].view(bool)  # clean_mask gives 0/1 uint8: a view, not a copy
         cleaned[label.name] = clean_mask(
             mask, largest=largest, fill_holes=fill_holes, remove_small=remove_small, voxel_volume_mm3=voxel_volume_mm3
         )
