@@ -3,8 +3,8 @@ weights with every spatial axis dynamic (cases differ in size), checked against 
 sizes (runtime/onnx_backend.py), and cached under SEGKIT_HOME/cache/onnx/brats_autosam2.
 
 Only the UNet is exported: it is the per-case cost that grows with the volume (a 160x240x240
-BraTS case: about 40 s on 2 CPU cores in torch, benchmarks/README.md), while the mapper and bridge
-are small and the SAM stage's image encoder runs per refined slice through its own backend choice.
+BraTS case: about 20 s on 2 CPU cores in torch, benchmarks/README.md), while the mapper and bridge
+are small. ONNX Runtime is opt-in here (--backend onnx): it was not faster than torch on the CPU.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ def use_backend(model, weights_sha256: str, device: str, backend: str) -> str:
     backend that runs it ("onnx" or "torch")."""
     from segkit.runtime.onnx_backend import OnnxExport, cached_export, choose_backend, default_cache_dir, onnx_or_torch
 
-    if choose_backend(backend, device) != "onnx":
+    # auto means torch here: on the CPU ONNX Runtime ran this UNet at 0.88-0.92x torch's speed
+    # (benchmarks/README.md), unlike the encoders and nnU-Net, so only an explicit --backend onnx uses it
+    if backend != "onnx" or choose_backend(backend, device) != "onnx":
         return "torch"
     from segkit.tasks.brats_autosam2.network import N_CONTRASTS
 
