@@ -60,7 +60,7 @@ def apply_memory_cap(text: str) -> int:
 
 def explained(message: str) -> str:
     """A reader's own error about a failed allocation, with the cap that caused it."""
-    if CAPPED["text"] is not None and ("MemoryError" in message or is_allocation_failure(Exception(message))):
+    if CAPPED["text"] is not None and ("MemoryError" in message or _names_allocation_failure(message)):
         return f"{message}: needs more memory than --max-memory {CAPPED['text']} allows; nothing was written"
     return message
 
@@ -86,7 +86,8 @@ def data_segment_bytes() -> int | None:
 
 def is_allocation_failure(exc: BaseException) -> bool:
     """A failed allocation, whichever library raised it."""
-    if isinstance(exc, MemoryError):
-        return True
-    text = str(exc).lower()
-    return any(marker in text for marker in _ALLOCATION_FAILURES)
+    return isinstance(exc, MemoryError) or _names_allocation_failure(str(exc))
+
+
+def _names_allocation_failure(text: str) -> bool:
+    return any(marker in text.lower() for marker in _ALLOCATION_FAILURES)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 SPLINE_MARGIN = 24
-# output rows per scipy call: its float64 copies are the call's input rows (4 rows' reach plus the
-# margins: about 60 rows of 512 x 512, 120 MB each) and coordinates (3 x 4 x 512 x 512, 25 MB)
+# output rows per scipy call: its float64 arrays are the spline coefficients of the rows its taps
+# reach (about 12 rows of 536 x 536, 27 MB) and the coordinates (3 x 4 x 512 x 512, 25 MB)
 ROWS_PER_CALL = 4
 
 

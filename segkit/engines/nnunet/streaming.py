@@ -54,9 +54,9 @@ def predict_streaming(predictor, channels: list[np.ndarray], spacing) -> np.ndar
         return None
     plan = _plan(predictor, volumes, box, spacing)
     if plan is None:
-        log.info("nnU-Net inference on the whole volume (separate-z resampling along another axis)")
+        log.info("nnU-Net inference on the whole volume (a resampling row_resample does not cover)")
         return None
-    model_rows, data_resampler, logits_resampler = plan
+    model_rows, logits_resampler = plan
     output = np.zeros(volumes[0].shape, dtype=np.uint8 if len(predictor.label_manager.foreground_labels) < 255 else np.uint16)
     writer = LabelWriter(logits_resampler, predictor.label_manager, output[box])
     slide_tiles(predictor, model_rows, writer)
@@ -83,7 +83,7 @@ def _nonzero_box(volumes) -> tuple[slice, ...] | None:
 
 
 def _plan(predictor, volumes, box, spacing):
-    """The model-grid row source and both resamplings, with nnunetv2's shapes and spacings."""
+    """The model-grid row source and the resampling back, with nnunetv2's shapes and spacings."""
     from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
     config = predictor.configuration_manager
@@ -102,7 +102,7 @@ def _plan(predictor, volumes, box, spacing):
         return None
     normalizers = [_normalizer(predictor, c, cropped[c]) for c in range(len(volumes))]
     ranges = [_normalized_range(normalize, volume) for normalize, volume in zip(normalizers, cropped)]
-    return ModelRows(cropped, normalizers, ranges, data), data, logits
+    return ModelRows(cropped, normalizers, ranges, data), logits
 
 
 def _normalized_range(normalize, cropped) -> tuple[float, float]:
