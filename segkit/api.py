@@ -78,9 +78,12 @@ def segment(task: str | None = None, inputs=(), *, command_line: str = "",
                   [p for plan in plans for p in plan.qc_patterns()])
     written: list[Path] = []
     started = time.perf_counter()
-    for prediction, plan in zip(runner.predict_many(cases, progress), plans):
+    predictions = runner.predict_many(cases, progress)
+    for plan in plans:  # not zip: zip frees its previous items only after producing the next ones
+        prediction = next(predictions)
         runtime = time.perf_counter() - started
         written += write_prediction(prediction, plan, runner, runtime, command_line)
+        del prediction  # its masks and input are freed before the next case is read and inferred
         started = time.perf_counter()
     return written
 

@@ -65,3 +65,38 @@ def test_pngs_are_readable_by_others_and_leave_no_temp_file(tmp_path):
         os.umask(previous)
     assert {p.stat().st_mode & 0o777 for p in written} == {0o644}  # QC pictures are for sharing
     assert sorted(tmp_path.iterdir()) == sorted(written)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.uint16, np.float32, np.float64])
+def test_window_equals_numpy_percentile_on_float64(dtype):
+    """The window comes from the stored values (histogram or partition in the stored type), equal to
+    np.percentile on a float64 copy to the last bit."""
+    from segkit.qc.overlay import percentiles
+
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 7, 100, 4099):
+        values = (rng.standard_normal(size) * 300 + 400).clip(0, 60000).astype(dtype)
+        assert percentiles(values, (1.0, 99.0)) == np.percentile(values.astype(np.float64), [1, 99]).tolist()
+
+
+def test_qc_of_a_large_integer_image_makes_no_float64_copy(tmp_path, monkeypatch):
+    """A 512x512x800 CT as float64 would be 1.7 GB, and its percentile another: the PNGs come from
+    the int16 volume with less extra memory than the volume itself, and the centre of mass is
+    np.argwhere's."""
+    import tracemalloc
+
+    from segkit.qc import overlay
+    from segkit.qc.overlay import mask_centre
+
+    rng = np.random.default_rng(4)
+    image = rng.integers(-1024, 3000, (128, 96, 128)).astype(np.int16)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[20:70, 10:40, 5:60] = 1
+    mask[rng.random(image.shape) < 0.01] = 1
+    assert mask_centre(mask) == tuple(int(round(c)) for c in np.argwhere(mask).mean(axis=0))
+    monkeypatch.setattr(overlay, "_SLAB_VALUES", 1 << 14)  # its 32 MB slab is larger than this volume
+    tracemalloc.start()
+    write_qc_pngs(image, mask, tmp_path, "big")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < image.nbytes  # a float64 copy alone is 4x the int16 volume

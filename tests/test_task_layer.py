@@ -130,6 +130,45 @@ def test_many_cases_load_the_model_once(tmp_path, monkeypatch):
         assert np.array_equal(np.asarray(nib.load(str(tmp_path / "out" / f"s{i}_fg.nii.gz")).dataobj) > 0, truth)
 
 
+def test_many_cases_are_not_all_held_in_memory(tmp_path, monkeypatch):
+    """Past HELD_INPUT_BYTES a checked case is dropped and read again at its turn: while one case is
+    inferred, the inputs of the others (done or waiting) are freed. Same masks as holding them all."""
+    import gc
+    import weakref
+
+    from segkit import api
+    from segkit.tasks import base
+
+    monkeypatch.setenv("SEGKIT_REGISTRY", str(write_registry(tmp_path / "r.yaml", {"tiny": TINY})))
+    monkeypatch.syspath_prepend(str(TESTS))
+    from tiny_task.runner import LevelRunner
+
+    live, reads, held_at_inference = weakref.WeakSet(), [], []
+    original_prepare, original_infer = LevelRunner.prepare, LevelRunner.infer
+
+    def prepare(self, case):
+        prepared = original_prepare(self, case)
+        reads.append(case.source.name)
+        live.add(prepared.reference)
+        return prepared
+
+    def infer(self, model, prepared, progress):
+        gc.collect()
+        held_at_inference.append(sorted(image.path.name for image in live))
+        return original_infer(self, model, prepared, progress)
+
+    monkeypatch.setattr(LevelRunner, "prepare", prepare)
+    monkeypatch.setattr(LevelRunner, "infer", infer)
+    monkeypatch.setattr(base, "HELD_INPUT_BYTES", 0)  # only the first case stays from the check
+    names = [f"s{i}.nii.gz" for i in range(4)]
+    truths = [_bright_cube(tmp_path / name, i) for i, name in enumerate(names)]
+    api.segment("tiny", [tmp_path / n for n in names], level=0.5, output=tmp_path / "out")
+    assert reads == names + names[1:]  # all checked first; the three not held are read again
+    assert held_at_inference == [[name] for name in names]
+    for i, truth in enumerate(truths):
+        assert np.array_equal(np.asarray(nib.load(str(tmp_path / "out" / f"s{i}_fg.nii.gz")).dataobj) > 0, truth)
+
+
 def test_outputs_are_planned_and_checked_before_any_compute(tmp_path, monkeypatch):
     from segkit import api
     from segkit.errors import SegkitError

@@ -64,17 +64,17 @@ def write_plain_planes(image, mask, overlay_dir: Path, stem: str) -> list[dict]:
     toggle); paths relative to the QC folder."""
     import numpy as np
 
-    from segkit.qc.overlay import _save_png, _window, mask_centre, render_overlay
+    from segkit.qc.overlay import _as_float, _save_png, _window, mask_centre, render_overlay
 
-    image = np.asarray(image, dtype=np.float64)
-    mask = np.asarray(mask) != 0
+    image = np.asarray(image)  # as stored: only the drawn planes become float64
     low, high = _window(image)
     folder = Path(overlay_dir)
     if image.ndim == 2:
-        views = [(None, None, image, f"{stem}_qc")]
+        views = [(None, None, _as_float(image), f"{stem}_qc")]
     else:
-        centre = mask_centre(mask)
-        views = [(a, centre[a], np.take(image, centre[a], axis=a), f"{stem}_qc_axis{a}_{centre[a]}") for a in range(3)]
+        centre = mask_centre(np.asarray(mask))
+        views = [(a, centre[a], _as_float(np.take(image, centre[a], axis=a)), f"{stem}_qc_axis{a}_{centre[a]}")
+                 for a in range(3)]
     planes = []
     for axis, index, plane, name in views:
         _save_png(render_overlay(plane, np.zeros(plane.shape, bool), low, high), folder / f"{name}_plain.png")

@@ -81,6 +81,9 @@ _MAX_LOADED = 2
 
 
 RELEASED_INPUT_BYTES = 64 << 20  # smaller inputs are kept: reopening a file costs more than they do
+# Checked cases held in memory between the check and their inference; past this, a case is read
+# again when its turn comes (twice the reading time, against memory that grows with the case count)
+HELD_INPUT_BYTES = 1 << 30
 
 
 class TaskRunner:
@@ -204,26 +207,51 @@ class TaskRunner:
             _LOADED_MODELS[key] = self.load_model()
         return _LOADED_MODELS[key]
 
-    def prepare_all(self, cases: list[Case]) -> list[Prepared]:
+    def prepare_all(self, cases: list[Case]) -> list["Prepared | None"]:
         """Read and check every case, before any weights are looked for (kept for `predict_many`, so
-        `segkit.api` can check the inputs first, then plan outputs, then predict, reading each once)."""
+        `segkit.api` can check the inputs first, then plan outputs, then predict). A checked case stays
+        in memory while the inputs kept stay under HELD_INPUT_BYTES; the others are None, and are
+        read again when their turn comes (a folder of CTs must not all be held at once)."""
         checked = getattr(self, "_checked", None)
         if checked is None or checked[0] != list(cases):
-            checked = (list(cases), [self.prepare(case) for case in cases])
+            checked = (list(cases), self._check_each(cases))
             self._checked = checked
         return checked[1]
 
+    def _check_each(self, cases: list[Case]) -> list["Prepared | None"]:
+        kept: list[Prepared | None] = []
+        held = 0
+        for case in cases:
+            prepared = self.prepare(case)
+            size = _input_bytes(prepared)
+            # the first case is inferred first, so reading it again would gain nothing
+            keep = not kept or held + size <= HELD_INPUT_BYTES
+            held += size if keep else 0
+            kept.append(prepared if keep else None)
+            del prepared  # a case not kept is freed before the next one is read
+        return kept
+
     def predict_many(self, cases: list[Case], progress: ProgressFn | None = None) -> Iterator[Prediction]:
-        """Every case is read and checked before the model loads; then each is inferred in turn."""
+        """Every case is read and checked before the model loads; then each is inferred in turn, and
+        only the case being inferred (and those still waiting in memory) is held."""
         prepared = self.prepare_all(cases)
         self._checked = None
         model = self.model()
-        for one in prepared:
+        for index, case in enumerate(cases):
+            one, prepared[index] = prepared[index], None
+            if one is None:  # checked already; read again now rather than held since the check
+                one = self.prepare(case)
             yield self.finish(one, self.infer(model, one, progress))
 
     def planned_artifacts(self) -> list:
         """The registry's side outputs this run will write (those whose `when` option is set)."""
         return [a for a in self.spec.artifacts if a.when is None or getattr(self.options, a.when, None)]
+
+
+def _input_bytes(prepared: Prepared) -> int:
+    """Bytes of the arrays a prepared case holds (a view counts as its own: an upper bound)."""
+    arrays = [*prepared.arrays, prepared.reference.data]
+    return sum(int(getattr(array, "nbytes", 0)) for array in arrays)
 
 
 def check_same_grid(images) -> None:
