@@ -193,6 +193,10 @@ def _voxels(path: Path, img, dtype: np.dtype | None, on_disk: bool):
         volume = opened_on_disk(path, img)
         if volume is not None:
             return volume
+    from segkit.io.nifti_voxels import read_unscaled, reads_in_chunks
+
+    if reads_in_chunks(path, img.dataobj):  # a .nii.gz without scaling: no second copy of the volume
+        return read_unscaled(path, img.dataobj, dtype)
     if dtype is None:
         return np.asarray(img.dataobj)
     return img.get_fdata(dtype=dtype, caching="unchanged")
