@@ -174,13 +174,13 @@ def test_resampling_follows_nnunet_along_the_slice_axis():
 
 
 def test_flip_registration_on_block_averages_finds_the_plane_the_whole_image_finds(monkeypatch):
-    """Heads of 256x256 voxels register on blocks of 2x2 (about RIGID_SIDE in-plane: SimpleITK needs
+    """Heads of 256x256 voxels register on blocks of 2x2 (about REGISTRATION_SIDE in-plane: SimpleITK needs
     about 16 bytes per voxel it is given). The plane stays as good as on the whole image, and far
     better than the array's own mid-plane (the trivial answer)."""
     from segkit.tasks.ais_ncct import mirror
 
     found, whole, trivial = [], [], []
-    blocks_side = mirror.RIGID_SIDE
+    blocks_side = mirror.REGISTRATION_SIDE
     for seed in (1, 2):
         phantom = make_head_phantom(seed, shape=(256, 256, 16), max_tilt_deg=5.0)
         spacing = np.asarray(phantom.truth["spacing_mm"])
@@ -188,7 +188,7 @@ def test_flip_registration_on_block_averages_finds_the_plane_the_whole_image_fin
         brain = strip_skull(phantom.ct, spacing)
         stripped = apply_brain_mask(phantom.ct, brain)
         for side, errors in ((blocks_side, found), (10_000, whole)):  # 10_000: no blocks, as before
-            monkeypatch.setattr(mirror, "RIGID_SIDE", side)
+            monkeypatch.setattr(mirror, "REGISTRATION_SIDE", side)
             result = flip_register(stripped, spacing, brain=brain, deformable=False)
             errors.append(_plane_errors(phantom, result.info["plane_normal"], result.info["plane_point_mm"]))
         centre = (np.asarray(phantom.ct.shape) - 1) / 2.0 * spacing

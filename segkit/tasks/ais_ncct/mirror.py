@@ -55,14 +55,13 @@ def _sitk_image(array: np.ndarray, spacing, factors=(1, 1, 1)):
     return image
 
 
-# The rigid stage registers images of about RIGID_SIDE voxels in-plane, the deformable one about
-# DEMONS_SIDE: blocks of voxels are averaged (in-plane by powers of 2; across slices only as far as
-# the slices stay thinner than the in-plane blocks). The rigid stage once ran on the whole image
-# with its own shrink factors, which SimpleITK applies to every axis alike: thick-slice CT kept only
-# a few slices, and a 512x512x800 CT cost about 16 bytes a voxel (11.6 GiB with the moving image's
-# gradient filter).
-RIGID_SIDE = 128
-DEMONS_SIDE = 128
+# Registration runs on images of about REGISTRATION_SIDE voxels in-plane: blocks of voxels are
+# averaged (in-plane by powers of 2; across slices only as far as the slices stay thinner than the
+# in-plane blocks). Its levels are coarser still (rigid: about 32 and 64 voxels; demons: this size).
+# It once ran on the whole image with SimpleITK's own shrink factors, which apply to every axis
+# alike (a thick-slice CT kept a few slices), and a 512x512x800 CT cost about 16 bytes a voxel
+# (11.6 GiB with the moving image's gradient filter).
+REGISTRATION_SIDE = 128
 
 
 def registration_factors(shape, spacing, side: int) -> tuple[int, int, int]:
@@ -75,9 +74,9 @@ def registration_factors(shape, spacing, side: int) -> tuple[int, int, int]:
     return factor, factor, across
 
 
-def _registration_pair(volume, mirror, spacing, side: int):
-    """(fixed, moving) SimpleITK images of the volume and its mirror, blocks averaged for `side`."""
-    factors = registration_factors(volume.shape, spacing, side)
+def _registration_pair(volume, mirror, spacing):
+    """(fixed, moving) SimpleITK images of the volume and its mirror, blocks averaged."""
+    factors = registration_factors(volume.shape, spacing, REGISTRATION_SIDE)
     return _sitk_image(volume, spacing, factors), _sitk_image(mirror, spacing, factors)
 
 
@@ -207,10 +206,10 @@ def flip_register(volume: np.ndarray, spacing, *, brain: np.ndarray | None = Non
     import SimpleITK as sitk
 
     mirror = volume[::-1]  # a view: mirror_left_right's values without its copy
-    rigid = register_rigid(*_registration_pair(volume, mirror, spacing, RIGID_SIDE))
-    transform = sitk.CompositeTransform(rigid)
-    if deformable:
-        transform = register_deformable(*_registration_pair(volume, mirror, spacing, DEMONS_SIDE), rigid)
+    fixed, moving = _registration_pair(volume, mirror, spacing)
+    rigid = register_rigid(fixed, moving)
+    transform = register_deformable(fixed, moving, rigid) if deformable else sitk.CompositeTransform(rigid)
+    del fixed, moving
     moving = _moving_image(mirror, spacing)
     registered = resample_mirror(mirror, spacing, transform, background, moving=moving)
     region = brain if brain is not None else _window_region(volume)
