@@ -151,6 +151,29 @@ def test_tinyvit_stem_in_slice_groups_gives_the_whole_window_result(monkeypatch)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(whole, grouped))
 
 
+def test_adapted_blocks_in_slice_groups_give_the_whole_window_result(monkeypatch):
+    """In inference each frozen block and its MLP adapter run a few slices at a time (a 20-slice window
+    held 1.9 GiB there); only the depth adapter mixes slices, and it still sees the whole window.
+    The adapters are given weights first (they start at zero), so a slice-mixing bug would show."""
+    from segkit.tasks.ais_ncct import adapters
+    from segkit.tasks.ais_ncct import backbone as module
+
+    torch.manual_seed(3)
+    backbone = module.build_backbone("litemedsam", pretrained=False).eval()
+    for block in backbone.blocks:
+        for parameter in (*block.mlp_adapter.parameters(), *block.depth_adapter.parameters()):
+            torch.nn.init.normal_(parameter, std=0.05)
+    slices = torch.randn(10, 3, 32, 32)
+    with torch.no_grad():
+        monkeypatch.setattr(adapters, "INFERENCE_SLICES", 100)
+        whole = backbone(slices, depth=5)
+        monkeypatch.setattr(adapters, "INFERENCE_SLICES", 3)
+        grouped = backbone(slices, depth=5)
+        fewer = backbone(slices[:4], depth=4)  # the first volume without its fifth slice
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(whole, grouped))
+    assert not all(torch.allclose(a[:4], b, atol=1e-5) for a, b in zip(whole, fewer))  # the depth adapter mixes
+
+
 def _is_adapter(parameter, backbone) -> bool:
     adapter_ids = {id(p) for b in backbone.blocks for m in (b.mlp_adapter, b.depth_adapter, b.block.attn.qkv.lora_q,
                                                            b.block.attn.qkv.lora_v) for p in m.parameters()}
