@@ -17,8 +17,10 @@ from segkit.errors import SegkitError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-# what torch and ONNX Runtime say when an allocation fails (they raise their own errors, not MemoryError)
-_ALLOCATION_FAILURES = ("can't allocate memory", "bad_alloc", "failed to allocate memory", "out of memory")
+# what torch and ONNX Runtime say when an allocation fails (they raise their own errors, not MemoryError),
+# and numpy's MemoryError text, which a reader's error may quote
+_ALLOCATION_FAILURES = ("can't allocate memory", "bad_alloc", "failed to allocate memory", "out of memory",
+                        "unable to allocate")
 
 
 class MemoryCapError(SegkitError):
