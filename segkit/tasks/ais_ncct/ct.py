@@ -64,7 +64,7 @@ def strip_skull(hu: np.ndarray, spacing, slab: int = 32) -> np.ndarray:
     """
     from scipy import ndimage
 
-    tissue = _brain_range(hu, slab)
+    tissue = hu_between(hu, *BRAIN_HU, slab)
     ball = _ball(spacing, radius_mm=3.0)
     labels, count = ndimage.label(ndimage.binary_opening(tissue, structure=ball))
     if count == 0:
@@ -79,13 +79,13 @@ def strip_skull(hu: np.ndarray, spacing, slab: int = 32) -> np.ndarray:
     return brain
 
 
-def _brain_range(hu: np.ndarray, slab: int) -> np.ndarray:
-    """bool: BRAIN_HU[0] < hu < BRAIN_HU[1], compared a few slices at a time (no volume-sized temporaries)."""
-    tissue = np.empty(hu.shape, dtype=bool)
+def hu_between(hu: np.ndarray, low: float, high: float, slab: int = 32) -> np.ndarray:
+    """bool: low < hu < high, compared a few slices at a time (no volume-sized temporaries)."""
+    inside = np.empty(hu.shape, dtype=bool)
     for start in range(0, hu.shape[2], slab):
         part = hu[:, :, start:start + slab]
-        np.logical_and(part > BRAIN_HU[0], part < BRAIN_HU[1], out=tissue[:, :, start:start + slab])
-    return tissue
+        np.logical_and(part > low, part < high, out=inside[:, :, start:start + slab])
+    return inside
 
 
 def _largest_label(labels: np.ndarray, count: int, slab: int) -> np.ndarray:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from segkit.tasks.ais_ncct.ct import hu_between
+
 WINDOW_HU = (-10.0, 90.0)  # the brain's range; the metric sees nothing else
 DEMONS_ITERATIONS = 20
 DEMONS_SIGMA = 2.0
@@ -212,7 +214,7 @@ def flip_register(volume: np.ndarray, spacing, *, brain: np.ndarray | None = Non
     del fixed, moving
     moving = _moving_image(mirror, spacing)
     registered = resample_mirror(mirror, spacing, transform, background, moving=moving)
-    region = brain if brain is not None else _window_region(volume)
+    region = brain if brain is not None else hu_between(volume, *WINDOW_HU, RESAMPLE_SLAB)  # no brain mask: the window
     normal, point = mid_sagittal_plane(rigid, volume.shape, spacing)
     info = {
         "method": "SimpleITK rigid (Euler3D) + demons" if deformable else "SimpleITK rigid (Euler3D)",
@@ -221,15 +223,6 @@ def flip_register(volume: np.ndarray, spacing, *, brain: np.ndarray | None = Non
         "plane_tilt_deg": float(np.degrees(np.arccos(min(1.0, abs(normal[0]))))),
     }
     return FlipRegistration(registered, transform, rigid, info)
-
-
-def _window_region(volume: np.ndarray, slab: int = RESAMPLE_SLAB) -> np.ndarray:
-    """bool: the voxels inside WINDOW_HU (the region without a brain mask), a few slices at a time."""
-    region = np.empty(volume.shape, dtype=bool)
-    for start in range(0, volume.shape[2], slab):
-        part = volume[:, :, start:start + slab]
-        np.logical_and(part > WINDOW_HU[0], part < WINDOW_HU[1], out=region[:, :, start:start + slab])
-    return region
 
 
 def _as_euler(transform):
