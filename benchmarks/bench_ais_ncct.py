@@ -40,7 +40,7 @@ def threshold_baseline(train, test) -> dict:
     from scipy import ndimage
 
     def predict(pre, cut):
-        smooth = ndimage.uniform_filter(pre.stripped, size=(3, 3, 1))
+        smooth = ndimage.uniform_filter(pre.whole(pre.stripped), size=(3, 3, 1))
         return pre.brain & (smooth < cut) & (smooth > 15.0)
 
     cuts = np.arange(16.0, 36.0, 0.5)
@@ -189,7 +189,7 @@ def costs_inference(net, card, case) -> dict:
     import torch
 
     from segkit.tasks.ais_ncct.inference import lesion_mask
-    from segkit.tasks.ais_ncct.pipeline import ModelChannels, nonzero_box
+    from segkit.tasks.ais_ncct.pipeline import ModelChannels
 
     windows, started, before = [], time.perf_counter(), os.times()
 
@@ -200,7 +200,7 @@ def costs_inference(net, card, case) -> dict:
 
     mask = lesion_mask(net, case, card, 0.5, 1, progress=progress)
     after = os.times()
-    grid = ModelChannels(case, nonzero_box(case), card["spacing_mm"], card["normalisation"])
+    grid = ModelChannels(case, card["spacing_mm"], card["normalisation"])
     return {"model_grid": list(grid.shape), "resampling": grid.resampling.rule, "windows": windows[0],
             "threads": torch.get_num_threads(), "mask_dtype": str(mask.dtype), "s": round(time.perf_counter() - started, 1),
             "user_s": round(after.user - before.user, 1), "kernel_s": round(after.system - before.system, 1),

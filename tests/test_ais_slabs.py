@@ -52,10 +52,10 @@ def reference_probability(net, case, card: dict) -> np.ndarray:
     from scipy.special import expit
 
     from segkit.tasks.ais_ncct.intensity import resample_to_shape
-    from segkit.tasks.ais_ncct.pipeline import model_channels, nonzero_box
+    from segkit.tasks.ais_ncct.pipeline import model_channels
 
-    target, box = card.get("spacing_mm"), nonzero_box(case)
-    channels = model_channels(case, box, target, card["normalisation"])
+    target, box = card.get("spacing_mm"), case.box
+    channels = model_channels(case, target, card["normalisation"])
     margin = reference_margin(net, channels, card["network"]["slice_size"], card["network"]["depth"])
     if target is not None:
         margin = resample_to_shape(margin, tuple(s.stop - s.start for s in box), target, case.spacing, order=1)
@@ -95,12 +95,12 @@ def _card(config, spacing) -> dict:
 @pytest.mark.parametrize("spacing, rule", [(THICK, "per_slice"), (ISOTROPIC, "whole")])
 def test_slab_wise_lesion_equals_the_whole_volume_path(network, case, spacing, rule):
     from segkit.tasks.ais_ncct.inference import lesion_mask, lesion_probability
-    from segkit.tasks.ais_ncct.pipeline import ModelChannels, nonzero_box
+    from segkit.tasks.ais_ncct.pipeline import ModelChannels
     from segkit.tasks.ais_ncct.slab_window import WindowLayout
 
     net, config = network
     card = _card(config, spacing)
-    channels = ModelChannels(case, nonzero_box(case), spacing, card["normalisation"])
+    channels = ModelChannels(case, spacing, card["normalisation"])
     assert channels.resampling.rule == rule
     rows = WindowLayout(tuple(channels.shape), config.slice_size, config.depth).starts()[0]
     assert len(rows) >= 3, "the model grid must give several slabs of windows"
@@ -119,13 +119,12 @@ def test_slab_wise_lesion_equals_the_whole_volume_path(network, case, spacing, r
 def test_model_channels_per_slab_equal_the_whole_channels(case):
     """Any range of model slices, also ones that start or stop inside a run of slices copying one
     box slice, is the whole channels' slices to the bit."""
-    from segkit.tasks.ais_ncct.pipeline import ModelChannels, model_channels, nonzero_box
+    from segkit.tasks.ais_ncct.pipeline import ModelChannels, model_channels
 
     stats = [{"mean": 30.0, "std": 8.0, "percentile_00_5": 0.0, "percentile_99_5": 60.0}] * 2
     for target in ([2.5, 2.5, 8.0], THICK):
-        box = nonzero_box(case)
-        whole = model_channels(case, box, target, stats)
-        channels = ModelChannels(case, box, target, stats)
+        whole = model_channels(case, target, stats)
+        channels = ModelChannels(case, target, stats)
         assert channels.resampling.rule == "per_slice" and tuple(channels.shape) == whole.shape[1:]
         depth = whole.shape[3]
         for first, stop in [(0, depth), (0, 1), (1, 3), (depth - 2, depth), (depth // 2, depth // 2 + 1)]:
@@ -155,3 +154,39 @@ def test_margin_slabs_cover_the_grid_once_in_order_and_early():
     np.testing.assert_array_equal(
         np.concatenate([s for _, s in margin_slabs(CountingNet(), ArrayChannels(channels), 8, 6)], axis=2),
         reference_margin(CountingNet(), channels, 8, 6))
+
+
+def test_case_keeps_only_the_box_of_its_channels(case):
+    """The channels are held as their non-zero box; put back on the grid they are the stripped CT and
+    the mirror zeroed outside the brain, as the whole-grid pipeline made them."""
+    from segkit.io.grid import mask_box
+    from segkit.tasks.ais_ncct.ct import apply_brain_mask
+    from segkit.tasks.ais_ncct.mirror import flip_register
+
+    stripped = apply_brain_mask(case.hu, case.brain)
+    mirror = flip_register(stripped, case.spacing, brain=case.brain).mirror * case.brain
+    assert case.box == mask_box((stripped != 0) | (mirror != 0))
+    assert case.stripped.shape == tuple(s.stop - s.start for s in case.box)
+    assert case.stripped.size < 0.5 * stripped.size  # the head's box, not the field of view
+    np.testing.assert_array_equal(case.whole(case.stripped), stripped)
+    np.testing.assert_array_equal(case.whole(case.mirror), mirror)
+
+
+@pytest.mark.parametrize("slab", [1, 3, 32])
+def test_nonzero_box_by_slabs_equals_the_whole_mask_box(slab):
+    from segkit.io.grid import mask_box
+    from segkit.tasks.ais_ncct.pipeline import nonzero_box
+
+    rng = np.random.default_rng(slab)
+    shape = (9, 7, 11)
+    stripped = np.zeros(shape, dtype=np.int16)
+    stripped[2:5, 3, 4:6] = rng.integers(1, 50, size=(3, 2))
+    mirror = np.zeros(shape, dtype=np.float32)
+    mirror[6, 1, 8] = 3.0  # inside the brain: counts
+    mirror[0, 0, 10] = 5.0  # outside the brain: the mirror is zeroed there, so it does not count
+    brain = np.zeros(shape, dtype=bool)
+    brain[1:8, 1:6, 1:10] = True
+    assert nonzero_box(stripped, mirror, brain, slab) == mask_box((stripped != 0) | ((mirror != 0) & brain))
+    assert nonzero_box(stripped, mirror, brain, slab) == (slice(2, 7), slice(1, 4), slice(4, 9))
+    empty = np.zeros(shape, dtype=np.int16)
+    assert nonzero_box(empty, np.zeros(shape, np.float32), brain, slab) == tuple(slice(0, n) for n in shape)

@@ -56,7 +56,7 @@ def _random_package(folder: Path, spacing_mm) -> Path:
 
 
 def lesion_std(prepared) -> float:
-    return float(np.concatenate([pre.stripped[label > 0] for _, pre, label in prepared]).std())
+    return float(np.concatenate([pre.whole(pre.stripped)[label > 0] for _, pre, label in prepared]).std())
 
 
 def _refusal_cases(d: Path) -> list[tuple[list, str]]:
@@ -153,7 +153,8 @@ def test_inference_works_on_the_brain_box_as_nnunet_trained_on_it():
     box = (slice(5, 12), slice(4, 15), slice(1, 5))
     brain[box] = True
     stripped = np.where(brain, rng.normal(30.0, 5.0, brain.shape), 0.0).astype(np.float32)
-    case = CasePreprocessed(stripped, (1.0, 1.0, 1.0), brain, stripped, stripped[::-1].copy() * brain)
+    case = CasePreprocessed.from_whole(stripped, (1.0, 1.0, 1.0), brain, stripped, stripped[::-1].copy())
+    assert case.box == box and case.stripped.shape == (7, 11, 4)
     stats = {"mean": 30.0, "std": 5.0, "percentile_00_5": 15.0, "percentile_99_5": 45.0}
     card = {"spacing_mm": None, "normalisation": [stats, stats], "network": {"slice_size": 16, "depth": 4}}
     probability = lesion_probability(EchoChannelZero(), case, card)
@@ -272,7 +273,7 @@ def test_train_resume_and_the_package_segment_reads(tmp_path, segkit_home):
 
     prepared = prepare_cases(read_dataset(tmp_path / "data"), tmp_path / "run" / "mirror_cache")
     for channel, name in enumerate(("stripped", "mirror")):
-        lesion = np.concatenate([getattr(pre, name)[label > 0] for _, pre, label in prepared])
+        lesion = np.concatenate([pre.whole(getattr(pre, name))[label > 0] for _, pre, label in prepared])
         assert abs(card["normalisation"][channel]["mean"] - lesion.mean()) < 0.1 * lesion.std()
     # (the mirror's lesion voxels are heavy-tailed where it carries bone: its sampled deviation varies)
     assert card["normalisation"][0]["std"] == pytest.approx(lesion_std(prepared), rel=0.1)
@@ -280,12 +281,12 @@ def test_train_resume_and_the_package_segment_reads(tmp_path, segkit_home):
     # normalised with the package's statistics (outside the box training saw zero padding)
     import blosc2
 
-    from segkit.tasks.ais_ncct.pipeline import model_channels, nonzero_box
+    from segkit.tasks.ais_ncct.pipeline import model_channels
 
     preprocessed = tmp_path / "run" / "nnunet" / "nnUNet_preprocessed" / "Dataset502_AisNcct" / "nnUNetPlans_3d_fullres"
     for case, pre, _ in prepared:
         trained_on = blosc2.open(str(preprocessed / f"{case}.b2nd"), mode="r")[:]
-        channels = model_channels(pre, nonzero_box(pre), None, card["normalisation"])
+        channels = model_channels(pre, None, card["normalisation"])
         np.testing.assert_allclose(np.transpose(channels, (0, 3, 1, 2)), trained_on, atol=1e-5)
     # nnU-Net's (S-I, R-L, A-P) spacing comes back as segkit's (R-L, A-P, S-I): the phantoms' own
     assert card["spacing_mm"] == pytest.approx([FOV[0] / SHAPE[0], FOV[1] / SHAPE[1], FOV[2] / SHAPE[2]])

@@ -65,8 +65,8 @@ def write_nnunet_dataset(prepared, folder: Path) -> Path:
         (folder / sub).mkdir(parents=True, exist_ok=True)
     for case, pre, label in prepared:
         affine = _swapped_affine(pre)
-        _save(folder / "imagesTr" / f"{case}_0000.nii.gz", pre.stripped, affine)
-        _save(folder / "imagesTr" / f"{case}_0001.nii.gz", pre.mirror, affine)
+        _save(folder / "imagesTr" / f"{case}_0000.nii.gz", pre.whole(pre.stripped), affine)
+        _save(folder / "imagesTr" / f"{case}_0001.nii.gz", pre.whole(pre.mirror), affine)
         _save(folder / "labelsTr" / f"{case}.nii.gz", label.astype(np.uint8), affine)
     description = {"channel_names": CHANNELS, "labels": LABELS, "numTraining": len(prepared),
                    "file_ending": ".nii.gz", "name": folder.name,

@@ -80,13 +80,12 @@ def box_margin_slabs(net, case, card: dict, device: str = "cpu", progress=None):
     preprocessed case, the way nnU-Net predicts: the brain's box of both channels, normalised with
     the package's CT statistics and resampled to the model's spacing, the sliding window, and the
     logit margin resampled back onto the box."""
-    from segkit.tasks.ais_ncct.pipeline import ModelChannels, nonzero_box
+    from segkit.tasks.ais_ncct.pipeline import ModelChannels
     from segkit.tasks.ais_ncct.slab_window import margin_slabs
 
     target = card.get("spacing_mm")
-    box = nonzero_box(case)
-    channels = ModelChannels(case, box, target, card["normalisation"])
-    export = MarginExport(channels.shape, tuple(s.stop - s.start for s in box), target, case.spacing)
+    channels = ModelChannels(case, target, card["normalisation"])
+    export = MarginExport(channels.shape, case.stripped.shape, target, case.spacing)
     network = card["network"]
     slabs = margin_slabs(net, channels, int(network["slice_size"]), int(network["depth"]), device, progress)
 
@@ -94,7 +93,7 @@ def box_margin_slabs(net, case, card: dict, device: str = "cpu", progress=None):
         for first, slab in slabs:
             yield from export.add(first, slab)
 
-    return box, box_slabs()
+    return case.box, box_slabs()
 
 
 def lesion_mask(net, case, card: dict, threshold: float = 0.5, value: int = 1, device: str = "cpu",

@@ -93,7 +93,7 @@ class AisNcctRunner(TaskRunner):
         from segkit.io.writer import save_nifti
 
         reference, back = prepared.reference, prepared.reorientation.from_canonical
-        chosen = {"mirror": (self.options.save_mirror, lambda: back(case.mirror)),
+        chosen = {"mirror": (self.options.save_mirror, lambda: back(case.whole(case.mirror))),
                   "brain": (self.options.save_brain_mask, lambda: back(case.brain.astype(np.uint8)))}
         artifacts = {}
         for name, (wanted, array) in chosen.items():
