@@ -108,6 +108,38 @@ def test_self_prompt_reconstruction_units_follow_their_definitions():
     assert all(torch.allclose(d, f[:2] - f[2:], atol=1e-5) for d, f in zip(differences, batched))
 
 
+def test_self_prompt_reconstruction_units_train_like_their_definitions():
+    """The units' in-place steps leave training as it was: the gradients of the input and of every
+    weight equal those of the paper's out-of-place formulas (autograd would refuse, or differ, if an
+    in-place step changed a tensor a backward formula keeps)."""
+    from segkit.tasks.ais_ncct.prompts import ChannelReconstruction, SpatialReconstruction
+
+    def sru_definition(sru, x):
+        w = torch.sigmoid(sru.norm(x) * (sru.norm.weight / sru.norm.weight.abs().sum()).view(1, -1, 1, 1, 1))
+        informative, redundant = torch.where(w > 0.5, torch.ones_like(w), w) * x, torch.where(w > 0.5, 0.0, w) * x
+        return torch.cat([informative[:, :4] + redundant[:, 4:], informative[:, 4:] + redundant[:, :4]], dim=1)
+
+    def cru_definition(cru, x):
+        up, low = cru.squeeze_up(x[:, :4]), cru.squeeze_low(x[:, 4:])
+        both = torch.cat([cru.group_conv(up) + cru.point_up(up), cru.point_low(low), low], dim=1)
+        first, second = (both * torch.softmax(both.mean(dim=(2, 3, 4), keepdim=True), dim=1)).chunk(2, dim=1)
+        return first + second
+
+    torch.manual_seed(1)
+    for unit, definition in ((SpatialReconstruction(8), sru_definition), (ChannelReconstruction(8), cru_definition)):
+        for parameter in unit.parameters():
+            parameter.data.normal_(0.0, 0.5)
+        x, upstream = torch.randn(2, 8, 3, 10, 10), torch.randn(2, 8, 3, 10, 10)
+        grads = []
+        for forward in (unit, lambda x, unit=unit, definition=definition: definition(unit, x)):
+            unit.zero_grad()
+            leaf = (x * 1.0).requires_grad_()
+            (forward(torch.relu(leaf)) * upstream).sum().backward()  # fed by an op, as in the stage
+            grads.append([leaf.grad.clone()] + [p.grad.clone() for p in unit.parameters()])
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
+        assert any(g.abs().sum() > 0 for g in grads[0][1:])
+
+
 def test_tap_projection_and_decoder_shapes():
     assert TapProjection(768, 32, source=16, target=2)(torch.randn(1, 768, 2, 2, 2)).shape == (1, 32, 2, 16, 16)
     assert TapProjection(160, 128, source=4, target=16)(torch.randn(1, 160, 2, 16, 16)).shape == (1, 128, 2, 4, 4)

@@ -22,18 +22,22 @@ class SpatialReconstruction(nn.Module):
         self.threshold = threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # informative = where(w > t, 1, w) * x and redundant = where(w > t, 0, w) * x, computed without
-        # full-size ones/zeros or extra products: at stage 1 each such tensor is 32 x 20 x 256 x 256 floats (168 MB)
+        # informative = where(w > t, 1, w) * x and redundant = where(w > t, 0, w) * x, then their halves
+        # cross-added, with at most three full-size tensors alive beside x: at stage 1 each is
+        # 32 x 20 x 256 x 256 floats (168 MB). The in-place steps modify only tensors no backward
+        # formula keeps (a norm's output, a product's output, where's output), so training is unchanged.
         gamma = self.norm.weight / self.norm.weight.abs().sum().clamp_min(1e-6)
-        weights = torch.sigmoid(self.norm(x) * gamma.view(1, -1, 1, 1, 1))
+        weights = self.norm(x).mul_(gamma.view(1, -1, 1, 1, 1)).sigmoid_()
         keep = weights > self.threshold
-        weighted = weights * x
+        weighted = weights * x  # not in place: sigmoid's backward keeps its output
         del weights
         informative = torch.where(keep, x, weighted)
-        redundant = weighted.masked_fill(keep, 0.0)
+        redundant = weighted.masked_fill_(keep, 0.0)
         del weighted, keep
         half = x.shape[1] // 2
-        return torch.cat([informative[:, :half] + redundant[:, half:], informative[:, half:] + redundant[:, :half]], dim=1)
+        informative[:, :half] += redundant[:, half:]
+        informative[:, half:] += redundant[:, :half]
+        return informative
 
 
 class ChannelReconstruction(nn.Module):
@@ -53,14 +57,15 @@ class ChannelReconstruction(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up, low = torch.split(x, [self.up, self.low], dim=1)
         up, low = self.squeeze_up(up), self.squeeze_low(low)
-        rich = self.group_conv(up) + self.point_up(up)
+        rich = self.group_conv(up).add_(self.point_up(up))  # in place on a convolution's output (not kept for backward)
         cheap = torch.cat([self.point_low(low), low], dim=1)
         del up, low
-        # softmax over the 2C channel means of [rich, cheap], then the weighted halves summed (no 2C-wide copy)
+        # softmax over the 2C channel means of [rich, cheap], then the weighted halves summed in place
+        # (no 2C-wide copy, no full-size products)
         weights = torch.softmax(torch.cat([rich.mean(dim=(2, 3, 4), keepdim=True),
                                            cheap.mean(dim=(2, 3, 4), keepdim=True)], dim=1), dim=1)
         rich_weight, cheap_weight = weights.chunk(2, dim=1)
-        return rich * rich_weight + cheap * cheap_weight
+        return rich.mul_(rich_weight).add_(cheap.mul_(cheap_weight))
 
 
 class PromptStage(nn.Module):
