@@ -2,7 +2,7 @@
 HU-threshold baseline, and the per-volume costs of each stage.
 
     .venv/bin/python benchmarks/bench_ais_ncct.py proof [--train 24 --test 6 --epochs 40 --iterations 50 --learning-rate 3e-4] [--arm aisct_sam]
-    .venv/bin/python benchmarks/bench_ais_ncct.py costs [--shape 512,512,40] [--fov 220,220,120] [--inference]
+    .venv/bin/python benchmarks/bench_ais_ncct.py costs [--shape 512,512,40] [--fov 220,220,120] [--inference | --command]
 
 proof: AISCT-SAM (embedded LiteMedSAM backbone, mirror channel + self-prompts) and the same network
 without them (the paper's ablation) are trained with `segkit train -task ais_ncct` on the same
@@ -10,7 +10,8 @@ phantoms and seed, then scored on held-out phantoms (pooled lesion Dice and mean
 trivial baseline: a brain-voxel HU threshold on the smoothed stripped CT, its cut-off chosen on the
 training phantoms. costs: seconds for skull stripping with flip registration and (--inference) the
 whole slab-wise inference to the uint8 mask, and the peak memory (max RSS) of the child process that
-does them, on one int16 phantom of --shape and --fov.
+does them, on one int16 phantom of --shape and --fov; with --command, the max RSS of the whole
+`segkit segment -task ais_ncct` process instead.
 """
 
 from __future__ import annotations
@@ -111,14 +112,30 @@ def costs(args) -> dict:
     fov = tuple(float(v) for v in args.fov.split(","))
     work = Path(tempfile.mkdtemp(prefix="ais_costs_"))
     path = write_costs_phantom(work / "ct.nii", shape, fov)
-    command = [sys.executable, __file__, "costs-child", str(path)] + (["--inference"] if args.inference else [])
+    if args.command:
+        command, env = segment_command(work, path), {**os.environ, "SEGKIT_HOME": str(work / "home")}
+    else:
+        command, env = [sys.executable, __file__, "costs-child", str(path)] + (["--inference"] if args.inference else []), None
     started = time.perf_counter()
-    result = subprocess.run(command, stdout=subprocess.PIPE, encoding="utf-8", check=True)
+    result = subprocess.run(command, stdout=subprocess.PIPE, encoding="utf-8", check=True, env=env)
     child = resource.getrusage(resource.RUSAGE_CHILDREN)
     path.unlink()
-    return {"shape": shape, "fov_mm": fov, **json.loads(result.stdout), "wall_s": round(time.perf_counter() - started, 1),
+    measured = {"command": " ".join(command[1:])} if args.command else json.loads(result.stdout)
+    return {"shape": shape, "fov_mm": fov, **measured, "wall_s": round(time.perf_counter() - started, 1),
             "max_rss_mb": round(child.ru_maxrss / 1024, 1), "cpu_user_s": round(child.ru_utime, 1),
             "cpu_kernel_s": round(child.ru_stime, 1)}
+
+
+def segment_command(work: Path, ct: Path) -> list[str]:
+    """The whole `segkit segment -task ais_ncct` on the phantom, with a package of the upstream network
+    (costs_network's, its trained additions at their initialisation) written by the package writer."""
+    from segkit.tasks.ais_ncct.package import write_package
+
+    net, card = costs_network()
+    card = {**card, "backbone": {"name": "litemedsam", "pretrained": True}, "training": {"validation_dice": None}}
+    package = write_package(work / "model", net, card)
+    segkit = str(Path(sys.executable).with_name("segkit"))
+    return [segkit, "segment", "-task", "ais_ncct", "--model", str(package), "-i", str(ct), "-o", f"{work / 'out'}/"]
 
 
 def write_costs_phantom(path: Path, shape, fov) -> Path:
@@ -223,6 +240,8 @@ def main() -> None:
     parser.add_argument("--shape", default="512,512,40")
     parser.add_argument("--fov", default="220,220,120", help="costs: the phantom's field of view, mm (R-L,A-P,S-I)")
     parser.add_argument("--inference", action="store_true", help="costs: also one sliding-window pass (slow on a CPU)")
+    parser.add_argument("--command", action="store_true",
+                        help="costs: the whole `segkit segment -task ais_ncct` command instead (reading to the written mask)")
     parser.add_argument("--work", help="proof: the folder for phantoms, runs and models (default: a new temporary one)")
     parser.add_argument("--arm", default="both", choices=("both", "aisct_sam", "no_mirror_no_prompts"),
                         help="train one arm only (two processes, one per core, run both arms in half the time)")
