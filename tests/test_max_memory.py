@@ -1,4 +1,4 @@
-"""`segment --max-memory`: a real cap (the kernel refuses allocations past it), one line and exit 2
+"""`--max-memory` (segment, eval, quantify, train): a real cap (the kernel refuses allocations past it), one line and exit 2
 when a command needs more, no partial output, and no effect on a command that fits."""
 
 from __future__ import annotations
@@ -39,6 +39,38 @@ def test_an_input_larger_than_the_cap_stops_with_one_line_and_no_output(tmp_path
     assert done.returncode == 2
     assert "--max-memory 700M" in _one_line(done)
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.fixture
+def big_mask(tmp_path):
+    """1600 x 1600 x 120 float32 = 1.2 GB to read, 5 MB on disk: past a 700M cap, under RAM."""
+    path = tmp_path / "big_mask.nii.gz"
+    data = np.zeros((1600, 1600, 120), np.float32)
+    data[700:900, 700:900, 50:70] = 1
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["eval", "quantify"])
+def test_eval_and_quantify_stop_at_the_cap_with_one_line(command, big_mask, tmp_path):
+    if command == "eval":
+        args = ["eval", "--pred", str(big_mask), "--ref", str(big_mask), "--metrics", "dice"]
+    else:
+        args = ["quantify", "-m", str(big_mask), "--volume"]
+    done = segkit(*args, "--max-memory", "700M", home=tmp_path / "home")
+    assert done.returncode == 2 and done.stdout == ""
+    assert "--max-memory 700M" in _one_line(done)
+    fits = segkit(*args, "--max-memory", "8G", home=tmp_path / "home")
+    assert fits.returncode == 0, fits.stderr
+    free = segkit(*args, home=tmp_path / "home")
+    assert fits.stdout == free.stdout and "1" in free.stdout.split("\n")[1].split("\t")[:2]
+
+
+def test_train_refuses_a_cap_below_what_it_holds_before_writing(tmp_path):
+    out = tmp_path / "model"
+    done = segkit("train", "--data", str(tmp_path), "--max-memory", "1M", "-o", str(out), home=tmp_path / "home")
+    assert done.returncode == 2 and "already holds" in _one_line(done)
+    assert not out.exists()
 
 
 def test_a_cap_below_what_segkit_holds_is_refused_before_reading(volume, tmp_path):  # noqa: F811

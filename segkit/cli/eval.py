@@ -13,6 +13,7 @@ import typer
 
 from segkit.cli.app import app
 from segkit.cli.cohort_input import HELP
+from segkit.runtime.memory import MAX_MEMORY_HELP
 
 
 def _parse_labels(text: str) -> list[int]:
@@ -89,11 +90,13 @@ def eval_command(
     lesion_table: Optional[Path] = typer.Option(None, "--lesion-table", help="Write the per-lesion detection table here (.tsv/.csv/.json)."),
     resample_pred: bool = typer.Option(False, "--resample-pred", help="Resample the prediction onto the reference grid (nearest neighbour)."),
     no_summary: bool = typer.Option(False, "--no-summary", help="Batch mode: omit the mean/std/median rows."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MAX_MEMORY_HELP),
     fmt: str = typer.Option("tsv", "--format", help="tsv, csv or json."),
 ) -> None:
     """Compare predictions with references: overlap, surface distances (mm) and lesion-wise metrics."""
     from segkit import api
     from segkit.metrics.evaluate import EvalError, summarize
+    from segkit.runtime.memory import apply_memory_cap
     from segkit.tables import TABLE_FORMATS, columns_of, save_table, write_table
 
     if fmt not in TABLE_FORMATS:
@@ -107,6 +110,7 @@ def eval_command(
     if lesion_table:
         read = [p for _, pred_path, ref_path in cases for p in (pred_path, ref_path)]
         api.check_outputs([lesion_table], read + ([manifest] if manifest else []))
+    apply_memory_cap(max_memory)  # the inputs are found and checked, none is read yet
     rows, lesion_rows = api.evaluate(cases, regions=region_map, metrics=metrics, tolerance_mm=tolerance_mm,
                                      surface=surface, lesions=lesions, resample_pred=resample_pred)
     options_columns = api.eval_columns(metrics, lesions)

@@ -13,6 +13,7 @@ import typer
 
 from segkit.cli.app import app
 from segkit.cli.cohort_input import HELP
+from segkit.runtime.memory import MAX_MEMORY_HELP
 
 
 def _pairs(option: str, values: list, count: int) -> list:
@@ -123,11 +124,13 @@ def quantify_command(
     cc: bool = typer.Option(False, "--cc", help="Corpus callosum volume and mid-sagittal area (mm^2)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Labels to report, e.g. 1,2 (default: all present)."),
     task: Optional[str] = typer.Option(None, "-task", "--task", help="Name the rows' labels after this task's registry labels (a label map of several). Default: the mask's segkit sidecar, if any."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MAX_MEMORY_HELP),
     fmt: str = typer.Option("tsv", "--format", help="tsv, csv or json."),
 ) -> None:
     """Quantify masks: one row per (subject, label[, lesion]); units are in the column names."""
     from segkit import api
     from segkit.quantify.subjects import Measures, QuantifyError
+    from segkit.runtime.memory import apply_memory_cap
     from segkit.tables import TABLE_FORMATS, columns_of, write_table
 
     if fmt not in TABLE_FORMATS:
@@ -150,6 +153,7 @@ def quantify_command(
                   water_suffix=water_suffix, ff_suffix=ff_suffix, cord_suffix=cord_suffix)
     subjects = _subjects(masks, images, fats, waters, ffs, cords, manifest, cohort, intensity)
     _check_images_for(subjects, measures)
+    apply_memory_cap(max_memory)  # the inputs are found and checked, none is read yet
     rows = api.quantify(subjects, measures)
     named = ["label_name"] if any("label_name" in row for row in rows) else []
     first = ["subject", "label", *named, "lesion", "status"] if lesions else ["subject", "label", *named, "status"]

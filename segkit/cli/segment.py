@@ -26,6 +26,7 @@ def register(app: typer.Typer, argv: list[str]) -> None:
     def segment(ctx: typer.Context, **values) -> None:
         from segkit import api
         from segkit.cli.progress import SliceProgress
+        from segkit.runtime.memory import apply_memory_cap
 
         typed = tc.given_on_command_line(ctx, values)
         task = values["task"]
@@ -44,10 +45,7 @@ def register(app: typer.Typer, argv: list[str]) -> None:
         spec = api.resolve_task(task, typed.get("model"))
         tc.refuse_foreign(spec.name, typed, _segment_options_class(spec), flags, common_names | cohort_names)
         own = {k: v for k, v in typed.items() if k not in common_names | cohort_names}
-        if values["max_memory"]:
-            from segkit.runtime.memory import apply_memory_cap
-
-            apply_memory_cap(values["max_memory"])  # before any image is read
+        apply_memory_cap(values["max_memory"])  # before any image is read
         with SliceProgress(spec.name) as progress:
             written = api.segment(
                 task, tc.path_list(values["inputs"]), output=values["output"], qc=values["qc"],

@@ -22,14 +22,16 @@ def register(app: typer.Typer, argv: list[str]) -> None:
 
     def train(ctx: typer.Context, **values) -> None:
         from segkit import api
+        from segkit.runtime.memory import apply_memory_cap
 
         typed = tc.given_on_command_line(ctx, values)
         task = values["task"]
         spec = api.resolve_task(task) if task else None
         own_class = _train_options_class(spec)
         tc.refuse_foreign(task or "nnunet (a plain nnU-Net v2 dataset)", typed, own_class, flags, common_names)
-        common_values = {k: values[k] for k in common_names if k != "task"}
+        common_values = {k: values[k] for k in common_names if k not in ("task", "max_memory")}
         own = {k: v for k, v in typed.items() if k not in common_names}
+        apply_memory_cap(values["max_memory"])  # the options are checked, no image is read yet
         rows = api.train(task, say=lambda text: sys.stderr.write(text + "\n"), **common_values, **own)
         for row in rows:
             typer.echo("\t".join(str(v) for v in row))

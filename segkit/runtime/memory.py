@@ -38,11 +38,16 @@ def parse_size(text: str) -> int:
     return size
 
 
+MAX_MEMORY_HELP = ("Cap this process's memory, e.g. 2G (binary units): past it segkit stops with one line (exit 2) "
+                   "and writes nothing.")
 CAPPED = {"text": None}  # the cap this process runs under, for the out-of-memory message
 
 
-def apply_memory_cap(text: str) -> int:
-    """Cap this process's data memory at `text`; refuses a cap below what the process already holds."""
+def apply_memory_cap(text: str | None) -> int | None:
+    """Cap this process's data memory at `text` (None: no cap); refuses a cap below what the process
+    already holds. Commands call it after checking their options and before reading any image."""
+    if not text:
+        return None
     try:
         import resource
     except ImportError:  # Windows

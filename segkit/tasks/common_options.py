@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from segkit.runtime.memory import MAX_MEMORY_HELP
 from segkit.tasks.options import TaskOptions, option
 
 PROPAGATORS = ("sam2", "litemedsam")
@@ -104,8 +105,7 @@ class SegmentCommon(TaskOptions):
     series: str | None = option(None, "--series", kind=str,
                                 help="A DICOM folder's series to read (its SeriesInstanceUID), when it holds several.")
     max_memory: str | None = option(None, "--max-memory", kind=str,
-                                    help="Cap this process's memory, e.g. 2G (binary units): past it segkit stops "
-                                         "with one line (exit 2) and writes nothing. Cohorts: --memory-per-worker.")
+                                    help=MAX_MEMORY_HELP + " Cohorts: --memory-per-worker.")
 
 
 @dataclass(frozen=True)
@@ -123,3 +123,4 @@ class TrainCommon(TaskOptions):
     seed: int | None = option(None, "--seed", kind=int,
                               help="Seed Python, NumPy and torch in training (patch sampling, augmentation, initial "
                                    "weights): repeatable runs on one machine.")
+    max_memory: str | None = option(None, "--max-memory", kind=str, help=MAX_MEMORY_HELP)
