@@ -76,6 +76,18 @@ def _check_images_for(subjects, measures) -> None:
             raise QuantifyError(f"{subject.mask}: --fat-ratio needs --fat F --water W (Dixon) or --ff FF (fat-fraction map)")
 
 
+def _check_measures_combine(volume: bool, intensity: bool, fat_ratio: bool, lesions: bool, cc: bool,
+                            intensity_options: bool) -> None:
+    from segkit.quantify.subjects import QuantifyError
+
+    if (lesions or cc) and (volume or intensity or fat_ratio):
+        raise QuantifyError("--lesions and --cc give their own rows; run them without --volume/--intensity/--fat-ratio")
+    if lesions and cc:
+        raise QuantifyError("run --lesions and --cc separately")
+    if intensity_options and not intensity:
+        raise QuantifyError("--hu-window and --erode apply to --intensity; add --intensity")
+
+
 def _label_list(labels: Optional[str]):
     from segkit.quantify.subjects import QuantifyError
 
@@ -135,14 +147,8 @@ def quantify_command(
 
     if fmt not in TABLE_FORMATS:
         raise QuantifyError(f"--format {fmt!r}: choose tsv, csv or json")
-    if (lesions or cc) and (volume or intensity or fat_ratio):
-        raise QuantifyError("--lesions and --cc give their own rows; run them without --volume/--intensity/--fat-ratio")
-    if lesions and cc:
-        raise QuantifyError("run --lesions and --cc separately")
-    if (fats or waters or ffs or fat_suffix or water_suffix or ff_suffix) and not fat_ratio:
-        fat_ratio = True  # --fat/--water/--ff are given for one measure only: the fat ratio
-    if (hu_window or erode) and not intensity:
-        raise QuantifyError("--hu-window and --erode apply to --intensity; add --intensity")
+    fat_ratio = fat_ratio or any((fats, waters, ffs, fat_suffix, water_suffix, ff_suffix))  # given for that measure only
+    _check_measures_combine(volume, intensity, fat_ratio, lesions, cc, bool(hu_window or erode))
     measures = Measures(
         volume=volume or not (intensity or fat_ratio), intensity=intensity, fat_ratio=fat_ratio,
         lesions=lesions, cc=cc, labels=_label_list(labels), hu_window=_window(hu_window), erode=erode,

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segkit.models.blocks import ResidualBlock, SqueezeExcitation, conv_norm_act, group_norm
+from segkit.models.blocks import ResidualBlock, SqueezeExcitation, conv3d_in_slabs, conv_norm_act, group_norm
 
 N_CLASSES = 4
 N_CONTRASTS = 4
@@ -80,6 +80,13 @@ class UNet3D(nn.Module):
         self.mid_channels = c1
 
     def forward(self, x):
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self._layer_by_layer(x)
+        return self._infer(x)
+
+    def _layer_by_layer(self, x):
+        """The network as the method defines it, each module called on whole tensors: for training
+        (autograd keeps the activations anyway) and for ONNX export."""
         skips = [self.stem(x)]
         for block in self.down:
             skips.append(block(F.max_pool3d(skips[-1], 2)))
@@ -92,6 +99,48 @@ class UNet3D(nn.Module):
             if i == 1:
                 mid = y
         return self.head(self.dropout(y)), mid
+
+    def _infer(self, x):
+        """forward's values (up to float rounding: `conv3d_in_slabs`) without autograd, in about a
+        third of the memory on a whole BraTS volume (160x240x240: 4727 -> MiB above the input;
+        a 16-channel activation there is 562 MiB): every activation is freed as soon as its last
+        reader ran, the up-sampled tensor and its skip once they are joined, and the convolutions
+        run a slab of slices at a time (no input-sized copy beside their output)."""
+        conv, norm, act, block = self.stem
+        skips = [block.forward_consuming([act(norm(conv3d_in_slabs(conv, x)))])]
+        for block in self.down:
+            skips.append(block.forward_consuming([F.max_pool3d(skips[-1], 2)]))
+        y = skips.pop()
+        mid = None
+        for i, block in enumerate(self.up):
+            joined = [UpsampledJoin(y, skips.pop())]
+            del y
+            y = block.forward_consuming(joined)
+            if i == 1:
+                mid = y
+        return conv3d_in_slabs(self.head, self.dropout(y)), mid
+
+
+class UpsampledJoin:
+    """torch.cat([trilinear up-sampling of `low` to `skip`'s size, skip], dim=1), made a slab of
+    slices at a time for `conv3d_in_slabs`, so that neither the up-sampled tensor nor the join is
+    ever whole (at full resolution they are 562 MiB and 1.1 GiB on a BraTS volume). A slab
+    up-samples the low-resolution slices it needs plus one on each side: at a size ratio of 2 its
+    slices sit at the same source positions as in the whole up-sampling, so they are equal to the
+    bit (tests/test_brats_network.py)."""
+
+    def __init__(self, low: torch.Tensor, skip: torch.Tensor):
+        if skip.shape[2] != 2 * low.shape[2]:
+            raise ValueError("UpsampledJoin needs the skip to have twice the low tensor's slices")
+        self.low, self.skip = low, skip
+        self.shape = (skip.shape[0], low.shape[1] + skip.shape[1], *skip.shape[2:])
+        self.dtype, self.device = skip.dtype, skip.device
+
+    def slab(self, lo: int, hi: int) -> torch.Tensor:
+        first, last = max(0, lo // 2 - 1), min(self.low.shape[2], (hi + 1) // 2 + 1)
+        size = (2 * (last - first), *self.skip.shape[3:])
+        up = F.interpolate(self.low[:, :, first:last], size=size, mode="trilinear", align_corners=False)
+        return torch.cat([up[:, :, lo - 2 * first:hi - 2 * first], self.skip[:, :, lo:hi]], dim=1)
 
 
 class SpatialAttention(nn.Module):
