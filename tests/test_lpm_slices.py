@@ -59,6 +59,26 @@ def test_ct_window_and_mri_percentiles():
     assert frames.shape == (4, FRAME_SIZE, FRAME_SIZE) and frames.dtype == np.uint8
 
 
+@pytest.mark.parametrize("modality", ["ct", "mri"])
+def test_frames_and_registration_intensities_a_slice_at_a_time_equal_the_whole_volume_scaled(modality):
+    from segkit.tasks.lpm_nnsam2.align import registration_scale, registration_window
+    from segkit.tasks.lpm_nnsam2.slices import frame_window, resize_2d
+
+    rng = np.random.default_rng(3)
+    volume = rng.normal(-200 if modality == "ct" else 300, 400, (37, 29, 6)).round().astype(np.int16)
+    volume = volume[::-1]  # a strided view, as ras_volume now returns
+    whole = scale_to_255(volume, modality)  # the former way: the whole volume as float32, then each slice
+    expected = np.stack([np.clip(np.rint(resize_2d(whole[:, :, k], (FRAME_SIZE, FRAME_SIZE))), 0, 255)
+                         for k in range(volume.shape[2])]).astype(np.uint8)
+    assert np.array_equal(frames_from_ras(volume, modality), expected)
+    window = frame_window(volume, modality)
+    registration = registration_window(volume, modality)
+    for k in range(volume.shape[2]):
+        assert np.array_equal(scale_to_255(volume[:, :, k], modality, window), whole[:, :, k])
+        assert np.array_equal(registration_scale(volume[:, :, k], modality, registration),
+                              registration_scale(volume, modality)[:, :, k])
+
+
 def test_walk_goes_outward_from_the_start_slices():
     order = walk_order(6, [2])
     assert order[0] == (2, None)

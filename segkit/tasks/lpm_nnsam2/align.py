@@ -46,10 +46,19 @@ class Alignment:
         return sorted(set(self.starts.values()))
 
 
-def registration_scale(volume: np.ndarray, modality: str) -> np.ndarray:
-    """0-1 intensities for registration: a wide HU window on CT, 0.5-99.5 percentiles on MRI."""
+def registration_window(volume: np.ndarray, modality: str):
+    """The intensities mapped to 0 and 1 for registration: a wide HU window on CT, the MRI volume's
+    0.5-99.5 percentiles."""
+    if modality == "ct":
+        return REGISTRATION_CT_WINDOW
+    return np.percentile(np.asarray(volume, dtype=np.float32), (0.5, 99.5))
+
+
+def registration_scale(volume: np.ndarray, modality: str, window=None) -> np.ndarray:
+    """0-1 float32 intensities over `window` (default: the volume's own). Element-wise, so a slice
+    scaled with its volume's window equals that slice of the scaled volume."""
+    lo, hi = registration_window(volume, modality) if window is None else window
     volume = np.asarray(volume, dtype=np.float32)
-    lo, hi = REGISTRATION_CT_WINDOW if modality == "ct" else np.percentile(volume, (0.5, 99.5))
     return np.clip((volume - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
 
 
@@ -136,18 +145,22 @@ def align_support(support: Volume, seeds: list[int], target: Volume, register: b
 
     n_support, n_target = support.ras.shape[2], target.ras.shape[2]
     moving_all = registration_scale(support.ras, support.modality)
-    fixed_all = registration_scale(target.ras, target.modality)
+    window = registration_window(target.ras, target.modality)
+
+    def fixed_slice(k: int) -> np.ndarray:  # the target a slice at a time: no float copy of the whole volume
+        return registration_scale(target.ras[:, :, k], target.modality, window)
+
     frame_scaled = _frame_scaled(support)
     placed = {}
     for seed in seeds:
         height = int(np.clip(np.floor((seed + 0.5) / n_support * n_target), 0, n_target - 1))
-        fixed = slice_image(fixed_all[:, :, height], target.affine, height)
+        fixed = slice_image(fixed_slice(height), target.affine, height)
         moving = slice_image(moving_all[:, :, seed], support.affine, seed)
         transform = sitk.Transform(2, sitk.sitkIdentity)
         if register:
             transform = _register_seed(fixed, moving, support.labels[:, :, seed], support.affine, seed)
         image = resample_onto(moving, fixed, transform)
-        best, score = _best_slice(image, fixed_all, height)
+        best, score = _best_slice(image, fixed_slice, n_target, height)
         mask = resample_onto(slice_image(support.labels[:, :, seed], support.affine, seed), fixed, transform, nearest=True)
         grey = resample_onto(slice_image(frame_scaled[:, :, seed], support.affine, seed), fixed, transform)
         placed[seed] = (best, mask.astype(np.uint8), grey)
@@ -190,10 +203,10 @@ def _register_posterior(fixed, moving, seed_labels, support_affine, seed):
     return register_slice(fixed, moving, fixed_mask, initial=whole)
 
 
-def _best_slice(registered: np.ndarray, fixed_all: np.ndarray, height: int) -> tuple[int, float]:
+def _best_slice(registered: np.ndarray, fixed_slice, n_slices: int, height: int) -> tuple[int, float]:
     best, best_score = height, -2.0
-    for k in range(max(0, height - BEST_SLICE_WINDOW), min(fixed_all.shape[2], height + BEST_SLICE_WINDOW + 1)):
-        score = float(np.corrcoef(registered.ravel(), fixed_all[:, :, k].ravel())[0, 1])
+    for k in range(max(0, height - BEST_SLICE_WINDOW), min(n_slices, height + BEST_SLICE_WINDOW + 1)):
+        score = float(np.corrcoef(registered.ravel(), fixed_slice(k).ravel())[0, 1])
         if np.isfinite(score) and score > best_score + 1e-6:
             best, best_score = k, score
     return best, best_score

@@ -57,7 +57,7 @@ def load_targets(paths) -> list:
     targets = []
     for path in paths:
         try:
-            targets.append(load_image(path, allowed_ndim=(3,)))
+            targets.append(load_image(path, allowed_ndim=(3,), keep_integers=True))  # read a slice at a time
         except ImageError as exc:
             raise ImageError(f"{exc} (lpm_nnsam2 targets are 3D axial volumes, like the support image)") from None
     return targets

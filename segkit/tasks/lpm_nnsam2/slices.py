@@ -28,16 +28,23 @@ def detect_modality(volume: np.ndarray) -> str:
     volume = np.asarray(volume)
     if float(np.percentile(volume, 1.0)) < -500.0:
         return "ct"
-    fat = np.count_nonzero((volume >= -200.0) & (volume <= -50.0))
+    fat = sum(np.count_nonzero((plane >= -200.0) & (plane <= -50.0)) for plane in np.moveaxis(volume, -1, 0))
     return "ct" if fat > 0.01 * volume.size else "mri"
 
 
-def scale_to_255(volume: np.ndarray, modality: str) -> np.ndarray:
-    volume = np.asarray(volume, dtype=np.float32)
+def frame_window(volume: np.ndarray, modality: str) -> tuple[float, float]:
+    """The intensities mapped to 0 and 255: the CT window, or the MRI volume's percentiles."""
     if modality == "ct":
-        lo, hi = CT_WINDOW
-    else:
-        lo, hi = (float(v) for v in np.percentile(volume, MRI_PERCENTILES))
+        return CT_WINDOW
+    lo, hi = (float(v) for v in np.percentile(np.asarray(volume, dtype=np.float32), MRI_PERCENTILES))
+    return lo, hi
+
+
+def scale_to_255(volume: np.ndarray, modality: str, window: tuple[float, float] | None = None) -> np.ndarray:
+    """float32 0-255 over `window` (default: the volume's own, `frame_window`). Element-wise, so a
+    slice scaled with its volume's window equals that slice of the scaled volume."""
+    lo, hi = window or frame_window(volume, modality)
+    volume = np.asarray(volume, dtype=np.float32)
     scaled = (np.clip(volume, lo, hi) - lo) / max(hi - lo, 1e-6) * 255.0
     return scaled.astype(np.float32)
 
@@ -88,20 +95,22 @@ class FrameGrid:
 
 
 def ras_volume(image) -> tuple[np.ndarray, FrameGrid]:
-    """An Image's array in RAS order and the FrameGrid that maps frames back to its grid."""
+    """An Image's array in RAS order (a view of it) and the FrameGrid that maps frames back to its grid."""
     from segkit.io.orientation import reorientation_to
 
     reorient = reorientation_to(image.affine, image.shape, orientation(TASK))
-    ras = reorient.to_canonical(np.asarray(image.data))
+    ras = reorient.to_canonical(np.asarray(image.data), view=True)  # read a slice at a time: no copy
     return ras, FrameGrid(reorient=reorient, in_plane=(int(ras.shape[0]), int(ras.shape[1])))
 
 
 def frames_from_ras(ras: np.ndarray, modality: str) -> np.ndarray:
-    """(n_slices, 256, 256) uint8 frames of a RAS volume, scaled as METHODS gives."""
-    scaled = scale_to_255(ras, modality)
+    """(n_slices, 256, 256) uint8 frames of a RAS volume, scaled as METHODS gives (a slice at a time:
+    no float copy of the whole volume)."""
+    window = frame_window(ras, modality)
     frames = np.empty((ras.shape[2], FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
     for k in range(ras.shape[2]):
-        frames[k] = np.clip(np.rint(resize_2d(scaled[:, :, k], (FRAME_SIZE, FRAME_SIZE))), 0, 255)
+        scaled = scale_to_255(ras[:, :, k], modality, window)
+        frames[k] = np.clip(np.rint(resize_2d(scaled, (FRAME_SIZE, FRAME_SIZE))), 0, 255)
     return frames
 
 
