@@ -79,6 +79,22 @@ def test_frames_and_registration_intensities_a_slice_at_a_time_equal_the_whole_v
                               registration_scale(volume, modality)[:, :, k])
 
 
+def test_label_volume_a_slice_at_a_time_equals_the_whole_volume_rule():
+    from segkit.tasks.lpm_nnsam2.slices import resize_2d
+
+    rng = np.random.default_rng(5)
+    frames = np.zeros((7, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
+    for k in range(6):  # the last frame stays empty
+        frames[k, 40 + 9 * k:150, 60:128 + 5 * k] = 1
+        frames[k, 100:200, 120 + 3 * k:220] = 2  # overlaps side 1: the larger resized value wins
+        frames[k][rng.random((FRAME_SIZE, FRAME_SIZE)) < 0.01] = 2
+    _, grid = ras_volume(_image(np.zeros((45, 38, 7)), np.diag([-1.0, 1.0, 3.0, 1.0])))
+    stacked = np.stack([np.stack([resize_2d((f == v).astype(np.float32), grid.in_plane) if (f == v).any()
+                                  else np.zeros(grid.in_plane, np.float32) for f in frames], axis=-1) for v in (1, 2)])
+    whole = np.where(stacked.max(axis=0) >= 0.5, np.array([1, 2], np.uint8)[np.argmax(stacked, axis=0)], 0)
+    assert np.array_equal(grid.label_volume(frames, [1, 2]), grid.reorient.from_canonical(whole.astype(np.uint8)))
+
+
 def test_walk_goes_outward_from_the_start_slices():
     order = walk_order(6, [2])
     assert order[0] == (2, None)

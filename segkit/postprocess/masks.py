@@ -10,6 +10,20 @@ import numpy as np
 from segkit.errors import SegkitError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(mm3|vox)\s*$", re.IGNORECASE)
+SLAB_VOXELS = 1 << 22  # np.bincount converts its input to intp (8 bytes a voxel): count a slab at a time
+
+
+def bincount_by_slab(values: np.ndarray, minlength: int) -> np.ndarray:
+    """np.bincount of an array's values (any shape), a slab at a time: the intp copy is of one slab
+    (32 MB), not of the whole array (1.7 GB for int32 component labels of a 512x512x800 volume)."""
+    flat = np.asarray(values).ravel(order="K")  # NIfTI arrays are Fortran-ordered: no C-order copy
+    total = np.zeros(minlength, dtype=np.int64)
+    for start in range(0, flat.size, SLAB_VOXELS):
+        counts = np.bincount(flat[start : start + SLAB_VOXELS], minlength=minlength)
+        if counts.size > total.size:
+            total = np.concatenate([total, np.zeros(counts.size - total.size, dtype=np.int64)])
+        total[: counts.size] += counts
+    return total
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,7 @@ def clean_mask(
     structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)  # 26-connectivity in 3D
     if remove_small is not None or largest:
         components, count = ndimage.label(mask, structure=structure)
-        sizes = np.bincount(components.ravel())[1:]
+        sizes = bincount_by_slab(components, count + 1)[1:]
         keep = np.ones(count, dtype=bool)
         if remove_small is not None:
             keep &= sizes >= remove_small.voxels(voxel_volume_mm3)

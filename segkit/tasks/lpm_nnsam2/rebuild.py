@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from segkit.postprocess.masks import bincount_by_slab
 from segkit.tasks.lpm_nnsam2.labels import lpm_labels
 
 
@@ -30,9 +31,10 @@ def largest_component(mask: np.ndarray, keep_fraction: float = KEEP_FRACTION) ->
     components, count = ndimage.label(mask, structure=structure)
     if count == 1:
         return mask
-    sizes = np.bincount(components.ravel())[1:]
-    kept = np.flatnonzero(sizes >= keep_fraction * sizes.max()) + 1
-    return np.isin(components, kept)
+    sizes = bincount_by_slab(components, count + 1)[1:]
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[1:] = sizes >= keep_fraction * sizes.max()
+    return keep[components]  # a lookup: no temporaries of np.isin's
 
 
 def clean_frame_labels(frame_labels: np.ndarray, labels=None) -> np.ndarray:

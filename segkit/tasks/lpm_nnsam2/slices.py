@@ -79,18 +79,18 @@ class FrameGrid:
         return axis, int(round(here[axis]))
 
     def label_volume(self, frame_labels: np.ndarray, labels=None) -> np.ndarray:
-        """Frames of labels -> label volume in the input's grid; overlaps go to the larger resized value."""
+        """Frames of labels -> label volume in the input's grid; overlaps go to the larger resized value.
+        A slice at a time: the resized float planes of one slice, never of the volume (a float32
+        volume per label and their argmax were 6 GB at 512x512x800)."""
         labels = labels or lpm_labels()
-        stack = []
-        for value in labels:
-            resized = np.zeros((*self.in_plane, self.n_slices), dtype=np.float32)
-            for k in range(self.n_slices):
+        values = np.asarray(labels, dtype=np.uint8)
+        label = np.zeros((*self.in_plane, self.n_slices), dtype=np.uint8)
+        for k in range(self.n_slices):
+            resized = np.zeros((len(labels), *self.in_plane), dtype=np.float32)
+            for j, value in enumerate(labels):
                 if (frame_labels[k] == value).any():
-                    resized[:, :, k] = resize_2d((frame_labels[k] == value).astype(np.float32), self.in_plane)
-            stack.append(resized)
-        stacked = np.stack(stack)
-        best = np.argmax(stacked, axis=0)
-        label = np.where(stacked.max(axis=0) >= 0.5, np.asarray(labels, dtype=np.uint8)[best], 0).astype(np.uint8)
+                    resized[j] = resize_2d((frame_labels[k] == value).astype(np.float32), self.in_plane)
+            label[:, :, k] = np.where(resized.max(axis=0) >= 0.5, values[np.argmax(resized, axis=0)], 0)
         return self.reorient.from_canonical(label)
 
 
