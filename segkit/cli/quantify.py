@@ -78,6 +78,7 @@ def _check_images_for(subjects, measures) -> None:
 
 def _check_measures_combine(volume: bool, intensity: bool, fat_ratio: bool, lesions: bool, cc: bool,
                             intensity_options: bool) -> None:
+    """Refuse measures that do not go together, before any file is read."""
     from segkit.quantify.subjects import QuantifyError
 
     if (lesions or cc) and (volume or intensity or fat_ratio):

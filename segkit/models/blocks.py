@@ -113,8 +113,9 @@ def conv3d_in_slabs(conv: nn.Conv3d, x: torch.Tensor, slices: int = 16) -> torch
     axis) at a time into one output tensor. `x` is a tensor, or an object with its shape, dtype,
     device and `slab(lo, hi)` (x[:, :, lo:hi]) that makes its slabs on demand. The whole-volume
     call makes an input-sized copy of its input (oneDNN's blocked layout: 1.1 GB for 32 channels
-    of a 160x240x240 volume) besides its output; here only a slab's. The values equal the whole call's up to float rounding (the
-    library may order a sum differently for another shape: about 1e-6 relative)."""
+    of a 160x240x240 volume) besides its output; here only a slab's. The values equal the whole
+    call's up to float rounding (the library may order a sum differently for another shape: about
+    1e-6 relative)."""
     from torch.nn import functional as F
 
     same = isinstance(conv.padding, tuple) and all(2 * p + 1 == k for p, k in zip(conv.padding, conv.kernel_size))
