@@ -58,16 +58,18 @@ def test_inference_gives_the_forward_pass_values():
 
 
 _PEAK = """
-import json, resource, sys, torch
+import json, sys, torch
 from segkit.tasks.brats_autosam2.network import NetworkConfig, UNet3D
 torch.manual_seed(0)
 net = UNet3D(NetworkConfig(width=1.0)).eval()
 x = torch.randn(1, 4, 160, 112, 112)
 run = net._layer_by_layer if sys.argv[1] == "layer_by_layer" else net
-base = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
+def status(field):  # VmHWM is this process's own peak; ru_maxrss starts at the forking parent's RSS
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field)) / 1024
+base = status("VmRSS")
 with torch.no_grad():
     run(x)
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base))
+print(json.dumps(status("VmHWM") - base))
 """
 
 
