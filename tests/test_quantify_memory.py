@@ -40,5 +40,8 @@ def test_component_sizes_by_slab_equal_bincount_and_clean_masks_keep_the_same_vo
     sizes = np.bincount(components.ravel())[1:]
     expected = np.isin(components, np.flatnonzero(sizes >= 0.2 * sizes.max()) + 1)
     assert count > 3 and np.array_equal(largest_component(mask), expected)
+    framed, framed_expected = np.zeros((60, 45, 33), bool), np.zeros((60, 45, 33), bool)
+    framed[7:47, 11:41, 5:25], framed_expected[7:47, 11:41, 5:25] = mask, expected
+    assert np.array_equal(largest_component(framed), framed_expected)  # labelled inside the mask's box
     largest = components == 1 + int(np.argmax(sizes))
     assert np.array_equal(masks.clean_mask(mask, largest=True).astype(bool), largest)
