@@ -65,12 +65,25 @@ def clean_mask(
 ) -> np.ndarray:
     """Apply the requested steps in a fixed order: drop small objects, keep the largest, fill holes.
 
-    The mask is handed over: the result may be a uint8 view of it (no copy of a full-size volume)."""
-    from scipy import ndimage
+    The mask is handed over: the result may be a uint8 view of it (no copy of a full-size volume).
+    The steps run inside the mask's bounding box, which holds every object: the components are the
+    same, and so are the holes (background that touches the box's faces touches the background
+    around the box, which reaches the image's border), without full-size label arrays."""
+    from segkit.io.grid import mask_box
 
     mask = np.asarray(mask, dtype=bool)
-    if not mask.any() or not (largest or fill_holes or remove_small):
+    box = mask_box(mask) if (largest or fill_holes or remove_small) else None
+    if box is None:
         return mask.view(np.uint8)
+    cleaned = np.zeros_like(mask)
+    cleaned[box] = _clean_inside(mask[box], largest, fill_holes, remove_small, voxel_volume_mm3)
+    return cleaned.view(np.uint8)
+
+
+def _clean_inside(mask: np.ndarray, largest: bool, fill_holes: bool, remove_small: MinSize | None,
+                  voxel_volume_mm3: float) -> np.ndarray:
+    from scipy import ndimage
+
     structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)  # 26-connectivity in 3D
     if remove_small is not None or largest:
         components, count = ndimage.label(mask, structure=structure)
@@ -85,4 +98,4 @@ def clean_mask(
         mask = np.concatenate([[False], keep])[components]
     if fill_holes and mask.any():
         mask = ndimage.binary_fill_holes(mask)
-    return mask.view(np.uint8)
+    return mask
