@@ -23,6 +23,7 @@ import re
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 NORMS = ("batch", "instance", "group")
 ACTIVATIONS = ("relu", "leaky_relu")
@@ -116,8 +117,6 @@ def conv3d_in_slabs(conv: nn.Conv3d, x: torch.Tensor, slices: int = 16) -> torch
     of a 160x240x240 volume) besides its output; here only a slab's. The values equal the whole
     call's up to float rounding (the library may order a sum differently for another shape: about
     1e-6 relative)."""
-    from torch.nn import functional as F
-
     same = isinstance(conv.padding, tuple) and all(2 * p + 1 == k for p, k in zip(conv.padding, conv.kernel_size))
     if conv.stride != (1, 1, 1) or conv.dilation != (1, 1, 1) or conv.groups != 1 or conv.padding_mode != "zeros" or not same:
         raise ValueError("conv3d_in_slabs runs stride-1 convolutions with 'same' zero padding only")

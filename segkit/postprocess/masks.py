@@ -66,36 +66,57 @@ def clean_mask(
     """Apply the requested steps in a fixed order: drop small objects, keep the largest, fill holes.
 
     The mask is handed over: the result may be a uint8 view of it (no copy of a full-size volume).
-    The steps run inside the mask's bounding box, which holds every object: the components are the
+    Each step runs inside the mask's bounding box, which holds every object: the components are the
     same, and so are the holes (background that touches the box's faces touches the background
     around the box, which reaches the image's border), without full-size label arrays."""
-    from segkit.io.grid import mask_box
-
     mask = np.asarray(mask, dtype=bool)
-    box = mask_box(mask) if (largest or fill_holes or remove_small) else None
-    if box is None:
-        return mask.view(np.uint8)
-    cleaned = np.zeros_like(mask)
-    cleaned[box] = _clean_inside(mask[box], largest, fill_holes, remove_small, voxel_volume_mm3)
-    return cleaned.view(np.uint8)
+    if remove_small is not None or largest:
+        mask = kept_components(mask, lambda sizes: _kept(sizes, largest, remove_small, voxel_volume_mm3))
+    if fill_holes:
+        mask = _holes_filled(mask)
+    return mask.view(np.uint8)
 
 
-def _clean_inside(mask: np.ndarray, largest: bool, fill_holes: bool, remove_small: MinSize | None,
-                  voxel_volume_mm3: float) -> np.ndarray:
+def kept_components(mask: np.ndarray, keep) -> np.ndarray:
+    """The 26-connected components (in 3D) of a bool `mask` that `keep(sizes)` keeps: `sizes` holds
+    the voxels of components 1..n, `keep` returns one bool per component. Labelled inside the mask's
+    bounding box, where they all lie: no full-size int32 labels beside the mask."""
     from scipy import ndimage
 
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)  # 26-connectivity in 3D
-    if remove_small is not None or largest:
-        components, count = ndimage.label(mask, structure=structure)
-        sizes = bincount_by_slab(components, count + 1)[1:]
-        keep = np.ones(count, dtype=bool)
-        if remove_small is not None:
-            keep &= sizes >= remove_small.voxels(voxel_volume_mm3)
-        if largest and keep.any():
-            best = int(np.argmax(np.where(keep, sizes, -1)))
-            keep[:] = False
-            keep[best] = True
-        mask = np.concatenate([[False], keep])[components]
-    if fill_holes and mask.any():
-        mask = ndimage.binary_fill_holes(mask)
-    return mask
+    from segkit.io.grid import mask_box
+
+    box = mask_box(mask)
+    if box is None:
+        return mask
+    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
+    components, count = ndimage.label(mask[box], structure=structure)
+    lookup = np.concatenate([[False], keep(bincount_by_slab(components, count + 1)[1:])])
+    if lookup[1:].all():  # every component stays (one object, the usual case): no new volume
+        return mask
+    kept = np.zeros_like(mask)
+    kept[box] = lookup[components]  # a lookup: no temporaries of np.isin's
+    return kept
+
+
+def _kept(sizes: np.ndarray, largest: bool, remove_small: MinSize | None, voxel_volume_mm3: float) -> np.ndarray:
+    keep = np.ones(sizes.size, dtype=bool)
+    if remove_small is not None:
+        keep &= sizes >= remove_small.voxels(voxel_volume_mm3)
+    if largest and keep.any():
+        best = int(np.argmax(np.where(keep, sizes, -1)))
+        keep[:] = False
+        keep[best] = True
+    return keep
+
+
+def _holes_filled(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    from segkit.io.grid import mask_box
+
+    box = mask_box(mask)
+    if box is None:
+        return mask
+    filled = np.zeros_like(mask)
+    filled[box] = ndimage.binary_fill_holes(mask[box])
+    return filled

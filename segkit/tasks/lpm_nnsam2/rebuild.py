@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segkit.postprocess.masks import bincount_by_slab
+from segkit.postprocess.masks import kept_components
 from segkit.tasks.lpm_nnsam2.labels import lpm_labels
 
 
@@ -21,28 +21,8 @@ KEEP_FRACTION = 0.2
 
 
 def largest_component(mask: np.ndarray, keep_fraction: float = KEEP_FRACTION) -> np.ndarray:
-    """The largest connected component, and any other of at least keep_fraction of its size.
-
-    Components are labelled inside the mask's bounding box, where they all lie (scipy's int32
-    labels of a whole 512x512x800 grid are 838 MB; the muscles fill a small part of it)."""
-    from scipy import ndimage
-
-    from segkit.io.grid import mask_box
-
-    mask = np.asarray(mask, dtype=bool)
-    box = mask_box(mask)
-    if box is None:
-        return mask
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
-    components, count = ndimage.label(mask[box], structure=structure)
-    if count == 1:
-        return mask
-    sizes = bincount_by_slab(components, count + 1)[1:]
-    keep = np.zeros(count + 1, dtype=bool)
-    keep[1:] = sizes >= keep_fraction * sizes.max()
-    kept = np.zeros_like(mask)
-    kept[box] = keep[components]  # a lookup: no temporaries of np.isin's
-    return kept
+    """The largest connected component, and any other of at least keep_fraction of its size."""
+    return kept_components(np.asarray(mask, dtype=bool), lambda sizes: sizes >= keep_fraction * sizes.max())
 
 
 def clean_frame_labels(frame_labels: np.ndarray, labels=None) -> np.ndarray:
