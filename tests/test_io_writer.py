@@ -2,6 +2,7 @@
 
 import itertools
 import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -184,11 +185,30 @@ def test_exception_inside_atomic_output_leaves_no_file(tmp_path):
     target = tmp_path / "qc" / "overlay.png"
     with pytest.raises(RuntimeError, match="boom"):
         with atomic_output(target) as tmp:
-            assert tmp.parent == target.parent and tmp.suffix == ".png"
+            assert tmp.parent == target.parent and tmp.suffix == ".tmp"
             tmp.write_bytes(b"half a png")
             raise RuntimeError("boom")
     assert not target.exists()
     assert list(target.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["img_seg.json", "overlay.png", "model.onnx", "img_seg.nii.gz"])
+def test_a_write_killed_by_sigkill_leaves_nothing_an_output_glob_takes(tmp_path, name):
+    """SIGKILL skips every cleanup: the temp stays, so its name alone must keep it out of globs."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, sys\n"
+        "from segkit.io.writer import atomic_output\n"
+        "with atomic_output(sys.argv[1]):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, str(tmp_path / name)])
+    assert killed.returncode == -9
+    assert len(leftovers(tmp_path)) == 1, "the killed write's temp should be left, hidden"
+    suffix = "".join(Path(name).suffixes)
+    assert list(tmp_path.glob(f"*{suffix}")) == [] and list(tmp_path.glob("*.*")) == list(tmp_path.glob("*.tmp"))
 
 
 def test_exception_keeps_the_previous_version(tmp_path):
@@ -208,6 +228,7 @@ def test_atomic_output_success_replaces_the_file(tmp_path):
     with atomic_output(target) as tmp:
         # issue 11: a killed write must not look like an image to a "*.nii.gz" glob
         assert not tmp.name.endswith((".nii.gz", ".nii")) and tmp not in list(tmp_path.glob("*.nii.gz"))
+        assert tmp.suffix == ".tmp"
         assert tmp.name.startswith(".mask.nii.gz.") and tmp != target
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new"

@@ -158,17 +158,17 @@ def write_nifti_image(image, tmp: Path, final_name: str) -> None:
 
 
 def _reserve_temp_beside(path: Path) -> Path:
-    """Create an empty hidden temp file next to `path`, keeping its extension (PIL picks formats by it)."""
+    """Create an empty hidden temp file next to `path`, named so that no output glob takes it for one."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SegkitError(f"{path.parent}: cannot create output directory ({exc.strerror or exc})") from exc
     _sweep_stale_temps(path)
-    # NIfTI temps end in ".tmp", so that no "*.nii.gz" glob (a cohort, --pred-dir) ever takes a
-    # killed write for an image; other formats keep their extension (PIL picks a format by it).
-    extension = "" if is_nifti_path(path) else path.suffix
+    # Every temp ends in ".tmp": a write killed by SIGKILL leaves it behind, and no "*.nii.gz",
+    # "*.json" or "*.png" glob (a cohort, --pred-dir, a reader of sidecars) may take it for an
+    # output. Writers name their format explicitly (PIL's format="PNG"), never by extension.
     for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{extension}")
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
             # 0o666 so the final file gets the usual umask permissions (mkstemp would give 0o600)
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
