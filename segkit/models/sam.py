@@ -119,6 +119,8 @@ def load_with_encoder(name: str, weights_path, device: str, backend: str, onnx_c
 @lru_cache(maxsize=2)
 def _load_with_encoder(name: str, path: str, _size: int, _mtime_ns: int, device: str, backend: str, cache_dir):
     from segkit.models.encoders import make_encoder
+    from segkit.models.litemedsam import prompting_network
 
-    net = build_sam(name, device, weights=path)
+    # LiteMedSAM's TinyViT (and timm with it) is built only if the encoder runs in torch or is exported
+    net = prompting_network(path, device) if name == "litemedsam" else build_sam(name, device, weights=path)
     return net, make_encoder(net, path, device, backend, cache_dir, model_name=name, input_size=member(name).input_size)
