@@ -124,8 +124,10 @@ def test_the_prompting_network_is_the_whole_network_without_its_encoder_until_as
     decoder (weights and outputs to the bit), and on demand the same TinyViT."""
     from segkit.models.litemedsam import prompting_network
     from segkit.models.prompt import PromptPredictor
+    from segkit.models.sam import build_sam, load_state_dict
 
-    prompting = prompting_network(weights, "cpu")
+    prompting = prompting_network(load_state_dict("litemedsam", weights),
+                                  lambda: build_sam("litemedsam", "cpu", weights=weights).image_encoder, "cpu")
     assert "image_encoder" not in prompting._modules and not prompting.training
     whole = net.state_dict()
     for name, tensor in prompting.state_dict().items():

