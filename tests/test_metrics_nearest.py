@@ -28,7 +28,8 @@ def _random_sets(rng, ndim):
 
 
 # Settings that force each stage: the default, the line search alone (no brute force), the plane
-# transform for every point (tiny batches too), the switch before a ring, every plane crowded.
+# transform for every point (tiny batches too), the switch before a ring, far points leaving
+# before the second ring, every plane crowded.
 STAGES = {
     "default": {},
     "line_search": {"_BRUTE_FORCE_PAIRS": 0, "_DENSE_PLANE": 0},
@@ -36,6 +37,8 @@ STAGES = {
     "transform_one_plane_per_batch": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0,
                                       "_PLANE_BATCH_PIXELS": 1},
     "ring_switch": {"_BRUTE_FORCE_PAIRS": 0, "_RING_CHECK": 0, "_RING_VS_TRANSFORM": 0},
+    # every point with a target seen leaves for the transform before the second ring
+    "far_points": {"_BRUTE_FORCE_PAIRS": 0, "_FAR": 0, "_RING_VS_TRANSFORM": 0, "_DENSE_PLANE": 10**9},
     "crowded_planes": {"_BRUTE_FORCE_PAIRS": 0, "_DENSE_PLANE": 10**9},
 }
 
@@ -81,6 +84,23 @@ def test_far_clusters(ndim, stage):
     spacing = (1.0, 0.7, 2.0)[:ndim]
     expected = _brute_force(points, targets, spacing)
     np.testing.assert_allclose(nearest_distances(points, targets, spacing), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_points_whose_lines_meet_targets_far_away(ndim, stage, transform_calls):
+    """A hole's surface: each point's own grid line meets a target, but 40 mm away along it. Such
+    points leave the search for the transform before the second ring, whatever the budget left."""
+    rng = np.random.default_rng(5)
+    spacing = (1.0, 0.7, 2.0)[:ndim]  # the lines run along axis 1
+    points = rng.integers(0, 12, size=(300, ndim))
+    points[:, 1] = rng.integers(0, 6, 300)
+    n_targets = 30 if ndim == 2 else 400  # in 2D, more would fill whole rows: another stage's case
+    targets = rng.integers(0, 12, size=(n_targets, ndim))
+    targets[:, 1] = rng.integers(60, 66, n_targets)
+    expected = _brute_force(points, targets, spacing)
+    np.testing.assert_allclose(nearest_distances(points, targets, spacing), expected, rtol=1e-12)
+    if stage == "line_search":  # the search alone would finish within its budget
+        assert transform_calls, "far points should have gone to the transform"
 
 
 def test_single_far_target_and_shared_points():

@@ -46,6 +46,11 @@ _MIN_BUDGET = 2_000_000
 # rings of more than _RING_CHECK look-ups.
 _RING_VS_TRANSFORM = 4
 _RING_CHECK = 1 << 20
+# Before each ring after the first, points whose upper bound lies beyond _FAR times the radius
+# searched so far (a hole's surface, a missed lesion) leave for the transform when the rings up to
+# their bounds would take more than _RING_VS_TRANSFORM times its positions: every ring until then
+# is spent on them for nothing. Points with no target seen yet keep searching.
+_FAR = 4
 _BRUTE_FORCE_PAIRS = 1 << 22  # points x targets below which every pair is compared
 _DENSE_PLANE = 16  # a plane holding at least 1/16 of its positions as points is solved on its own
 
@@ -184,6 +189,12 @@ class _LineSearch:
         active = np.arange(points.shape[0])  # positions in key order
         spent = 0
         for shift, radius2, next_radius2, ring_size in self._offset_chunks(lambda: active.size):
+            if ring_size and transform_cost is not None:
+                far = self._far_points(points[order[active]], best[active], float(radius2[0]), transform_cost)
+                resolved[order[active[far]]] = False
+                active = active[~far]
+                if active.size == 0:
+                    break
             ring_lookups = active.size * ring_size
             too_far = (
                 ring_size and transform_cost is not None and ring_lookups > _RING_CHECK
@@ -203,6 +214,21 @@ class _LineSearch:
         unsorted[order] = best
         unsorted[unsorted >= self.no_target_squared] = np.inf  # only empty lines were seen
         return unsorted, resolved
+
+    def _far_points(self, points, best, searched2: float, transform_cost) -> np.ndarray:
+        """Mask of the points to hand to the transform now: bounds beyond _FAR x the radius searched,
+        and more look-ups to reach them than _RING_VS_TRANSFORM x the transform's positions."""
+        far = (best > _FAR * _FAR * searched2) & (best < self.no_target_squared)
+        if not far.any():
+            return far
+        spacing = self.spacing[self.others]
+        if spacing.size == 1:  # the offsets are a line: two per step
+            to_come = 2.0 * (np.sqrt(best[far]) - np.sqrt(searched2)) / float(spacing[0])
+        else:  # a disc of offsets per point, its area in grid cells
+            to_come = np.pi * (best[far] - searched2) / float(np.prod(spacing))
+        if float(to_come.sum()) <= _RING_VS_TRANSFORM * transform_cost(points[far], best[far]):
+            return np.zeros_like(far)
+        return far
 
     def _chunk_minimum(self, keys, position, shift, radius2) -> np.ndarray:
         """Per point, the smallest squared distance to a target in the lines `shift` away.

@@ -98,27 +98,9 @@ class PlaneTransform:
         values = np.where(target_at >= 0, along * along, np.inf).reshape(shape + (planes.size,))
         del after, before, query, along
         target_at = target_at.astype(np.int32).reshape(shape + (planes.size,))
-        # Across the plane: one lower envelope of parabolas per in-plane axis.
-        nearest = []
-        for k, axis in enumerate(self.others):
-            weight = float(self.metric.spacing[axis]) ** 2
-            moved = np.moveaxis(values, k, 0)
-            flat = np.ascontiguousarray(moved).reshape(shape[k], -1)
-            position = np.arange(shape[k], dtype=np.float64)[:, None]
-            argmin = envelope_argmin(flat + weight * position * position, weight)
-            nearest.append(np.moveaxis(argmin.reshape(moved.shape), 0, k))
-            if k + 1 < len(self.others):
-                chosen = np.take_along_axis(flat, np.maximum(argmin, 0), axis=0)
-                flat = np.where(argmin >= 0, chosen + weight * (position - argmin) ** 2, np.inf)
-                values = np.moveaxis(flat.reshape(moved.shape), 0, k)
-        # Trace each point back through the envelopes to its target.
         plane_index = np.searchsorted(planes, points[:, self.axis])
         local = [points[:, a] - lo[k] for k, a in enumerate(self.others)]
-        coords = list(local)
-        for k in reversed(range(len(self.others))):
-            coords[k] = nearest[k][tuple(coords) + (plane_index,)].astype(np.int64)
-            if np.any(coords[k] < 0):  # no target in the window: only possible with an empty window
-                coords[k] = np.maximum(coords[k], 0)
+        coords = self._nearest_lines(values, local, plane_index)
         along_target = target_at[tuple(coords) + (plane_index,)].astype(np.int64)
         offsets = np.zeros_like(points)
         offsets[:, self.axis] = points[:, self.axis] - along_target
@@ -127,6 +109,36 @@ class PlaneTransform:
         squared = self.metric.squared_mm(offsets)
         squared[along_target < 0] = np.inf
         return squared
+
+    def _nearest_lines(self, values, local, plane_index) -> list[np.ndarray]:
+        """Per point (in-plane coordinates `local`, plane `plane_index`), the in-plane position of
+        the grid line that holds its nearest target: one lower envelope of parabolas per in-plane
+        axis, then each point traced back through them. The last axis's envelopes are built only
+        for the lines that hold points (a few per cent of a plane's positions for a hole's surface),
+        since the trace reads nothing else of them."""
+        shape = values.shape[:-1]
+        nearest = []
+        for k, axis in enumerate(self.others):
+            weight = float(self.metric.spacing[axis]) ** 2
+            moved = np.moveaxis(values, k, 0)
+            flat = np.ascontiguousarray(moved).reshape(shape[k], -1)
+            position = np.arange(shape[k], dtype=np.float64)[:, None]
+            if k + 1 == len(self.others):
+                through = [local[j] for j in range(len(shape)) if j != k] + [plane_index]
+                lines, line_of_point = np.unique(np.ravel_multi_index(tuple(through), moved.shape[1:]), return_inverse=True)
+                last = envelope_argmin(flat[:, lines] + weight * position * position, weight)
+                break
+            argmin = envelope_argmin(flat + weight * position * position, weight)
+            nearest.append(np.moveaxis(argmin.reshape(moved.shape), 0, k))
+            chosen = np.take_along_axis(flat, np.maximum(argmin, 0), axis=0)
+            flat = np.where(argmin >= 0, chosen + weight * (position - argmin) ** 2, np.inf)
+            values = np.moveaxis(flat.reshape(moved.shape), 0, k)
+        # -1 (no target in the window: only possible with an empty window) reads position 0
+        coords = list(local)
+        coords[-1] = np.maximum(last[local[-1], line_of_point.reshape(-1)], 0).astype(np.int64)
+        for k in reversed(range(len(self.others) - 1)):
+            coords[k] = np.maximum(nearest[k][tuple(coords) + (plane_index,)], 0).astype(np.int64)
+        return coords
 
 
 def envelope_argmin(lifted: np.ndarray, weight: float) -> np.ndarray:
