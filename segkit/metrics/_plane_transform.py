@@ -114,8 +114,7 @@ class PlaneTransform:
         """Per point (in-plane coordinates `local`, plane `plane_index`), the in-plane position of
         the grid line that holds its nearest target: one lower envelope of parabolas per in-plane
         axis, then each point traced back through them. The last axis's envelopes are built only
-        for the lines that hold points (a few per cent of a plane's positions for a hole's surface),
-        since the trace reads nothing else of them."""
+        for the lines that hold points, since the trace reads nothing else of them."""
         shape = values.shape[:-1]
         nearest = []
         for k, axis in enumerate(self.others):

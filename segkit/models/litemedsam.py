@@ -12,6 +12,7 @@ torch.load(weights_only=True), and the builder of the whole network's encoder.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from pathlib import Path
