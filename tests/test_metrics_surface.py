@@ -289,3 +289,17 @@ def test_surface_extraction_in_slabs_gives_the_same_points(definition, monkeypat
             np.testing.assert_array_equal(a.distances, b.distances)
             np.testing.assert_array_equal(a.weights, b.weights)
     assert whole.ref_to_pred.distances.max() > 0
+
+
+def test_surface_points_come_in_c_order_from_any_memory_layout():
+    """np.argwhere's points, whatever the mask's memory order (NIfTI arrays are Fortran-ordered)."""
+    from segkit.metrics.surface import _points_in_c_order
+
+    rng = np.random.default_rng(0)
+    for shape in [(7,), (5, 9), (6, 7, 8), (0, 4, 5)]:
+        for fraction in (0.0, 0.1, 0.9, 1.0):
+            mask = rng.random(shape) < fraction
+            strided = mask[..., ::2]
+            for layout in (mask, np.asfortranarray(mask), strided, np.asfortranarray(mask)[::2]):
+                found = _points_in_c_order(layout)
+                assert found.dtype == np.intp and np.array_equal(found, np.argwhere(layout))
