@@ -115,29 +115,33 @@ class PlaneTransform:
         the grid line that holds its nearest target: one lower envelope of parabolas per in-plane
         axis, then each point traced back through them. The last axis's envelopes are built only
         for the lines that hold points, since the trace reads nothing else of them."""
-        shape = values.shape[:-1]
+        last = len(self.others) - 1
         nearest = []
-        for k, axis in enumerate(self.others):
-            weight = float(self.metric.spacing[axis]) ** 2
-            moved = np.moveaxis(values, k, 0)
-            flat = np.ascontiguousarray(moved).reshape(shape[k], -1)
-            position = np.arange(shape[k], dtype=np.float64)[:, None]
-            if k + 1 == len(self.others):
-                through = [local[j] for j in range(len(shape)) if j != k] + [plane_index]
-                lines, line_of_point = np.unique(np.ravel_multi_index(tuple(through), moved.shape[1:]), return_inverse=True)
-                last = envelope_argmin(flat[:, lines] + weight * position * position, weight)
-                break
+        for k in range(last):
+            moved, flat, position, weight = self._lines_along(values, k)
             argmin = envelope_argmin(flat + weight * position * position, weight)
-            nearest.append(np.moveaxis(argmin.reshape(moved.shape), 0, k))
+            nearest.append(np.moveaxis(argmin.reshape(moved), 0, k))
             chosen = np.take_along_axis(flat, np.maximum(argmin, 0), axis=0)
             flat = np.where(argmin >= 0, chosen + weight * (position - argmin) ** 2, np.inf)
-            values = np.moveaxis(flat.reshape(moved.shape), 0, k)
+            values = np.moveaxis(flat.reshape(moved), 0, k)
+        moved, flat, position, weight = self._lines_along(values, last)
+        through = [*local[:last], plane_index]
+        lines, line_of_point = np.unique(np.ravel_multi_index(tuple(through), moved[1:]), return_inverse=True)
+        envelope = envelope_argmin(flat[:, lines] + weight * position * position, weight)
         # -1 (no target in the window: only possible with an empty window) reads position 0
         coords = list(local)
-        coords[-1] = np.maximum(last[local[-1], line_of_point.reshape(-1)], 0).astype(np.int64)
-        for k in reversed(range(len(self.others) - 1)):
+        coords[last] = np.maximum(envelope[local[last], line_of_point.reshape(-1)], 0).astype(np.int64)
+        for k in reversed(range(last)):
             coords[k] = np.maximum(nearest[k][tuple(coords) + (plane_index,)], 0).astype(np.int64)
         return coords
+
+    def _lines_along(self, values, k: int):
+        """(shape with in-plane axis k first, values as (its length, lines), its positions as a
+        column, its squared spacing): the input of one envelope pass."""
+        moved = np.moveaxis(values, k, 0)
+        flat = np.ascontiguousarray(moved).reshape(moved.shape[0], -1)
+        position = np.arange(moved.shape[0], dtype=np.float64)[:, None]
+        return moved.shape, flat, position, float(self.metric.spacing[self.others[k]]) ** 2
 
 
 def envelope_argmin(lifted: np.ndarray, weight: float) -> np.ndarray:

@@ -8,11 +8,14 @@ torch.load(weights_only=True) here, and the architecture is built empty by its o
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from segkit.errors import SegkitError, TaskNotInstalledError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,5 @@ def _litemedsam_for_prompting(path: str, device: str):
         return prompting_network(load_state_dict("litemedsam", path),
                                  lambda: build_sam("litemedsam", device, weights=path).image_encoder, device)
     except (ImportError, TypeError, RuntimeError) as exc:  # moved or renamed modules, changed signatures or keys
-        import logging
-
-        logging.getLogger(__name__).info("LiteMedSAM prompt parts not importable on their own (%s); building it whole", exc)
+        log.info("LiteMedSAM prompt parts not importable on their own (%s); building it whole", exc)
         return build_sam("litemedsam", device, weights=path)
