@@ -273,33 +273,50 @@ def test_hard_pairs_equal_monai(name, ref, pred, spacing, nearest_stage):
 
 
 @pytest.mark.parametrize("definition", ["surfel", "voxel"])
-def test_surface_extraction_in_slabs_gives_the_same_points(definition, monkeypatch):
+@pytest.mark.parametrize("shape", [(23, 17, 12), (31, 26)])
+def test_surface_extraction_in_slabs_and_any_memory_order_gives_the_same_points(definition, shape, monkeypatch):
+    """A Fortran-ordered mask (as nibabel reads NIfTI) is processed as its transpose, with the
+    codes' corner bits mapped back: the same points and the same weights, on an anisotropic grid."""
     import segkit.metrics.surface as surface
 
     rng = np.random.default_rng(13)
-    ref, pred = _random_pair(rng, (23, 17, 12))
-    pred[:, :, :4] = True  # touches the image border
-    whole = surface_distances(ref, pred, (0.9, 0.7, 1.6), definition)
-    # Fortran order (as nibabel reads NIfTI) is processed in that order: the same points.
-    fortran = surface_distances(np.asfortranarray(ref), np.asfortranarray(pred), (0.9, 0.7, 1.6), definition)
+    ref, pred = _random_pair(rng, shape)
+    pred[..., :4] = True  # touches the image border
+    spacing = (0.9, 0.7, 1.6)[: len(shape)]
+    whole = surface_distances(ref, pred, spacing, definition)
+    fortran = surface_distances(np.asfortranarray(ref), np.asfortranarray(pred), spacing, definition)
+    strided = surface_distances(np.repeat(ref, 2, axis=0)[::2], np.asfortranarray(pred)[:, ::1], spacing, definition)
     monkeypatch.setattr(surface, "_SLAB_VOXELS", 1)  # one row per slab
-    sliced = surface_distances(ref, pred, (0.9, 0.7, 1.6), definition)
-    for other in (fortran, sliced):
+    sliced = surface_distances(ref, pred, spacing, definition)
+    sliced_fortran = surface_distances(np.asfortranarray(ref), np.asfortranarray(pred), spacing, definition)
+    for other in (fortran, strided, sliced, sliced_fortran):
         for a, b in ((whole.ref_to_pred, other.ref_to_pred), (whole.pred_to_ref, other.pred_to_ref)):
             np.testing.assert_array_equal(a.distances, b.distances)
             np.testing.assert_array_equal(a.weights, b.weights)
     assert whole.ref_to_pred.distances.max() > 0
+    if definition == "surfel":  # several surfel areas: a wrong bit order would show
+        assert len(np.unique(np.concatenate([whole.ref_to_pred.weights, whole.pred_to_ref.weights]))) >= 3
 
 
-def test_surface_points_come_in_c_order_from_any_memory_layout():
-    """np.argwhere's points, whatever the mask's memory order (NIfTI arrays are Fortran-ordered)."""
-    from segkit.metrics.surface import _points_in_c_order
+def test_codes_of_the_transposed_array_map_back_to_the_same_cube():
+    """Every 2x2(x2) neighbourhood, coded on its transpose and mapped back, gives its own code."""
+    from segkit.metrics.surface import _code_in_original_axes, _neighbourhood_codes
+
+    for ndim in (2, 3):
+        mapping = _code_in_original_axes(ndim)
+        for code in range(2 ** (2**ndim)):
+            bits = [(code >> (2**ndim - 1 - c)) & 1 for c in range(2**ndim)]
+            cube = np.array(bits, dtype=np.uint8).reshape((2,) * ndim)
+            assert int(_neighbourhood_codes(cube).item()) == code
+            assert mapping[int(_neighbourhood_codes(np.ascontiguousarray(cube.T)).item())] == code
+
+
+def test_surface_points_are_argwhere_points():
+    from segkit.metrics.surface import _points
 
     rng = np.random.default_rng(0)
     for shape in [(7,), (5, 9), (6, 7, 8), (0, 4, 5)]:
         for fraction in (0.0, 0.1, 0.9, 1.0):
             mask = rng.random(shape) < fraction
-            strided = mask[..., ::2]
-            for layout in (mask, np.asfortranarray(mask), strided, np.asfortranarray(mask)[::2]):
-                found = _points_in_c_order(layout)
-                assert found.dtype == np.intp and np.array_equal(found, np.argwhere(layout))
+            assert np.array_equal(_points(mask), np.argwhere(mask))
+

@@ -96,7 +96,7 @@ def eval_command(
     """Compare predictions with references: overlap, surface distances (mm) and lesion-wise metrics."""
     from segkit import api
     from segkit.metrics.evaluate import EvalError, summarize
-    from segkit.runtime.memory import apply_memory_cap
+    from segkit.runtime.memory import apply_memory_cap, keep_freed_memory
     from segkit.tables import TABLE_FORMATS, columns_of, save_table, write_table
 
     if fmt not in TABLE_FORMATS:
@@ -110,7 +110,8 @@ def eval_command(
     if lesion_table:
         read = [p for _, pred_path, ref_path in cases for p in (pred_path, ref_path)]
         api.check_outputs([lesion_table], read + ([manifest] if manifest else []))
-    apply_memory_cap(max_memory)  # the inputs are found and checked, none is read yet
+    if not apply_memory_cap(max_memory):  # the inputs are found and checked, none is read yet
+        keep_freed_memory()
     rows, lesion_rows = api.evaluate(cases, regions=region_map, metrics=metrics, tolerance_mm=tolerance_mm,
                                      surface=surface, lesions=lesions, resample_pred=resample_pred)
     options_columns = api.eval_columns(metrics, lesions)

@@ -244,8 +244,12 @@ def _check_finite(image: Image) -> None:
 
 
 def _as_label_array(data: np.ndarray, path: Path) -> np.ndarray:
+    """The label map as uint8 (or int32 when labels exceed 255). The array is this read's own, so a
+    uint8 map is returned as it is: no min/max scan and no copy (0.1 s and 79 MB at 512x512x300)."""
+    if data.dtype == np.uint8:
+        return data
     if data.dtype == np.bool_:
-        return data.astype(np.uint8)
+        return data.view(np.uint8)
     if not np.issubdtype(data.dtype, np.integer):
         if not np.all(np.isfinite(data)):
             raise ImageError(f"{path}: label map has NaN or infinite values")

@@ -126,7 +126,7 @@ class PlaneTransform:
             values = np.moveaxis(flat.reshape(moved), 0, k)
         moved, flat, position, weight = self._lines_along(values, last)
         through = [*local[:last], plane_index]
-        lines, line_of_point = np.unique(np.ravel_multi_index(tuple(through), moved[1:]), return_inverse=True)
+        lines, line_of_point = _used_lines(np.ravel_multi_index(tuple(through), moved[1:]), int(np.prod(moved[1:])))
         envelope = envelope_argmin(flat[:, lines] + weight * position * position, weight)
         # -1 (no target in the window: only possible with an empty window) reads position 0
         coords = list(local)
@@ -144,6 +144,14 @@ class PlaneTransform:
         return moved.shape, flat, position, float(self.metric.spacing[self.others[k]]) ** 2
 
 
+def _used_lines(line_ids: np.ndarray, line_count: int):
+    """np.unique(line_ids, return_inverse=True) for ids below line_count, by marking them."""
+    used = np.zeros(line_count, dtype=bool)
+    used[line_ids] = True
+    new_id = np.cumsum(used) - 1
+    return np.flatnonzero(used), new_id[line_ids]
+
+
 def envelope_argmin(lifted: np.ndarray, weight: float) -> np.ndarray:
     """Per column of `lifted` (n, m), for each row j the row i minimising f_i + weight (j - i)^2.
 
@@ -153,17 +161,16 @@ def envelope_argmin(lifted: np.ndarray, weight: float) -> np.ndarray:
     """
     n, m = lifted.shape
     vertex = np.zeros((n, m), dtype=np.int32)
-    bound = np.empty((n + 1, m))
+    bound = np.zeros((n, m))  # zeros, not garbage: an empty column's first entry is read (then ignored)
     top = np.full(m, -1, dtype=np.int64)  # stack height - 1 per column
     vertex_flat, bound_flat, lifted_flat = vertex.reshape(-1), bound.reshape(-1), lifted.reshape(-1)
     two_weight = 2.0 * weight
-    for row in range(n):
-        current = lifted[row]
-        columns = np.flatnonzero(current < np.inf)
-        if columns.size == 0:
-            continue
+    finite_rows, finite_columns = np.nonzero(lifted < np.inf)  # row by row, once
+    row_starts = np.searchsorted(finite_rows, np.arange(n + 1))
+    for row in np.flatnonzero(np.diff(row_starts)).tolist():
+        columns = finite_columns[row_starts[row]:row_starts[row + 1]]
         height = top[columns]
-        value = current[columns]
+        value = lifted_flat[row * m + columns]
         start = np.full(columns.size, -np.inf)  # where the new parabola starts to be lowest
         pending = np.flatnonzero(height >= 0)
         while pending.size:
@@ -180,16 +187,26 @@ def envelope_argmin(lifted: np.ndarray, weight: float) -> np.ndarray:
         slot = height * m + columns
         vertex_flat[slot] = row
         bound_flat[slot] = start
-        bound_flat[slot + m] = np.inf
         top[columns] = height
-    nearest = np.full((n, m), -1, dtype=np.int32)
-    filled = np.flatnonzero(top >= 0)
-    reading = np.zeros(filled.size, dtype=np.int64)
-    for row in range(n):
-        moving = np.arange(filled.size)
-        while moving.size:
-            ahead = bound_flat[(reading[moving] + 1) * m + filled[moving]] < row
-            moving = moving[ahead]
-            reading[moving] += 1
-        nearest[row, filled] = vertex_flat[reading * m + filled]
-    return nearest
+    return _read_envelopes(vertex, bound, top)
+
+
+def _read_envelopes(vertex: np.ndarray, bound: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """Row j of a column takes stack entry k where bound[k] < j <= bound[k + 1]: entry k covers
+    rows floor(bound[k]) + 1 up to the next entry's first row (bounds rise along the stack; bound[0]
+    is -inf). Each column is its entries' vertices repeated over those runs: one np.repeat writes
+    every column, with work in proportion to the entries and the output, not n x m passes."""
+    n, m = vertex.shape
+    entries = np.maximum(top + 1, 1)  # an empty column reads as one entry, vertex -1, over all rows
+    column = np.repeat(np.arange(m), entries)
+    k = np.arange(column.size) - np.repeat(np.cumsum(entries) - entries, entries)
+    flat = k * m + column
+    value = np.where(top[column] >= 0, vertex.reshape(-1)[flat], -1)
+    first = np.minimum(np.floor(np.clip(bound.reshape(-1)[flat], -1.0, n)) + 1.0, n).astype(np.int64)
+    first[k == 0] = 0
+    last_of_column = np.cumsum(entries) - 1
+    following = np.empty_like(first)
+    following[:-1] = first[1:]
+    following[last_of_column] = n
+    by_column = np.repeat(value.astype(np.int32), following - first).reshape(m, n)
+    return np.ascontiguousarray(by_column.T)

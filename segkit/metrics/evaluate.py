@@ -99,7 +99,8 @@ def evaluate_label_maps(ref_map, pred_map, spacing, voxel_volume_mm3, regions, o
 
 
 def _evaluate_binary(ref, pred, spacing, voxel_volume_mm3, options: EvalOptions):
-    values = overlap_metrics(ref, pred, voxel_volume_mm3)
+    wants_overlap = any(name in OVERLAP_METRICS for name in options.metrics)
+    values = overlap_metrics(ref, pred, voxel_volume_mm3) if wants_overlap else {}
     status = _empty_status(ref, pred)
     if options.wants_surface:
         surface = surface_metrics(surface_distances(ref, pred, spacing, options.surface), options.tolerance_mm)
