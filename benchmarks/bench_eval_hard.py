@@ -285,6 +285,16 @@ def bench_memory(cases, folder):
             path.unlink()
 
 
+def _compile_segkit() -> None:
+    """Time segkit as installed, with its bytecode written: where PYTHONDONTWRITEBYTECODE is set, an
+    editable checkout would otherwise compile every changed module again in each timed process."""
+    import compileall
+
+    import segkit
+
+    compileall.compile_dir(str(Path(segkit.__file__).parent), quiet=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], choices=[256, 512])
@@ -301,6 +311,7 @@ def main() -> None:
     unknown = set(cases) - set(CASES)
     if unknown:
         parser.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(CASES)}")
+    _compile_segkit()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {os.cpu_count()} CPUs, "

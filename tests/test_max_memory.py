@@ -3,6 +3,7 @@ when a command needs more, no partial output, and no effect on a command that fi
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -124,5 +125,8 @@ def test_eval_keeps_freed_memory_for_reuse_without_new_page_faults():
         kept, faults = done.stdout.split()
         runs[mode] = (kept, int(faults))
     assert runs["keep"][0] == "True"
+    user_set = subprocess.run([sys.executable, "-c", _REUSE_PROBE, "keep"], capture_output=True, text=True, check=True,
+                              env={**os.environ, "MALLOC_TRIM_THRESHOLD_": str(64 << 20)})
+    assert user_set.stdout.split()[0] == "False"  # the user's own glibc setting wins
     # 24 MiB is 6144 pages of 4 KiB (12 where the kernel backs them with 2 MiB pages)
     assert runs["default"][1] >= 12 and runs["keep"][1] * 10 < runs["default"][1], runs

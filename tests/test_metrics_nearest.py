@@ -160,6 +160,9 @@ def test_envelope_argmin_matches_brute_force():
                          np.inf)
         np.testing.assert_allclose(found, expected, rtol=1e-12)
         assert np.array_equal(argmin < 0, np.isinf(expected))
+        rows, columns = rng.integers(0, n, 40), rng.integers(0, m, 40)  # read at points only
+        at_points = plane_transform.envelope_argmin(values + weight * position**2, weight, at=(rows, columns))
+        assert np.array_equal(at_points, argmin[rows, columns])
 
 
 def test_surface_distances_do_not_import_scipy():

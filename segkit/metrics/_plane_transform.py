@@ -114,7 +114,8 @@ class PlaneTransform:
         """Per point (in-plane coordinates `local`, plane `plane_index`), the in-plane position of
         the grid line that holds its nearest target: one lower envelope of parabolas per in-plane
         axis, then each point traced back through them. The last axis's envelopes are built only
-        for the lines that hold points, since the trace reads nothing else of them."""
+        for the lines that hold points and read only at the points, since the trace reads nothing
+        else of them."""
         last = len(self.others) - 1
         nearest = []
         for k in range(last):
@@ -127,10 +128,11 @@ class PlaneTransform:
         moved, flat, position, weight = self._lines_along(values, last)
         through = [*local[:last], plane_index]
         lines, line_of_point = _used_lines(np.ravel_multi_index(tuple(through), moved[1:]), int(np.prod(moved[1:])))
-        envelope = envelope_argmin(flat[:, lines] + weight * position * position, weight)
+        at = (local[last], line_of_point.reshape(-1))
+        envelope = envelope_argmin(flat[:, lines] + weight * position * position, weight, at=at)
         # -1 (no target in the window: only possible with an empty window) reads position 0
         coords = list(local)
-        coords[last] = np.maximum(envelope[local[last], line_of_point.reshape(-1)], 0).astype(np.int64)
+        coords[last] = np.maximum(envelope, 0).astype(np.int64)
         for k in reversed(range(last)):
             coords[k] = np.maximum(nearest[k][tuple(coords) + (plane_index,)], 0).astype(np.int64)
         return coords
@@ -152,23 +154,39 @@ def _used_lines(line_ids: np.ndarray, line_count: int):
     return np.flatnonzero(used), new_id[line_ids]
 
 
-def envelope_argmin(lifted: np.ndarray, weight: float) -> np.ndarray:
+def envelope_argmin(lifted: np.ndarray, weight: float, at=None) -> np.ndarray:
     """Per column of `lifted` (n, m), for each row j the row i minimising f_i + weight (j - i)^2.
 
     `lifted` holds f_i + weight i^2 (inf where f is empty). Felzenszwalb and Huttenlocher's
     lower envelope, vectorised across columns: one pass builds each column's envelope (vertex
-    rows and the boundaries between them), one pass reads it. Empty columns give -1.
+    rows and the boundaries between them), then it is read for every row (an (n, m) array), or
+    only at the (rows, columns) given as `at`. Empty columns give -1.
     """
+    n, m = lifted.shape
+    column, vertex, first = _envelope_runs(*_build_envelopes(lifted, weight), n)
+    if at is None:  # each column is its vertices repeated over their runs of rows
+        following = np.append(first[1:], n)
+        following[np.flatnonzero(np.diff(column))] = n  # a column's last run ends at row n
+        return np.ascontiguousarray(np.repeat(vertex, following - first).reshape(m, n).T)
+    rows, columns = at
+    # The run holding row j of column c is the last one starting at or before it: runs are sorted
+    # by (column, first row), so one binary search over column * (n + 1) + first row finds it.
+    run = np.searchsorted(column * (n + 1) + first, columns * (n + 1) + rows, side="right") - 1
+    return vertex[run]
+
+
+def _build_envelopes(lifted: np.ndarray, weight: float):
+    """(vertex rows, their start bounds, stack top per column): each column's lower envelope."""
     n, m = lifted.shape
     vertex = np.zeros((n, m), dtype=np.int32)
     bound = np.zeros((n, m))  # zeros, not garbage: an empty column's first entry is read (then ignored)
     top = np.full(m, -1, dtype=np.int64)  # stack height - 1 per column
     vertex_flat, bound_flat, lifted_flat = vertex.reshape(-1), bound.reshape(-1), lifted.reshape(-1)
     two_weight = 2.0 * weight
-    finite_rows, finite_columns = np.nonzero(lifted < np.inf)  # row by row, once
-    row_starts = np.searchsorted(finite_rows, np.arange(n + 1))
+    finite = np.flatnonzero(lifted_flat < np.inf)  # row by row, once
+    row_starts = np.searchsorted(finite, np.arange(n + 1) * m)
     for row in np.flatnonzero(np.diff(row_starts)).tolist():
-        columns = finite_columns[row_starts[row]:row_starts[row + 1]]
+        columns = finite[row_starts[row]:row_starts[row + 1]] - row * m
         height = top[columns]
         value = lifted_flat[row * m + columns]
         start = np.full(columns.size, -np.inf)  # where the new parabola starts to be lowest
@@ -188,25 +206,19 @@ def envelope_argmin(lifted: np.ndarray, weight: float) -> np.ndarray:
         vertex_flat[slot] = row
         bound_flat[slot] = start
         top[columns] = height
-    return _read_envelopes(vertex, bound, top)
+    return vertex, bound, top
 
 
-def _read_envelopes(vertex: np.ndarray, bound: np.ndarray, top: np.ndarray) -> np.ndarray:
-    """Row j of a column takes stack entry k where bound[k] < j <= bound[k + 1]: entry k covers
-    rows floor(bound[k]) + 1 up to the next entry's first row (bounds rise along the stack; bound[0]
-    is -inf). Each column is its entries' vertices repeated over those runs: one np.repeat writes
-    every column, with work in proportion to the entries and the output, not n x m passes."""
-    n, m = vertex.shape
-    entries = np.maximum(top + 1, 1)  # an empty column reads as one entry, vertex -1, over all rows
+def _envelope_runs(vertex: np.ndarray, bound: np.ndarray, top: np.ndarray, n: int):
+    """(column, vertex, first row) of every stack entry, column by column: row j of a column takes
+    entry k where bound[k] < j <= bound[k + 1], so entry k's run of rows starts at floor(bound[k]) + 1
+    (bounds rise along the stack; bound[0] is -inf). An empty column is one run of -1."""
+    m = vertex.shape[1]
+    entries = np.maximum(top + 1, 1)
     column = np.repeat(np.arange(m), entries)
     k = np.arange(column.size) - np.repeat(np.cumsum(entries) - entries, entries)
     flat = k * m + column
-    value = np.where(top[column] >= 0, vertex.reshape(-1)[flat], -1)
+    value = np.where(top[column] >= 0, vertex.reshape(-1)[flat], -1).astype(np.int32)
     first = np.minimum(np.floor(np.clip(bound.reshape(-1)[flat], -1.0, n)) + 1.0, n).astype(np.int64)
     first[k == 0] = 0
-    last_of_column = np.cumsum(entries) - 1
-    following = np.empty_like(first)
-    following[:-1] = first[1:]
-    following[last_of_column] = n
-    by_column = np.repeat(value.astype(np.int32), following - first).reshape(m, n)
-    return np.ascontiguousarray(by_column.T)
+    return column, value, first

@@ -75,10 +75,14 @@ def keep_freed_memory() -> bool:
     512x512x300 `segkit eval` whose prediction fills the image that was 0.15-0.45 s of kernel time
     (52 k page faults, 37 k with this). Blocks up to 32 MiB (glibc's ceiling) now come from the heap,
     and up to 1 GiB of free heap is kept. Not under --max-memory: memory kept free still counts
-    against the cap (RLIMIT_DATA), and larger arrays could then fail sooner.
+    against the cap (RLIMIT_DATA), and larger arrays could then fail sooner. A user's own
+    MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ wins.
     """
     import ctypes
+    import os
 
+    if {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
+        return False
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
     except (OSError, AttributeError):
