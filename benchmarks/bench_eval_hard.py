@@ -23,7 +23,8 @@ the ratios, the largest relative difference of the three values, and segkit's ti
 the easiest pair of the same size.
 
 --memory instead writes 512x512x800 pairs and prints the max RSS of the whole `segkit eval`
-process (all metrics), as /usr/bin/time -v reports it (os.wait4's ru_maxrss).
+process (all metrics), as /usr/bin/time -v reports it (os.wait4's ru_maxrss). The pairs are built
+by a process of their own: a child's max RSS includes the peak of the process that started it.
 """
 
 from __future__ import annotations
@@ -100,6 +101,16 @@ def make_pair(case: str, shape, spacing):
     if case == "one_voxel":
         pred[tuple(n // 2 for n in shape)] = True
     return ref, pred
+
+
+def write_pair_elsewhere(folder: Path, case: str, size: int):
+    """write_pair in a process of its own. A child started by this process reports this process's
+    peak memory as part of its own max RSS (the kernel counts the address space it was started from),
+    so the arrays of a pair must never be built here."""
+    me = [sys.executable, str(Path(__file__).resolve())]
+    done = subprocess.run(me + ["--write-pair", case, str(size), str(folder)], capture_output=True, text=True, check=True)
+    n_ref, n_pred = json.loads(done.stdout)
+    return (folder / f"{case}_ref.nii.gz", folder / f"{case}_pred.nii.gz"), n_ref, n_pred
 
 
 def write_pair(folder: Path, case: str, shape, spacing):
@@ -222,7 +233,7 @@ def bench_size(size, cases, repeats, skip_monai, folder):
     me = [sys.executable, str(Path(__file__).resolve())]
     results = {}
     for case in cases:
-        (ref, pred), n_ref, n_pred = write_pair(folder, case, shape, spacing)
+        (ref, pred), n_ref, n_pred = write_pair_elsewhere(folder, case, size)
         row = {"n_ref": n_ref, "n_pred": n_pred}
         row["segkit_surfel"] = best_of(segkit_eval_argv(ref, pred, "surfel"), repeats, _parse_segkit)
         row["segkit_surfel_inner"] = best_of(me + ["--worker", "segkit-surfel", str(ref), str(pred)], repeats, _parse_worker)
@@ -276,7 +287,7 @@ def bench_memory(cases, folder):
     print(f"\n## max RSS of the whole `segkit eval` process (all metrics), {'x'.join(map(str, shape))} at {spacing} mm")
     print("| case | ref voxels | pred voxels | max RSS | wall | CPU |\n|---|---|---|---|---|---|")
     for case in cases:
-        (ref, pred), n_ref, n_pred = write_pair(folder, case, shape, spacing)
+        (ref, pred), n_ref, n_pred = write_pair_elsewhere(folder, case, 800)
         segkit = str(Path(sys.executable).parent / "segkit")
         run = timed([segkit, "eval", "--ref", str(ref), "--pred", str(pred), "--format", "json"])
         print(f"| {case} | {n_ref:,} | {n_pred:,} | {run['rss_mib']:.0f} MiB | {run['wall']:.1f} s | {run['cpu']:.1f} s |",
@@ -303,9 +314,15 @@ def main() -> None:
     parser.add_argument("--skip-monai", action="store_true")
     parser.add_argument("--memory", action="store_true", help="max RSS on 512x512x800 pairs instead")
     parser.add_argument("--worker", nargs=3, metavar=("TOOL", "REF", "PRED"), help=argparse.SUPPRESS)
+    parser.add_argument("--write-pair", nargs=3, metavar=("CASE", "SIZE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(*args.worker)
+        return
+    if args.write_pair:
+        case, size, folder = args.write_pair
+        _, n_ref, n_pred = write_pair(Path(folder), case, *SIZES[int(size)])
+        print(json.dumps([n_ref, n_pred]))
         return
     cases = [c for c in args.cases.split(",") if c]
     unknown = set(cases) - set(CASES)
