@@ -83,32 +83,38 @@ class PlaneTransform:
 
     def _solve(self, planes, lo, shape, points) -> np.ndarray:
         """Squared distances of `points` (all lying in `planes`) over the in-plane box lo + shape."""
-        # Along the normal: per grid line of the box and per plane, the nearest target on the line.
-        grid = np.indices(shape, dtype=np.int64).reshape(len(shape), -1).T + lo
-        query = self._line_ids(grid)[:, None] * self.length + planes[None, :]  # sorted, row-major
-        slot = np.searchsorted(self.sorted_keys, query)
-        after = self.sorted_keys[slot] - query
-        before = query - self.sorted_keys[slot - 1]
-        after = np.where(after < self.length - planes, after, NO_TARGET)
-        before = np.where(before <= planes, before, NO_TARGET)
-        del slot
-        target_at = np.where(after < before, planes + after, planes - before)
-        target_at[np.minimum(after, before) == NO_TARGET] = -1
-        along = np.minimum(after, before).astype(np.float64) * self.metric.spacing[self.axis]
-        values = np.where(target_at >= 0, along * along, np.inf).reshape(shape + (planes.size,))
-        del after, before, query, along
-        target_at = target_at.astype(np.int32).reshape(shape + (planes.size,))
+        # Along the normal: per grid line of the box and per plane, the gap to the line's nearest target.
+        lines = np.ravel_multi_index(np.ix_(*[int(lo[k]) + np.arange(n) for k, n in enumerate(shape)]),
+                                     tuple(int(e) for e in self.extent[self.others])).reshape(-1)
+        gap = self._gaps(lines[:, None] * self.length + planes[None, :], planes[None, :])  # sorted, row-major
+        along = gap * self.metric.spacing[self.axis]
+        values = np.multiply(along, along, out=along)
+        values[gap == NO_TARGET] = np.inf
+        del gap
         plane_index = np.searchsorted(planes, points[:, self.axis])
         local = [points[:, a] - lo[k] for k, a in enumerate(self.others)]
-        coords = self._nearest_lines(values, local, plane_index)
-        along_target = target_at[tuple(coords) + (plane_index,)].astype(np.int64)
+        coords = self._nearest_lines(values.reshape(shape + (planes.size,)), local, plane_index)
+        # The point's nearest target lies on the grid line through its traced in-plane position, at
+        # that line's gap from the point's plane.
+        traced = np.stack([coords[k] + lo[k] for k in range(len(self.others))], axis=1)
         offsets = np.zeros_like(points)
-        offsets[:, self.axis] = points[:, self.axis] - along_target
+        offsets[:, self.axis] = self._gaps(self._line_ids(traced) * self.length + points[:, self.axis], points[:, self.axis])
         for k, a in enumerate(self.others):
             offsets[:, a] = local[k] - coords[k]
         squared = self.metric.squared_mm(offsets)
-        squared[along_target < 0] = np.inf
+        squared[offsets[:, self.axis] == NO_TARGET] = np.inf
         return squared
+
+    def _gaps(self, query: np.ndarray, plane: np.ndarray) -> np.ndarray:
+        """Per query key (a line and a plane along it), the distance in grid steps from the plane to
+        the line's nearest target; NO_TARGET where the line holds none."""
+        slot = np.searchsorted(self.sorted_keys, query)
+        after = self.sorted_keys[slot] - query
+        before = query - self.sorted_keys[slot - 1]
+        # A neighbouring key belongs to the same line only if the gap stays inside the line.
+        np.copyto(after, NO_TARGET, where=after >= self.length - plane)
+        np.copyto(before, NO_TARGET, where=before > plane)
+        return np.minimum(after, before, out=after)
 
     def _nearest_lines(self, values, local, plane_index) -> list[np.ndarray]:
         """Per point (in-plane coordinates `local`, plane `plane_index`), the in-plane position of
@@ -123,7 +129,11 @@ class PlaneTransform:
             argmin = envelope_argmin(flat + weight * position * position, weight)
             nearest.append(np.moveaxis(argmin.reshape(moved), 0, k))
             chosen = np.take_along_axis(flat, np.maximum(argmin, 0), axis=0)
-            flat = np.where(argmin >= 0, chosen + weight * (position - argmin) ** 2, np.inf)
+            flat = position - argmin  # the transformed values, built in place: these are the large arrays
+            np.multiply(flat, flat, out=flat)
+            flat *= weight
+            flat += chosen
+            flat[argmin < 0] = np.inf
             values = np.moveaxis(flat.reshape(moved), 0, k)
         moved, flat, position, weight = self._lines_along(values, last)
         through = [*local[:last], plane_index]
