@@ -17,13 +17,6 @@ SENTINEL = np.int64(1) << 62  # beyond every key: the sorted keys are padded wit
 NO_TARGET = np.int64(1) << 40  # the gap along a line that holds no target (made inf later)
 
 
-def distinct(values: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (np.unique, without its hash table: faster for these int arrays)."""
-    values = np.sort(values)
-    return values[np.concatenate(([True], values[1:] != values[:-1]))]
-
-
-
 def transform_squared(points, targets, extent, metric, bound) -> np.ndarray:
     """Exact squared distances for points far from the targets; `bound` holds upper bounds (or inf).
 
@@ -56,8 +49,9 @@ class PlaneTransform:
         if not np.isfinite(reach):
             return np.zeros(len(others), dtype=np.int64), top
         margin = np.ceil(reach / metric.spacing[others]).astype(np.int64)
-        lo = np.maximum(points[:, others].min(axis=0) - margin, 0)
-        hi = np.minimum(points[:, others].max(axis=0) + margin, top)
+        # a column at a time: an axis-0 reduction of (n, 2) columns walks two values per step
+        lo = np.maximum(np.array([points[:, a].min() for a in others]) - margin, 0)
+        hi = np.minimum(np.array([points[:, a].max() for a in others]) + margin, top)
         return lo, hi
 
     @staticmethod
@@ -72,7 +66,7 @@ class PlaneTransform:
         per_batch = max(1, _PLANE_BATCH_PIXELS // int(np.prod(shape)))
         order = np.argsort(points[:, self.axis], kind="stable")
         sorted_planes = points[order, self.axis]
-        planes = distinct(sorted_planes)
+        planes = sorted_planes[np.concatenate(([True], sorted_planes[1:] != sorted_planes[:-1]))]
         squared = np.empty(points.shape[0])
         for start in range(0, planes.size, per_batch):
             batch = planes[start:start + per_batch]
