@@ -207,7 +207,7 @@ def _neighbourhood_codes(padded: np.ndarray) -> np.ndarray:
 
 def _boundary_voxels(padded: np.ndarray):
     """Mask voxels with at least one face neighbour outside the mask (6- or 4-connectivity)."""
-    mask = padded.astype(bool)
+    mask = padded.view(bool)  # the padded rows hold 0 and 1 only
     core = tuple(slice(1, -1) for _ in range(mask.ndim))
     interior = mask[core].copy()
     for axis in range(mask.ndim):
@@ -216,8 +216,9 @@ def _boundary_voxels(padded: np.ndarray):
                 slice(1 + step, mask.shape[a] - 1 + step) if a == axis else slice(1, -1) for a in range(mask.ndim)
             )
             interior &= mask[shifted]
-    boundary = mask[core] & ~interior
-    return _points(boundary), np.ones(np.count_nonzero(boundary))
+    boundary = np.greater(mask[core], interior, out=interior)  # in the mask and not interior
+    points = _points(boundary)
+    return points, np.ones(points.shape[0])
 
 
 def _points(mask: np.ndarray) -> np.ndarray:
