@@ -119,14 +119,18 @@ def test_eval_keeps_freed_memory_for_reuse_without_new_page_faults():
     """`segkit eval` keeps freed blocks for reuse: temporaries of a few MiB made again and again
     fault their pages in once, not on every use (by default, once more than twice the block size
     lies free, glibc trims it and the next use faults every page in again)."""
+    # Without glibc's own variables: a Dask nanny started earlier in this process sets
+    # MALLOC_TRIM_THRESHOLD_ in os.environ for good, and a user's setting wins over segkit's.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     runs = {}
     for mode in ("keep", "default"):
-        done = subprocess.run([sys.executable, "-c", _REUSE_PROBE, mode], capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, "-c", _REUSE_PROBE, mode], capture_output=True, text=True, check=True,
+                              env=clean)
         kept, faults = done.stdout.split()
         runs[mode] = (kept, int(faults))
     assert runs["keep"][0] == "True"
     user_set = subprocess.run([sys.executable, "-c", _REUSE_PROBE, "keep"], capture_output=True, text=True, check=True,
-                              env={**os.environ, "MALLOC_TRIM_THRESHOLD_": str(64 << 20)})
+                              env={**clean, "MALLOC_TRIM_THRESHOLD_": str(64 << 20)})
     assert user_set.stdout.split()[0] == "False"  # the user's own glibc setting wins
     # 24 MiB is 6144 pages of 4 KiB (12 where the kernel backs them with 2 MiB pages)
     assert runs["default"][1] >= 12 and runs["keep"][1] * 10 < runs["default"][1], runs
