@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segkit.metrics._plane_transform import NO_TARGET, SENTINEL, PlaneTransform, transform_squared
+from segkit.metrics._plane_transform import NO_TARGET, SENTINEL, PlaneTransform, column_reduce, transform_squared
 
 _CHUNK_ELEMENTS = 1 << 18  # (points x offsets) evaluated per vectorised step of the line search
 # Line look-ups (about 25 ns each) before the rest goes to the plane transform (stage 4).
@@ -66,7 +66,7 @@ def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.nd
     if points.shape[0] == 0:
         return np.zeros(0)
     metric = _Metric(spacing)
-    extent = np.maximum(_column_max(points), _column_max(targets)) + 1
+    extent = np.maximum(column_reduce(np.max, points), column_reduce(np.max, targets)) + 1
     squared, targets = _whole_planes(points, targets, extent, metric)
     if targets.shape[0] == 0:
         return np.sqrt(squared)
@@ -94,12 +94,6 @@ def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.nd
         found = transform_squared(points[left], targets, extent, metric, squared[left])
         squared[left] = np.minimum(squared[left], found)
     return np.sqrt(squared)
-
-
-def _column_max(indices: np.ndarray) -> np.ndarray:
-    """indices.max(axis=0), a column at a time: 6x faster on (n, 3) arrays, whose axis-0
-    reduction walks three values per step."""
-    return np.array([indices[:, a].max() for a in range(indices.shape[1])])
 
 
 class _Metric:
@@ -156,9 +150,7 @@ def _planes_full_of_targets(targets, extent, axis: int) -> np.ndarray:
     rank = np.full(int(extent[axis]), -1, dtype=np.int64)
     rank[candidates] = np.arange(candidates.size)
     plane_rank = rank[targets[:, axis]]
-    position = plane_rank * area
-    for a, stride in zip(others, np.cumprod((1,) + in_plane_shape[:0:-1])[::-1]):  # C order in the plane
-        position += targets[:, a] * int(stride)
+    position = plane_rank * area + np.ravel_multi_index(tuple(targets[:, a] for a in others), in_plane_shape)
     marked = np.zeros(candidates.size * area, dtype=bool)
     marked[position[plane_rank >= 0]] = True
     return candidates[marked.reshape(candidates.size, area).all(axis=1)]

@@ -39,6 +39,10 @@ class EvalOptions:
     lesions: bool = False
 
     @property
+    def wants_overlap(self) -> bool:
+        return any(m in OVERLAP_METRICS for m in self.metrics)
+
+    @property
     def wants_surface(self) -> bool:
         return any(m in SURFACE_METRICS for m in self.metrics)
 
@@ -99,8 +103,7 @@ def evaluate_label_maps(ref_map, pred_map, spacing, voxel_volume_mm3, regions, o
 
 
 def _evaluate_binary(ref, pred, spacing, voxel_volume_mm3, options: EvalOptions):
-    wants_overlap = any(name in OVERLAP_METRICS for name in options.metrics)
-    values = overlap_metrics(ref, pred, voxel_volume_mm3) if wants_overlap else {}
+    values = overlap_metrics(ref, pred, voxel_volume_mm3) if options.wants_overlap else {}
     status = _empty_status(ref, pred)
     if options.wants_surface:
         surface = surface_metrics(surface_distances(ref, pred, spacing, options.surface), options.tolerance_mm)

@@ -239,7 +239,6 @@ def _directed(points: np.ndarray, weights: np.ndarray, targets: np.ndarray, spac
     return DirectedDistances(distances[order], weights[order])
 
 
-
 def directed_percentile(directed: DirectedDistances, percent: float, definition: str) -> float:
     """The percentile of one directed distribution under the definition's own rule."""
     if definition in ("voxel", "brats"):
