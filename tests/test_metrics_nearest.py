@@ -160,9 +160,10 @@ def test_envelope_argmin_matches_brute_force():
                          np.inf)
         np.testing.assert_allclose(found, expected, rtol=1e-12)
         assert np.array_equal(argmin < 0, np.isinf(expected))
-        rows, columns = rng.integers(0, n, 40), rng.integers(0, m, 40)  # read at points only
-        at_points = plane_transform.envelope_argmin(values + weight * position**2, weight, at=(rows, columns))
-        assert np.array_equal(at_points, argmin[rows, columns])
+        for count in (2, 2 * n * m):  # read at a few points (binary search) or at many (the whole read)
+            rows, columns = rng.integers(0, n, count), rng.integers(0, m, count)
+            at_points = plane_transform.envelope_argmin(values + weight * position**2, weight, at=(rows, columns))
+            assert np.array_equal(at_points, argmin[rows, columns])
 
 
 def test_surface_distances_do_not_import_scipy():

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-_PLANE_BATCH_PIXELS = 1 << 21  # grid positions per batch of the plane transform (about 60 B each)
+_PLANE_BATCH_PIXELS = 1 << 21  # grid positions per batch of the plane transform (about 70 B each)
 SENTINEL = np.int64(1) << 62  # beyond every key: the sorted keys are padded with -SENTINEL and SENTINEL
 NO_TARGET = np.int64(1) << 40  # the gap along a line that holds no target (made inf later)
+# A binary search per point (about 28 ns) against reading every row of the envelopes (about 5 ns a
+# position): points that fill more than 1/_SEARCH_VS_READ of the positions (a face of a mask that
+# fills the image) read them all.
+_SEARCH_VS_READ = 5
 
 
 def column_reduce(reduce, indices: np.ndarray, axes=None) -> np.ndarray:
@@ -89,15 +93,16 @@ class PlaneTransform:
         along = gap * self.metric.spacing[self.axis]
         values = np.multiply(along, along, out=along)
         values[gap == NO_TARGET] = np.inf
-        del gap
         plane_index = np.searchsorted(planes, points[:, self.axis])
         local = [points[:, a] - lo[k] for k, a in enumerate(self.others)]
         coords = self._nearest_lines(values.reshape(shape + (planes.size,)), local, plane_index)
+        del values
         # The point's nearest target lies on the grid line through its traced in-plane position, at
-        # that line's gap from the point's plane.
-        traced = np.stack([coords[k] + lo[k] for k in range(len(self.others))], axis=1)
+        # that line's gap from the point's plane: read back from the grid's gaps (a gather, where a
+        # second binary search per point took 5x longer).
         offsets = np.zeros_like(points)
-        offsets[:, self.axis] = self._gaps(self._line_ids(traced) * self.length + points[:, self.axis], points[:, self.axis])
+        offsets[:, self.axis] = gap[np.ravel_multi_index(tuple(coords), shape), plane_index]
+        del gap
         for k, a in enumerate(self.others):
             offsets[:, a] = local[k] - coords[k]
         squared = self.metric.squared_mm(offsets)
@@ -169,19 +174,24 @@ def envelope_argmin(lifted: np.ndarray, weight: float, at=None) -> np.ndarray:
     `lifted` holds f_i + weight i^2 (inf where f is empty). Felzenszwalb and Huttenlocher's
     lower envelope, vectorised across columns: one pass builds each column's envelope (vertex
     rows and the boundaries between them), then it is read for every row (an (n, m) array), or
-    only at the (rows, columns) given as `at`. Empty columns give -1.
+    only at the (rows, columns) given as `at` (a 1-D array). Empty columns give -1.
     """
     n, m = lifted.shape
     column, vertex, first = _envelope_runs(*_build_envelopes(lifted, weight), n)
-    if at is None:  # each column is its vertices repeated over their runs of rows
-        following = np.append(first[1:], n)
-        following[np.flatnonzero(np.diff(column))] = n  # a column's last run ends at row n
-        return np.ascontiguousarray(np.repeat(vertex, following - first).reshape(m, n).T)
+    if at is not None and at[0].size * _SEARCH_VS_READ < n * m:
+        rows, columns = at
+        # The run holding row j of column c is the last one starting at or before it: runs are
+        # sorted by (column, first row), so one binary search over column * (n + 1) + first row finds it.
+        run = np.searchsorted(column * (n + 1) + first, columns * (n + 1) + rows, side="right") - 1
+        return vertex[run]
+    # Each column is its vertices repeated over their runs of rows.
+    following = np.append(first[1:], n)
+    following[np.flatnonzero(np.diff(column))] = n  # a column's last run ends at row n
+    by_column = np.repeat(vertex, following - first).reshape(m, n)
+    if at is None:
+        return np.ascontiguousarray(by_column.T)
     rows, columns = at
-    # The run holding row j of column c is the last one starting at or before it: runs are sorted
-    # by (column, first row), so one binary search over column * (n + 1) + first row finds it.
-    run = np.searchsorted(column * (n + 1) + first, columns * (n + 1) + rows, side="right") - 1
-    return vertex[run]
+    return by_column[columns, rows]
 
 
 def _build_envelopes(lifted: np.ndarray, weight: float):
