@@ -320,3 +320,39 @@ def test_surface_points_are_argwhere_points():
             mask = rng.random(shape) < fraction
             assert np.array_equal(_points(mask), np.argwhere(mask))
 
+
+
+def _masks_with_filled_lines(shape):
+    full = np.ones(shape, bool)
+    cavity = full.copy()
+    cavity[tuple(slice(n // 3, n // 2 + 1) for n in shape)] = False
+    plate = np.zeros(shape, bool)  # one voxel thick along the last axis: both ends of a line coincide
+    plate[..., shape[-1] // 2] = True
+    plate[(slice(0, 3),) + (slice(None),) * (len(shape) - 1)] = False
+    block = np.zeros(shape, bool)  # a box that touches the image border
+    block[(slice(0, shape[0] - 2),) + tuple(slice(1, n) for n in shape[1:])] = True
+    return {"full": full, "cavity": cavity, "plate": plate, "block": block}
+
+
+@pytest.mark.parametrize("definition", ["surfel", "voxel"])
+@pytest.mark.parametrize("shape", [(23, 17, 12), (31, 26)])
+def test_surface_points_read_line_by_line_equal_those_of_whole_slabs(definition, shape, monkeypatch):
+    """Where few lines hold both values, extraction reads only those and copies the points of the
+    lines full of the mask: forced on or off, in one-row slabs or whole ones, C or Fortran order,
+    the same distances and weights."""
+    import segkit.metrics.surface as surface
+
+    other, _ = _random_pair(np.random.default_rng(17), shape)
+    spacing = (0.9, 0.7, 1.6)[: len(shape)]
+    for name, mask in _masks_with_filled_lines(shape).items():
+        results = []
+        for sparse, slab in ((10**9, 1 << 21), (0, 1 << 21), (0, 1)):
+            monkeypatch.setattr(surface, "_SPARSE_LINES", sparse)
+            monkeypatch.setattr(surface, "_SLAB_VOXELS", slab)
+            for layout in (np.ascontiguousarray, np.asfortranarray):
+                results.append(surface_distances(layout(mask), layout(other), spacing, definition))
+        for got in results[1:]:
+            for a, b in ((results[0].ref_to_pred, got.ref_to_pred), (results[0].pred_to_ref, got.pred_to_ref)):
+                np.testing.assert_array_equal(a.distances, b.distances, err_msg=name)
+                np.testing.assert_array_equal(a.weights, b.weights, err_msg=name)
+        assert results[0].ref_to_pred.distances.size > 0, name
