@@ -186,3 +186,13 @@ def test_surface_distances_do_not_import_scipy():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8")
     assert done.returncode == 0, done.stderr
+
+
+def test_searchsorted_ascending_equals_numpy():
+    # The plane transform's slots for a grid of ascending queries, counted instead of searched:
+    # repeated keys, keys beyond either end of the queries, repeated queries, no keys, no queries.
+    rng = np.random.default_rng(23)
+    for _ in range(500):
+        keys = np.sort(rng.integers(0, 50, int(rng.integers(0, 30))))
+        queries = np.sort(rng.integers(-5, 60, int(rng.integers(0, 40))))
+        np.testing.assert_array_equal(plane_transform.searchsorted_ascending(keys, queries), np.searchsorted(keys, queries))
