@@ -43,14 +43,32 @@ DEFINITION_LABELS = {
 
 @dataclass(frozen=True)
 class DirectedDistances:
-    """Distances (mm, sorted ascending) from each element of one surface to the other surface."""
+    """Distances (mm) from each element of one surface to the other surface, and the elements'
+    weights: surfel area in mm^2 (mm in 2D), or 1 per boundary voxel.
 
-    distances: np.ndarray
-    weights: np.ndarray  # surfel area in mm^2 (mm in 2D), or 1 per boundary voxel
+    `found`/`found_weights` are in the order the surface was read; `distances`/`weights` are
+    sorted by (distance, weight), DeepMind's order, and built on first use: only the area-weighted
+    percentile needs them (a lexsort of a 1 M-element surface takes 0.06 s).
+    """
+
+    found: np.ndarray
+    found_weights: np.ndarray
+
+    @functools.cached_property
+    def _order(self) -> np.ndarray:
+        return np.lexsort((self.found_weights, self.found))
+
+    @functools.cached_property
+    def distances(self) -> np.ndarray:
+        return self.found[self._order]
+
+    @functools.cached_property
+    def weights(self) -> np.ndarray:
+        return self.found_weights[self._order]
 
     @property
     def is_empty(self) -> bool:
-        return self.distances.size == 0
+        return self.found.size == 0
 
 
 @dataclass(frozen=True)
@@ -295,23 +313,25 @@ def _directed(points: np.ndarray, weights: np.ndarray, targets: np.ndarray, spac
         return DirectedDistances(np.zeros(0), np.zeros(0))
     if targets.shape[0] == 0:
         return DirectedDistances(np.full(points.shape[0], np.inf), weights)
-    distances = nearest_distances(points, targets, spacing)
-    # Sorted by (distance, weight), the same order DeepMind uses, so cumulative areas match.
-    order = np.lexsort((weights, distances))
-    return DirectedDistances(distances[order], weights[order])
+    return DirectedDistances(nearest_distances(points, targets, spacing), weights)
 
 
 def directed_percentile(directed: DirectedDistances, percent: float, definition: str) -> float:
     """The percentile of one directed distribution under the definition's own rule."""
     if definition in ("voxel", "brats"):
-        return float(np.percentile(directed.distances, percent))
+        return float(np.percentile(directed.found, percent))  # order statistics: any order will do
     cumulative = np.cumsum(directed.weights) / np.sum(directed.weights)
     index = int(np.searchsorted(cumulative, percent / 100.0))
     return float(directed.distances[min(index, directed.distances.size - 1)])
 
 
-def _weighted_mean(directed: DirectedDistances) -> float:
-    return float(np.sum(directed.distances * directed.weights) / np.sum(directed.weights))
+def _summed_in_order(directed: DirectedDistances, definition: str):
+    """(distances, weights) in the order the definition's reference sums them: DeepMind sums its
+    sorted arrays (the same floats to the last bit); MONAI's sums do not depend on it, so the
+    boundary voxels are never sorted."""
+    if definition == "surfel":
+        return directed.distances, directed.weights
+    return directed.found, directed.found_weights
 
 
 def surface_metrics(distances: SurfaceDistances, tolerance_mm: float = 2.0, percent: float = 95.0) -> dict:
@@ -333,16 +353,15 @@ def surface_metrics(distances: SurfaceDistances, tolerance_mm: float = 2.0, perc
     hd95 = max(
         directed_percentile(forward, percent, definition), directed_percentile(backward, percent, definition)
     )
-    pooled_weights = np.sum(forward.weights) + np.sum(backward.weights)
-    pooled_sum = np.sum(forward.distances * forward.weights) + np.sum(backward.distances * backward.weights)
-    within = np.sum(forward.weights[forward.distances <= tolerance_mm]) + np.sum(
-        backward.weights[backward.distances <= tolerance_mm]
-    )
+    (d1, w1), (d2, w2) = _summed_in_order(forward, definition), _summed_in_order(backward, definition)
+    pooled_weights = np.sum(w1) + np.sum(w2)
+    sum1, sum2 = np.sum(d1 * w1), np.sum(d2 * w2)
+    within = np.sum(w1[d1 <= tolerance_mm]) + np.sum(w2[d2 <= tolerance_mm])
     return {
-        "hd": float(max(forward.distances[-1], backward.distances[-1])),
+        "hd": float(max(np.max(d1), np.max(d2))),
         "hd95": float(hd95),
-        "assd": float(pooled_sum / pooled_weights),
-        "masd": 0.5 * (_weighted_mean(forward) + _weighted_mean(backward)),
+        "assd": float((sum1 + sum2) / pooled_weights),
+        "masd": 0.5 * (float(sum1 / np.sum(w1)) + float(sum2 / np.sum(w2))),
         "nsd": float(within / pooled_weights),
         "status": "ok",
     }
@@ -350,13 +369,13 @@ def surface_metrics(distances: SurfaceDistances, tolerance_mm: float = 2.0, perc
 
 def _brats_metrics(forward: DirectedDistances, backward: DirectedDistances, tolerance_mm: float, percent: float) -> dict:
     """The challenge's rules: pooled HD95; NSD the mean of the two directed shares within tolerance."""
-    pooled = np.concatenate([forward.distances, backward.distances])
-    shares = [np.count_nonzero(d.distances <= tolerance_mm) / d.distances.size for d in (forward, backward)]
+    pooled = np.concatenate([forward.found, backward.found])
+    shares = [np.count_nonzero(d.found <= tolerance_mm) / d.found.size for d in (forward, backward)]
     return {
         "hd": float(pooled.max()),
         "hd95": float(np.percentile(pooled, percent)),
         "assd": float(pooled.mean()),
-        "masd": 0.5 * (float(forward.distances.mean()) + float(backward.distances.mean())),
+        "masd": 0.5 * (float(forward.found.mean()) + float(backward.found.mean())),
         "nsd": float(sum(shares) / 2.0),
         "status": "ok",
     }
