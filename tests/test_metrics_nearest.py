@@ -27,12 +27,13 @@ def _random_sets(rng, ndim):
     return points, targets, spacing
 
 
-# Settings that force each stage: the default, the line search alone (no brute force), the plane
-# transform for every point (tiny batches too), the switch before a ring, far points leaving
-# before the second ring, every plane crowded.
+# Settings that force each stage: the default, the line search alone (no brute force; its gaps
+# read from the table, or found by binary search), the plane transform for every point (tiny
+# batches too), the switch before a ring, far points leaving before the second ring, every plane crowded.
 STAGES = {
     "default": {},
-    "line_search": {"_BRUTE_FORCE_PAIRS": 0, "_DENSE_PLANE": 0},
+    "line_search": {"_BRUTE_FORCE_PAIRS": 0, "_DENSE_PLANE": 0, "_GAP_TABLE_PER_POINT": 10**9},
+    "line_search_binary": {"_BRUTE_FORCE_PAIRS": 0, "_DENSE_PLANE": 0, "_GAP_TABLE_ENTRIES": 0},
     "transform": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0},
     "transform_one_plane_per_batch": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0,
                                       "_PLANE_BATCH_PIXELS": 1},
@@ -72,7 +73,7 @@ def test_matches_brute_force_on_random_sets(ndim, stage, transform_calls):
         expected = _brute_force(points, targets, spacing)
         np.testing.assert_allclose(nearest_distances(points, targets, spacing), expected, rtol=1e-12, atol=1e-12)
     # The forced stages really ran.
-    assert bool(transform_calls) == (stage not in ("default", "line_search")), (stage, len(transform_calls))
+    assert bool(transform_calls) == (stage not in ("default", "line_search", "line_search_binary")), (stage, len(transform_calls))
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -196,3 +197,20 @@ def test_searchsorted_ascending_equals_numpy():
         keys = np.sort(rng.integers(0, 50, int(rng.integers(0, 30))))
         queries = np.sort(rng.integers(-5, 60, int(rng.integers(0, 40))))
         np.testing.assert_array_equal(plane_transform.searchsorted_ascending(keys, queries), np.searchsorted(keys, queries))
+
+
+def test_gap_table_equals_the_nearest_target_along_each_line():
+    # Rows of 1 to 6 targets (several on a plane's either side, at the line's ends), planes before,
+    # between and after them: the table's gap is the distance to the row's nearest target.
+    from segkit.metrics import _gap_table
+
+    rng = np.random.default_rng(29)
+    for _ in range(200):
+        length = int(rng.integers(1, 40))
+        rows = [np.unique(rng.integers(0, length, int(rng.integers(1, 7)))) for _ in range(int(rng.integers(1, 6)))]
+        planes = np.unique(rng.integers(0, length, int(rng.integers(1, 12)))).astype(np.int32)
+        row_of_target = np.concatenate([np.full(r.size, i, np.int32) for i, r in enumerate(rows)])
+        positions = np.concatenate(rows).astype(np.int32)
+        got = _gap_table._gaps(row_of_target, positions, len(rows), planes)
+        expected = [[np.abs(r - p).min() for p in planes] for r in rows]
+        np.testing.assert_array_equal(got, expected)

@@ -219,8 +219,11 @@ def _hard_pairs():
 
 
 HARD = _hard_pairs()
-# The default, and every far point through the plane transform (no brute force, no line search).
-FORCED = {"default": {}, "transform": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0}}
+# The default, the line search with its gaps found by binary search or read from the table, and
+# every far point through the plane transform (no brute force, no line search).
+FORCED = {"default": {}, "binary_search": {"_BRUTE_FORCE_PAIRS": 0, "_GAP_TABLE_ENTRIES": 0},
+          "gap_table": {"_BRUTE_FORCE_PAIRS": 0, "_GAP_TABLE_PER_POINT": 10**9},
+          "transform": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0}}
 
 
 @pytest.fixture(params=sorted(FORCED))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from segkit.metrics._gap_table import NO_GAP, GapTable
 from segkit.metrics._plane_transform import NO_TARGET, SENTINEL, PlaneTransform, column_reduce, transform_squared
 
 _CHUNK_ELEMENTS = 1 << 18  # (points x offsets) evaluated per vectorised step of the line search
@@ -53,6 +54,11 @@ _RING_CHECK = 1 << 20
 _FAR = 4
 _BRUTE_FORCE_PAIRS = 1 << 22  # points x targets below which every pair is compared
 _DENSE_PLANE = 16  # a plane holding at least 1/16 of its positions as points is solved on its own
+# The line search's table of gaps (4 B each) stays within 64 MiB, and is built only when it holds
+# fewer than _GAP_TABLE_PER_POINT gaps per point: a gap costs about 8 ns to build, and a look-up
+# read from it saves about 17 ns, so it pays from half as many look-ups (about 25 per point).
+_GAP_TABLE_ENTRIES = 1 << 24
+_GAP_TABLE_PER_POINT = 50
 
 
 def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.ndarray:
@@ -180,9 +186,12 @@ class _LineSearch:
         # another line: it lands in an empty line, which simply holds no target.
         widths = [3 * int(extent[a]) for a in self.others]
         self.strides = np.array([int(np.prod(widths[i + 1:])) for i in range(len(widths))], dtype=np.int64)
+        self.line_count = int(np.prod(widths))
         keys = np.sort(self._keys(targets))
         self.sorted_keys = np.concatenate(([-SENTINEL], keys, [SENTINEL]))
-        self.no_target_squared = 0.5 * (float(NO_TARGET) * self.spacing[self.axis]) ** 2
+        # Below the squared gap of a line without targets (NO_GAP from the table, NO_TARGET from a
+        # binary search), above any distance inside an image.
+        self.no_target_squared = 0.5 * (float(NO_GAP) * self.spacing[self.axis]) ** 2
 
     def _keys(self, indices: np.ndarray) -> np.ndarray:
         in_plane = indices[:, self.others] + self.extent[self.others]
@@ -201,6 +210,8 @@ class _LineSearch:
         keys = self._keys(points)
         order = np.argsort(keys, kind="stable")
         keys, position = keys[order], points[order, self.axis]
+        table = GapTable.build(self.sorted_keys[1:-1], keys, self.line_length, self.line_count,
+                               min(_GAP_TABLE_ENTRIES, _GAP_TABLE_PER_POINT * keys.size))
         best = initial[order].copy()
         resolved = np.ones(points.shape[0], dtype=bool)  # in the caller's order
         active = np.arange(points.shape[0])  # positions in key order
@@ -221,7 +232,10 @@ class _LineSearch:
                 resolved[order[active]] = False
                 break
             spent += active.size * shift.size
-            found = self._chunk_minimum(keys[active], position[active], shift, radius2)
+            if table is None:
+                found = self._chunk_minimum(keys[active], position[active], shift, radius2)
+            else:
+                found = self._chunk_minimum_from_table(table, active, shift, radius2)
             best[active] = np.minimum(best[active], found)
             active = active[best[active] > next_radius2]
             if active.size == 0:
@@ -277,13 +291,28 @@ class _LineSearch:
         np.add(gap_mm, radius2[:, None], out=gap_mm)
         return np.min(gap_mm, axis=0)
 
+    def _chunk_minimum_from_table(self, table: GapTable, active, shift, radius2) -> np.ndarray:
+        """_chunk_minimum with the gaps read from the table: two gathers per look-up."""
+        shape = (shift.size, active.size)
+        work = self._work(shape[0] * shape[1])
+        line, row, gap = (work[name].reshape(shape) for name in ("line32", "row32", "gap32"))
+        np.add((shift // self.line_length).astype(np.int32)[:, None], table.point_line[active][None, :], out=line)
+        np.take(table.row_start, line, out=row)
+        np.add(row, table.point_plane[active][None, :], out=row)
+        np.take(table.gaps, row, out=gap)
+        gap_mm = work["gap_mm"].reshape(shape)
+        np.multiply(gap, self.spacing[self.axis], out=gap_mm)
+        np.multiply(gap_mm, gap_mm, out=gap_mm)
+        np.add(gap_mm, radius2[:, None], out=gap_mm)
+        return np.min(gap_mm, axis=0)
+
     def _work(self, size: int) -> dict:
         """Work arrays of exactly `size` elements (views of buffers that only grow)."""
         if getattr(self, "_buffers", None) is None or self._buffers["query"].size < size:
             capacity = max(size, _CHUNK_ELEMENTS)
             self._buffers = {"query": np.empty(capacity, np.int64), "after": np.empty(capacity, np.int64),
                              "before": np.empty(capacity, np.int64), "outside": np.empty(capacity, bool),
-                             "gap_mm": np.empty(capacity)}
+                             "gap_mm": np.empty(capacity), **{name: np.empty(capacity, np.int32) for name in ("line32", "row32", "gap32")}}
         return {name: buffer[:size] for name, buffer in self._buffers.items()}
 
     def _offset_chunks(self, active_count):

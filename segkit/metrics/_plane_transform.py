@@ -89,7 +89,7 @@ class PlaneTransform:
         # Along the normal: per grid line of the box and per plane, the gap to the line's nearest target.
         lines = np.ravel_multi_index(np.ix_(*[int(lo[k]) + np.arange(n) for k, n in enumerate(shape)]),
                                      tuple(int(e) for e in self.extent[self.others])).reshape(-1)
-        gap = self._gaps(lines[:, None] * self.length + planes[None, :], planes[None, :])  # sorted, row-major
+        gap = gaps_on_grid(self.sorted_keys, lines, planes, self.length)
         along = gap * self.metric.spacing[self.axis]
         values = np.multiply(along, along, out=along)
         values[gap == NO_TARGET] = np.inf
@@ -108,17 +108,6 @@ class PlaneTransform:
         squared = self.metric.squared_mm(offsets)
         squared[offsets[:, self.axis] == NO_TARGET] = np.inf
         return squared
-
-    def _gaps(self, query: np.ndarray, plane: np.ndarray) -> np.ndarray:
-        """Per query key (a line and a plane along it; ascending in row-major order), the distance
-        in grid steps from the plane to the line's nearest target; NO_TARGET where the line holds none."""
-        slot = searchsorted_ascending(self.sorted_keys, query.reshape(-1)).reshape(query.shape)
-        after = self.sorted_keys[slot] - query
-        before = query - self.sorted_keys[slot - 1]
-        # A neighbouring key belongs to the same line only if the gap stays inside the line.
-        np.copyto(after, NO_TARGET, where=after >= self.length - plane)
-        np.copyto(before, NO_TARGET, where=before > plane)
-        return np.minimum(after, before, out=after)
 
     def _nearest_lines(self, values, local, plane_index) -> list[np.ndarray]:
         """Per point (in-plane coordinates `local`, plane `plane_index`), the in-plane position of
@@ -141,7 +130,7 @@ class PlaneTransform:
             values = np.moveaxis(flat.reshape(moved), 0, k)
         moved, flat, position, weight = self._lines_along(values, last)
         through = [*local[:last], plane_index]
-        lines, line_of_point = _used_lines(np.ravel_multi_index(tuple(through), moved[1:]), int(np.prod(moved[1:])))
+        lines, line_of_point = used_lines(np.ravel_multi_index(tuple(through), moved[1:]), int(np.prod(moved[1:])))
         at = (local[last], line_of_point.reshape(-1))
         envelope = envelope_argmin(flat[:, lines] + weight * position * position, weight, at=at)
         # -1 (no target in the window: only possible with an empty window) reads position 0
@@ -160,6 +149,20 @@ class PlaneTransform:
         return moved.shape, flat, position, float(self.metric.spacing[self.others[k]]) ** 2
 
 
+def gaps_on_grid(sorted_keys: np.ndarray, lines: np.ndarray, planes: np.ndarray, length: int) -> np.ndarray:
+    """(lines, planes) array: the distance in grid steps from each plane to the nearest target of each
+    line (both ascending; keys are line * length + position, padded with -SENTINEL and SENTINEL);
+    NO_TARGET where the line holds none."""
+    query = lines[:, None] * length + planes[None, :]  # ascending in row-major order
+    slot = searchsorted_ascending(sorted_keys, query.reshape(-1)).reshape(query.shape)
+    after = sorted_keys[slot] - query
+    before = query - sorted_keys[slot - 1]
+    # A neighbouring key belongs to the same line only if the gap stays inside the line.
+    np.copyto(after, NO_TARGET, where=after >= length - planes[None, :])
+    np.copyto(before, NO_TARGET, where=before > planes[None, :])
+    return np.minimum(after, before, out=after)
+
+
 def searchsorted_ascending(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """np.searchsorted(sorted_keys, queries) for ascending queries, many more than the keys among
     them (a grid of positions): each key is placed among the queries instead, and a query's slot
@@ -175,7 +178,7 @@ def searchsorted_ascending(sorted_keys: np.ndarray, queries: np.ndarray) -> np.n
     return slot
 
 
-def _used_lines(line_ids: np.ndarray, line_count: int):
+def used_lines(line_ids: np.ndarray, line_count: int):
     """np.unique(line_ids, return_inverse=True) for ids below line_count, by marking them."""
     used = np.zeros(line_count, dtype=bool)
     used[line_ids] = True
