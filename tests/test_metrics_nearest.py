@@ -199,11 +199,13 @@ def test_searchsorted_ascending_equals_numpy():
         np.testing.assert_array_equal(plane_transform.searchsorted_ascending(keys, queries), np.searchsorted(keys, queries))
 
 
-def test_gap_table_equals_the_nearest_target_along_each_line():
+@pytest.mark.parametrize("block", [1 << 18, 1])
+def test_gap_table_equals_the_nearest_target_along_each_line(block, monkeypatch):
     # Rows of 1 to 6 targets (several on a plane's either side, at the line's ends), planes before,
     # between and after them: the table's gap is the distance to the row's nearest target.
     from segkit.metrics import _gap_table
 
+    monkeypatch.setattr(_gap_table, "_BLOCK_ENTRIES", block)  # one block, or one row per block
     rng = np.random.default_rng(29)
     for _ in range(200):
         length = int(rng.integers(1, 40))
@@ -211,6 +213,6 @@ def test_gap_table_equals_the_nearest_target_along_each_line():
         planes = np.unique(rng.integers(0, length, int(rng.integers(1, 12)))).astype(np.int32)
         row_of_target = np.concatenate([np.full(r.size, i, np.int32) for i, r in enumerate(rows)])
         positions = np.concatenate(rows).astype(np.int32)
-        got = _gap_table._gaps(row_of_target, positions, len(rows), planes)
+        got = _gap_table._gaps(row_of_target, positions, len(rows), planes, np.empty((len(rows), planes.size), np.int32))
         expected = [[np.abs(r - p).min() for p in planes] for r in rows]
         np.testing.assert_array_equal(got, expected)

@@ -14,6 +14,7 @@ import numpy as np
 from segkit.metrics._plane_transform import used_lines
 
 NO_GAP = np.int32(1) << 30  # the gap of a line that holds no target (its square marks "none seen")
+_BLOCK_ENTRIES = 1 << 18  # table entries built at a time (about 40 B of temporaries each)
 
 
 class GapTable:
@@ -39,19 +40,30 @@ class GapTable:
         gaps[:planes.size] = NO_GAP
         row_of_target = (np.cumsum(new_line) - 1).astype(np.int32)
         positions = (target_keys - target_line * length).astype(np.int32)
-        gaps[planes.size:] = _gaps(row_of_target, positions, lines.size, planes.astype(np.int32)).reshape(-1)
+        _gaps(row_of_target, positions, lines.size, planes.astype(np.int32), out=gaps[planes.size:].reshape(lines.size, planes.size))
         return cls(row_start, gaps, (point_keys // length).astype(np.int32), point_plane.astype(np.int32))
 
 
-def _gaps(row_of_target, positions, rows: int, planes) -> np.ndarray:
-    """(rows, planes) int32: from each plane to the nearest target of each row (targets sorted by
-    row, then position); NO_GAP where the row holds none (every row here holds one)."""
+def _gaps(row_of_target, positions, rows: int, planes, out: np.ndarray) -> np.ndarray:
+    """Into out (rows, planes) int32: from each plane to the nearest target of each row (targets
+    sorted by row, then position; every row holds one). In blocks of rows, so that the int64
+    temporaries stay a few MiB."""
+    first = np.searchsorted(row_of_target, np.arange(rows + 1))  # row r: targets first[r] .. first[r + 1] - 1
+    step = max(1, _BLOCK_ENTRIES // planes.size)
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        begin, end = int(first[start]), int(first[stop])
+        out[start:stop] = _block_gaps(row_of_target[begin:end] - start, positions[begin:end], first[start:stop + 1] - begin, planes)
+    return out
+
+
+def _block_gaps(row_of_target, positions, first, planes) -> np.ndarray:
+    rows = first.size - 1
     # below[r, j]: the row's targets before plane j, from a histogram of the planes each target
     # lies beyond (a running count along the planes, where a binary search per entry took 16 ns).
     beyond = np.searchsorted(planes, positions, side="right")
     histogram = np.bincount(row_of_target.astype(np.int64) * (planes.size + 1) + beyond, minlength=rows * (planes.size + 1))
     below = np.cumsum(histogram.reshape(rows, planes.size + 1)[:, :planes.size], axis=1)
-    first = np.searchsorted(row_of_target, np.arange(rows + 1))  # row r: targets first[r] .. first[r + 1] - 1
     # Gathers with int64 indices, clipped: int32 indices are converted first (2x slower), and the
     # reads past a row's ends (into the next row, or clipped at the array's ends) are masked below.
     after = below + first[:-1, None]  # the row's first target at or after the plane
