@@ -18,9 +18,10 @@ Every pair is written to NIfTI and each tool runs as its own process, timed from
 (interpreter start, imports, reading the files, HD95 + ASSD + NSD at 2 mm): `segkit eval
 --surface surfel` against DeepMind surface-distance, `segkit eval --surface voxel` against MONAI
 (its three public metric functions, as a user calls them). Each process also reports its own
-read + compute time, after the imports. Printed per pair: best-of-N wall time of each process,
-the ratios, the largest relative difference of the three values, and segkit's time relative to
-the easiest pair of the same size.
+read + compute time, after the imports. The runs go round robin (every tool on every pair, then
+again), so a slow spell of a shared machine does not fall on every run of one pair. Printed per
+pair: best-of-N wall time of each process, the ratios, the largest relative difference of the
+three values, and segkit's time relative to the easiest pair of the same size.
 
 --memory instead writes 512x512x800 pairs and prints the max RSS of the whole `segkit eval`
 process (all metrics), as /usr/bin/time -v reports it (os.wait4's ru_maxrss). The pairs are built
@@ -197,10 +198,10 @@ def segkit_eval_argv(ref, pred, surface, metrics="hd95,assd,nsd"):
             "--surface", surface, "--tolerance-mm", str(TOLERANCE), "--format", "json"]
 
 
-def best_of(argv, repeats, parse):
-    runs = [timed(argv) for _ in range(repeats)]
+def best_of(runs, parse):
+    """The best of several timed runs of one process (the fastest wall; the least CPU)."""
     parsed = [parse(run["out"]) for run in runs]
-    best = min(range(repeats), key=lambda i: runs[i]["wall"])
+    best = min(range(len(runs)), key=lambda i: runs[i]["wall"])
     return {"wall": runs[best]["wall"], "cpu": min(run["cpu"] for run in runs),
             "rss_mib": max(run["rss_mib"] for run in runs),
             "values": {k: v for k, v in parsed[best].items() if k != "seconds"},
@@ -231,17 +232,31 @@ def bench_size(size, cases, repeats, skip_monai, folder):
     print(f"\n## {'x'.join(map(str, shape))} at {spacing} mm (best of {repeats}; load average {os.getloadavg()[0]:.1f})",
           flush=True)
     me = [sys.executable, str(Path(__file__).resolve())]
+    tools = {
+        "segkit_surfel": (lambda ref, pred: segkit_eval_argv(ref, pred, "surfel"), _parse_segkit),
+        "segkit_surfel_inner": (lambda ref, pred: me + ["--worker", "segkit-surfel", str(ref), str(pred)], _parse_worker),
+        "deepmind": (lambda ref, pred: me + ["--worker", "deepmind", str(ref), str(pred)], _parse_worker),
+        "segkit_voxel": (lambda ref, pred: segkit_eval_argv(ref, pred, "voxel"), _parse_segkit),
+        "segkit_voxel_inner": (lambda ref, pred: me + ["--worker", "segkit-voxel", str(ref), str(pred)], _parse_worker),
+    }
+    pairs = {case: write_pair_elsewhere(folder, case, size) for case in cases}
+    runs = {case: {tool: [] for tool in tools} for case in cases}
+    # Round robin: every round runs each tool once on every pair, so that a slow spell of this
+    # shared machine costs one run of a few pairs, not every run of one pair (the ratios between
+    # pairs are what the 2x target compares).
+    for round_number in range(repeats):
+        for case in cases:
+            (ref, pred), _, _ = pairs[case]
+            for tool, (argv, _) in tools.items():
+                runs[case][tool].append(timed(argv(ref, pred)))
+        print(f"round {round_number + 1} of {repeats} done (load average {os.getloadavg()[0]:.1f})", flush=True)
     results = {}
     for case in cases:
-        (ref, pred), n_ref, n_pred = write_pair_elsewhere(folder, case, size)
+        (ref, pred), n_ref, n_pred = pairs[case]
         row = {"n_ref": n_ref, "n_pred": n_pred}
-        row["segkit_surfel"] = best_of(segkit_eval_argv(ref, pred, "surfel"), repeats, _parse_segkit)
-        row["segkit_surfel_inner"] = best_of(me + ["--worker", "segkit-surfel", str(ref), str(pred)], repeats, _parse_worker)
-        row["deepmind"] = best_of(me + ["--worker", "deepmind", str(ref), str(pred)], repeats, _parse_worker)
-        row["segkit_voxel"] = best_of(segkit_eval_argv(ref, pred, "voxel"), repeats, _parse_segkit)
-        row["segkit_voxel_inner"] = best_of(me + ["--worker", "segkit-voxel", str(ref), str(pred)], repeats, _parse_worker)
+        row.update({tool: best_of(runs[case][tool], parse) for tool, (_, parse) in tools.items()})
         if not skip_monai:
-            row["monai"] = best_of(me + ["--worker", "monai", str(ref), str(pred)], 1, _parse_worker)
+            row["monai"] = best_of([timed(me + ["--worker", "monai", str(ref), str(pred)])], _parse_worker)
         results[case] = row
         _print_case(case, row, skip_monai)
         for path in (ref, pred):
