@@ -10,7 +10,8 @@ Four stages, each for the points the previous one leaves:
    Points in planes crowded with points (the faces of a mask that fills the image) go to stage 4.
 3. Points near the other surface, the usual case: a search along grid lines. Targets are grouped
    into lines along the axis with the finest spacing; inside a line, the target nearest to a
-   position is found by binary search over sorted keys. A point's squared distance is the
+   position is read from a table of gaps per (line, plane of the points) (`_gap_table`), or found
+   by binary search over sorted keys where that table would cost more than it saves. A point's squared distance is the
    minimum, over in-plane offsets o between its line and a target's line, of (gap along the
    line x spacing)^2 + |o|^2 (mm). Offsets are visited in order of increasing |o|, so a point is
    final as soon as its best squared distance is no larger than the next |o|^2. The work per

@@ -179,7 +179,9 @@ def _points_in_slabs(mask, box, origin, finder):
         points[:, 0] += start
         pieces.append(points)
         weights.append(weight)
-    return np.concatenate(pieces) + (lo - origin), np.concatenate(weights)
+    points = np.concatenate(pieces)
+    points += lo - origin
+    return points, np.concatenate(weights)
 
 
 def _padded_rows(mask: np.ndarray, box, start: int, stop: int) -> np.ndarray:
