@@ -3,8 +3,8 @@
 Per (line holding targets, plane holding points): the distance in grid steps along the line from
 the plane to the line's nearest target. A look-up of the search is then two gathers (line -> row,
 row + plane -> gap) instead of a binary search over every target key (about 25 ns). The table is
-dense over those lines and planes, so it is built, in int32 to halve its memory traffic, only when
-the search is expected to look up at least as many gaps as it holds.
+dense over those lines and planes, so `_nearest` builds it (in int32, to halve its memory traffic)
+only where it holds few gaps per point against the look-ups a search makes.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ Four stages, each for the points the previous one leaves:
 3. Points near the other surface, the usual case: a search along grid lines. Targets are grouped
    into lines along the axis with the finest spacing; inside a line, the target nearest to a
    position is read from a table of gaps per (line, plane of the points) (`_gap_table`), or found
-   by binary search over sorted keys where that table would cost more than it saves. A point's squared distance is the
-   minimum, over in-plane offsets o between its line and a target's line, of (gap along the
-   line x spacing)^2 + |o|^2 (mm). Offsets are visited in order of increasing |o|, so a point is
+   by binary search over sorted keys where that table would cost more than it saves. A point's
+   squared distance is the minimum, over in-plane offsets o between its line and a target's line,
+   of (gap along the line x spacing)^2 + |o|^2 (mm). Offsets are visited in order of increasing |o|, so a point is
    final as soon as its best squared distance is no larger than the next |o|^2. The work per
    point grows with the square of its distance, so it stops after a budget, or sooner when its
    next ring of offsets would cost more than stage 4 for the points still open.
