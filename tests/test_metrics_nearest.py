@@ -201,18 +201,25 @@ def test_searchsorted_ascending_equals_numpy():
 
 @pytest.mark.parametrize("block", [1 << 18, 1])
 def test_gap_table_equals_the_nearest_target_along_each_line(block, monkeypatch):
-    # Rows of 1 to 6 targets (several on a plane's either side, at the line's ends), planes before,
-    # between and after them: the table's gap is the distance to the row's nearest target.
+    # Lines of 1 to 6 targets (several on a plane's either side, at the line's ends) and lines of
+    # none, planes before, between and after them: a look-up gives the distance to the line's
+    # nearest target, NO_GAP on an empty line.
     from segkit.metrics import _gap_table
 
-    monkeypatch.setattr(_gap_table, "_BLOCK_ENTRIES", block)  # one block, or one row per block
+    monkeypatch.setattr(_gap_table, "_BLOCK_ENTRIES", block)  # one block, or one line per block
     rng = np.random.default_rng(29)
     for _ in range(200):
-        length = int(rng.integers(1, 40))
-        rows = [np.unique(rng.integers(0, length, int(rng.integers(1, 7)))) for _ in range(int(rng.integers(1, 6)))]
-        planes = np.unique(rng.integers(0, length, int(rng.integers(1, 12)))).astype(np.int32)
-        row_of_target = np.concatenate([np.full(r.size, i, np.int32) for i, r in enumerate(rows)])
-        positions = np.concatenate(rows).astype(np.int32)
-        got = _gap_table._gaps(row_of_target, positions, len(rows), planes, np.empty((len(rows), planes.size), np.int32))
-        expected = [[np.abs(r - p).min() for p in planes] for r in rows]
-        np.testing.assert_array_equal(got, expected)
+        length, line_count = int(rng.integers(1, 40)), int(rng.integers(1, 12))
+        held = {int(line): np.unique(rng.integers(0, length, int(rng.integers(1, 7))))
+                for line in rng.choice(line_count, int(rng.integers(1, line_count + 1)), replace=False)}
+        keys = np.sort(np.concatenate([line * length + z for line, z in held.items()]))
+        sorted_keys = np.concatenate(([-plane_transform.SENTINEL], keys, [plane_transform.SENTINEL]))
+        point_planes = rng.integers(0, length, int(rng.integers(1, 12)))
+        point_lines = rng.integers(0, line_count, point_planes.size)
+        table = _gap_table.GapTable.build(sorted_keys, point_lines * length + point_planes, length, line_count, 10**6)
+        for line in range(line_count):
+            for point, plane in enumerate(point_planes):
+                got = table.gaps[table.row_start[line] + table.point_plane[point]]
+                expected = np.abs(held[line] - plane).min() if line in held else _gap_table.NO_GAP
+                assert got == expected, (line, plane)
+        np.testing.assert_array_equal(table.point_line, point_lines)

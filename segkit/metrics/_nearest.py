@@ -211,7 +211,7 @@ class _LineSearch:
         keys = self._keys(points)
         order = np.argsort(keys, kind="stable")
         keys, position = keys[order], points[order, self.axis]
-        table = GapTable.build(self.sorted_keys[1:-1], keys, self.line_length, self.line_count,
+        table = GapTable.build(self.sorted_keys, keys, self.line_length, self.line_count,
                                min(_GAP_TABLE_ENTRIES, _GAP_TABLE_PER_POINT * keys.size))
         best = initial[order].copy()
         resolved = np.ones(points.shape[0], dtype=bool)  # in the caller's order
