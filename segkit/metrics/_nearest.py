@@ -13,10 +13,10 @@ Four stages, each for the points the previous one leaves:
    position is read from a table of gaps per (line, plane of the points) (`_gap_table`), or found
    by binary search over sorted keys where that table would cost more than it saves. A point's
    squared distance is the minimum, over in-plane offsets o between its line and a target's line,
-   of (gap along the line x spacing)^2 + |o|^2 (mm). Offsets are visited in order of increasing |o|, so a point is
-   final as soon as its best squared distance is no larger than the next |o|^2. The work per
-   point grows with the square of its distance, so it stops after a budget, or sooner when its
-   next ring of offsets would cost more than stage 4 for the points still open.
+   of (gap along the line x spacing)^2 + |o|^2 (mm). Offsets are visited in order of increasing
+   |o|, so a point is final as soon as its best squared distance is no larger than the next
+   |o|^2. The work per point grows with the square of its distance, so it stops after a budget,
+   or sooner when its next ring of offsets would cost more than stage 4 for the points still open.
 4. The points left (a hole in the prediction, a missed lesion, a leak, disjoint masks): an exact
    distance transform of the targets, restricted to the planes that hold those points. In each
    plane, the squared distance along the plane's normal to the nearest target of every grid line
@@ -286,11 +286,7 @@ class _LineSearch:
         np.greater(before, position[None, :], out=outside)
         np.copyto(before, NO_TARGET, where=outside)
         np.minimum(after, before, out=after)
-        gap_mm = work["gap_mm"].reshape(shape)
-        np.multiply(after, self.spacing[self.axis], out=gap_mm)
-        np.multiply(gap_mm, gap_mm, out=gap_mm)
-        np.add(gap_mm, radius2[:, None], out=gap_mm)
-        return np.min(gap_mm, axis=0)
+        return self._smallest_squared(after, radius2, work["gap_mm"].reshape(shape))
 
     def _chunk_minimum_from_table(self, table: GapTable, active, shift, radius2) -> np.ndarray:
         """_chunk_minimum with the gaps read from the table: two gathers per look-up."""
@@ -301,11 +297,14 @@ class _LineSearch:
         np.take(table.row_start, line, out=row)
         np.add(row, table.point_plane[active][None, :], out=row)
         np.take(table.gaps, row, out=gap)
-        gap_mm = work["gap_mm"].reshape(shape)
-        np.multiply(gap, self.spacing[self.axis], out=gap_mm)
-        np.multiply(gap_mm, gap_mm, out=gap_mm)
-        np.add(gap_mm, radius2[:, None], out=gap_mm)
-        return np.min(gap_mm, axis=0)
+        return self._smallest_squared(gap, radius2, work["gap_mm"].reshape(shape))
+
+    def _smallest_squared(self, gap, radius2, out) -> np.ndarray:
+        """Per point (column), the smallest (gap x spacing)^2 + |o|^2 over the offsets (rows)."""
+        np.multiply(gap, self.spacing[self.axis], out=out)
+        np.multiply(out, out, out=out)
+        np.add(out, radius2[:, None], out=out)
+        return np.min(out, axis=0)
 
     def _work(self, size: int) -> dict:
         """Work arrays of exactly `size` elements (views of buffers that only grow)."""
@@ -313,7 +312,8 @@ class _LineSearch:
             capacity = max(size, _CHUNK_ELEMENTS)
             self._buffers = {"query": np.empty(capacity, np.int64), "after": np.empty(capacity, np.int64),
                              "before": np.empty(capacity, np.int64), "outside": np.empty(capacity, bool),
-                             "gap_mm": np.empty(capacity), **{name: np.empty(capacity, np.int32) for name in ("line32", "row32", "gap32")}}
+                             "gap_mm": np.empty(capacity),
+                             **{name: np.empty(capacity, np.int32) for name in ("line32", "row32", "gap32")}}
         return {name: buffer[:size] for name, buffer in self._buffers.items()}
 
     def _offset_chunks(self, active_count):

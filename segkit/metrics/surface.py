@@ -240,14 +240,21 @@ def _line_kinds(padded: np.ndarray, reach: int):
     inside = padded[..., 1:-1]
     low, high = np.bitwise_and.reduce(inside, axis=-1), np.bitwise_or.reduce(inside, axis=-1)
     for axis in range(low.ndim):
-        def part(array, shift, n=low.shape[axis], axis=axis):
-            return array[tuple(slice(shift, n - reach + shift) if a == axis else slice(None) for a in range(array.ndim))]
-
-        low_out, high_out = part(low, 0), part(high, 0)
-        for shift in range(1, reach + 1):
-            low_out, high_out = np.minimum(low_out, part(low, shift)), np.maximum(high_out, part(high, shift))
-        low, high = low_out, high_out
+        low, high = _windowed(np.minimum, low, axis, reach), _windowed(np.maximum, high, axis, reach)
     return low != high, low == 1
+
+
+def _windowed(reduce, array: np.ndarray, axis: int, reach: int) -> np.ndarray:
+    """reduce over each run of reach + 1 consecutive entries along `axis` (reach fewer entries)."""
+    n = array.shape[axis]
+
+    def shifted(shift):
+        return array[tuple(slice(shift, n - reach + shift) if a == axis else slice(None) for a in range(array.ndim))]
+
+    out = shifted(0)
+    for shift in range(1, reach + 1):
+        out = reduce(out, shifted(shift))
+    return out
 
 
 def _surfels(padded: np.ndarray, table: np.ndarray, batch: bool = False):
@@ -356,14 +363,15 @@ def surface_metrics(distances: SurfaceDistances, tolerance_mm: float = 2.0, perc
         directed_percentile(forward, percent, definition), directed_percentile(backward, percent, definition)
     )
     (d1, w1), (d2, w2) = _summed_in_order(forward, definition), _summed_in_order(backward, definition)
-    pooled_weights = np.sum(w1) + np.sum(w2)
+    area1, area2 = np.sum(w1), np.sum(w2)
     sum1, sum2 = np.sum(d1 * w1), np.sum(d2 * w2)
+    pooled_weights = area1 + area2
     within = np.sum(w1[d1 <= tolerance_mm]) + np.sum(w2[d2 <= tolerance_mm])
     return {
         "hd": float(max(np.max(d1), np.max(d2))),
         "hd95": float(hd95),
         "assd": float((sum1 + sum2) / pooled_weights),
-        "masd": 0.5 * (float(sum1 / np.sum(w1)) + float(sum2 / np.sum(w2))),
+        "masd": 0.5 * (float(sum1 / area1) + float(sum2 / area2)),
         "nsd": float(within / pooled_weights),
         "status": "ok",
     }
