@@ -147,19 +147,28 @@ def test_whole_planes_are_recognised():
     assert np.all(np.isinf(squared)) and len(rest) == len(missing_one)
 
 
-def test_envelope_argmin_matches_brute_force():
-    rng = np.random.default_rng(11)
+@pytest.mark.parametrize("ties", [False, True])
+def test_envelope_argmin_matches_brute_force(ties):
+    # Each row's share of columns holding a value varies, so rows are pushed both whole and as
+    # gathered columns (_SPARSE_ROW). With ties: small integers, whose sums are exact, so the
+    # parabola found must give exactly the least value where several do.
+    rng = np.random.default_rng(11 + ties)
     for _ in range(200):
         n, m = (int(v) for v in rng.integers(1, 30, size=2))
-        weight = float(rng.uniform(0.1, 5.0))
-        values = np.where(rng.random((n, m)) < rng.random(), rng.uniform(0, 500, (n, m)), np.inf)
+        weight = float(rng.integers(1, 4)) if ties else float(rng.uniform(0.1, 5.0))
+        present = rng.random((n, m)) < rng.random((n, 1))
+        drawn = rng.integers(0, 20, (n, m)).astype(np.float64) if ties else rng.uniform(0, 500, (n, m))
+        values = np.where(present, drawn, np.inf)
         position = np.arange(n, dtype=np.float64)[:, None]
         argmin = plane_transform.envelope_argmin(values + weight * position**2, weight)
         cost = values[None, :, :] + weight * (position[:, :, None] - position[None, :, :]) ** 2  # (row, i, col)
         expected = cost.min(axis=1)
         found = np.where(argmin >= 0, np.take_along_axis(values, np.maximum(argmin, 0), 0) + weight * (position - argmin) ** 2,
                          np.inf)
-        np.testing.assert_allclose(found, expected, rtol=1e-12)
+        if ties:
+            np.testing.assert_array_equal(found, expected)
+        else:
+            np.testing.assert_allclose(found, expected, rtol=1e-12)
         assert np.array_equal(argmin < 0, np.isinf(expected))
         for count in (2, 2 * n * m):  # read at a few points (binary search) or at many (the whole read)
             rows, columns = rng.integers(0, n, count), rng.integers(0, m, count)

@@ -19,6 +19,9 @@ NO_TARGET = np.int64(1) << 40  # the gap along a line that holds no target (made
 # position): points that fill more than 1/_SEARCH_VS_READ of the positions (a face of a mask that
 # fills the image) read them all.
 _SEARCH_VS_READ = 5
+# A row of an envelope pass with fewer than 1/_SPARSE_ROW of its columns holding a parabola gathers
+# those columns; a fuller row is read whole.
+_SPARSE_ROW = 3
 
 
 def column_reduce(reduce, indices: np.ndarray, axes=None) -> np.ndarray:
@@ -217,35 +220,68 @@ def envelope_argmin(lifted: np.ndarray, weight: float, at=None) -> np.ndarray:
 def _build_envelopes(lifted: np.ndarray, weight: float):
     """(vertex rows, their start bounds, stack top per column): each column's lower envelope."""
     n, m = lifted.shape
-    vertex = np.zeros((n, m), dtype=np.int32)
-    bound = np.zeros((n, m))  # zeros, not garbage: an empty column's first entry is read (then ignored)
-    top = np.full(m, -1, dtype=np.int64)  # stack height - 1 per column
-    vertex_flat, bound_flat, lifted_flat = vertex.reshape(-1), bound.reshape(-1), lifted.reshape(-1)
-    two_weight = 2.0 * weight
-    finite = np.flatnonzero(lifted_flat < np.inf)  # row by row, once
-    row_starts = np.searchsorted(finite, np.arange(n + 1) * m)
-    for row in np.flatnonzero(np.diff(row_starts)).tolist():
-        columns = finite[row_starts[row]:row_starts[row + 1]] - row * m
-        height = top[columns]
-        value = lifted_flat[row * m + columns]
-        start = np.full(columns.size, -np.inf)  # where the new parabola starts to be lowest
-        pending = np.flatnonzero(height >= 0)
-        while pending.size:
-            slot = height[pending] * m + columns[pending]
-            previous = vertex_flat[slot]
-            crossing = (value[pending] - lifted_flat[previous * m + columns[pending]]) / (two_weight * (row - previous))
+    stacks = _Stacks(n, m, lifted.reshape(-1), 2.0 * weight)
+    with np.errstate(invalid="ignore"):  # inf - inf in a whole row: NaN, never popped (see _Stacks)
+        for row in range(n):
+            value = lifted[row]
+            present = value < np.inf
+            count = int(np.count_nonzero(present))
+            if count * _SPARSE_ROW >= m:  # the row read whole
+                stacks.push(row, value, slice(None), present)
+            elif count:  # only its parabolas, gathered
+                columns = np.flatnonzero(present)
+                stacks.push(row, value[columns], columns)
+    return stacks.vertex[:n], stacks.bound[:n], stacks.top
+
+
+class _Stacks:
+    """Felzenszwalb and Huttenlocher's stacks of parabolas, one per column, pushed a row at a time.
+
+    The top entry of every stack is also kept apart (row, lifted value, start bound): most new
+    parabolas are compared with it alone, and these rows of m values are read whole, where the
+    (n, m) stacks need a gather. An empty stack reads as a top at row -1 with value +inf, so the
+    new parabola's crossing is -inf (lowest from -inf), and a NaN bound, so it is never popped.
+    """
+
+    def __init__(self, n: int, m: int, lifted_flat: np.ndarray, two_weight: float) -> None:
+        self.m, self.lifted_flat, self.two_weight = m, lifted_flat, two_weight
+        # One spare row: a column without a parabola in a row read whole writes its entry there.
+        self.vertex = np.zeros((n + 1, m), dtype=np.int32)
+        self.bound = np.zeros((n + 1, m))
+        self.vertex_flat, self.bound_flat = self.vertex.reshape(-1), self.bound.reshape(-1)
+        self.top = np.full(m, -1, dtype=np.int64)  # stack height - 1 per column
+        self.top_row, self.top_value, self.top_bound = np.full(m, -1.0), np.full(m, np.inf), np.full(m, np.nan)
+        self.ids = np.arange(m)
+        self.spare = n * m + self.ids
+
+    def push(self, row: int, value: np.ndarray, columns, present=None) -> None:
+        """Push row `row`'s parabolas (lifted `value`) in `columns` (a slice or indices); `present`
+        marks the columns that hold one (all of them when None)."""
+        m, ids, vertex, bound = self.m, self.ids[columns], self.vertex_flat, self.bound_flat
+        # Where the new parabola starts to be lowest against the top parabola.
+        start = (value - self.top_value[columns]) / (self.two_weight * (row - self.top_row[columns]))
+        height = self.top[columns]
+        pending = np.flatnonzero(start <= self.top_bound[columns])  # the top parabola is never lowest: drop it
+        height[pending] -= 1
+        while pending.size:  # compare with the entries below; the bottom one (bound -inf) stays
+            slot = height[pending] * m + ids[pending]
+            previous = vertex[slot]
+            crossing = (value[pending] - self.lifted_flat[previous * m + ids[pending]]) / (self.two_weight * (row - previous))
             start[pending] = crossing
-            hidden = crossing <= bound_flat[slot]  # the previous parabola is never lowest: drop it
-            pending = pending[hidden]
+            pending = pending[crossing <= bound[slot]]
             height[pending] -= 1
-            start[pending[height[pending] < 0]] = -np.inf
-            pending = pending[height[pending] >= 0]
-        height += 1
-        slot = height * m + columns
-        vertex_flat[slot] = row
-        bound_flat[slot] = start
-        top[columns] = height
-    return vertex, bound, top
+        if present is None:
+            height += 1
+            slot = height * m + ids
+            self.top_row[columns], self.top_value[columns], self.top_bound[columns] = row, value, start
+        else:
+            height += present
+            slot = np.where(present, height * m + ids, self.spare)
+            for kept, new in ((self.top_row, row), (self.top_value, value), (self.top_bound, start)):
+                np.copyto(kept, new, where=present)
+        vertex[slot] = row
+        bound[slot] = start
+        self.top[columns] = height
 
 
 def _envelope_runs(vertex: np.ndarray, bound: np.ndarray, top: np.ndarray, n: int):
