@@ -117,41 +117,47 @@ class PlaneTransform:
     def _nearest_lines(self, values, local, plane_index) -> list[np.ndarray]:
         """Per point (in-plane coordinates `local`, plane `plane_index`), the in-plane position of
         the grid line that holds its nearest target: one lower envelope of parabolas per in-plane
-        axis, then each point traced back through them. The last axis's envelopes are built only
-        for the lines that hold points and read only at the points, since the trace reads nothing
-        else of them."""
-        last = len(self.others) - 1
-        nearest = []
-        for k in range(last):
-            moved, flat, position, weight = self._lines_along(values, k)
-            argmin = envelope_argmin(flat + weight * position * position, weight)
-            nearest.append(np.moveaxis(argmin.reshape(moved), 0, k))
-            chosen = np.take_along_axis(flat, np.maximum(argmin, 0), axis=0)
-            flat = position - argmin  # the transformed values, built in place: these are the large arrays
-            np.multiply(flat, flat, out=flat)
-            flat *= weight
-            flat += chosen
-            flat[argmin < 0] = np.inf
-            values = np.moveaxis(flat.reshape(moved), 0, k)
-        moved, flat, position, weight = self._lines_along(values, last)
-        through = [*local[:last], plane_index]
-        lines, line_of_point = used_lines(np.ravel_multi_index(tuple(through), moved[1:]), int(np.prod(moved[1:])))
-        at = (local[last], line_of_point.reshape(-1))
-        envelope = envelope_argmin(flat[:, lines] + weight * position * position, weight, at=at)
+        axis, then each point traced back through them. Only the lines along the last axis that
+        hold points are read (of the first axis's transform too), and those only at the points,
+        since the trace reads nothing else."""
+        line_shape = values.shape[:-2] + values.shape[-1:]  # lines along the last axis: (first axis,) plane
+        through = np.ravel_multi_index((*local[:-1], plane_index), line_shape)
+        lines, line_of_point = used_lines(through, int(np.prod(line_shape)))
+        line_of_point = line_of_point.reshape(-1)
+        if len(local) == 1:
+            along_last, first_argmin = values[:, lines], None
+        else:
+            along_last, first_argmin = self._along_first_axis(values, lines)
+        weight = self._squared_spacing(len(local) - 1)
+        position = np.arange(along_last.shape[0], dtype=np.float64)[:, None]
+        envelope = envelope_argmin(along_last + weight * position * position, weight, at=(local[-1], line_of_point))
         # -1 (no target in the window: only possible with an empty window) reads position 0
         coords = list(local)
-        coords[last] = np.maximum(envelope, 0).astype(np.int64)
-        for k in reversed(range(last)):
-            coords[k] = np.maximum(nearest[k][tuple(coords) + (plane_index,)], 0).astype(np.int64)
+        coords[-1] = np.maximum(envelope, 0).astype(np.int64)
+        if first_argmin is not None:
+            coords[0] = np.maximum(first_argmin[coords[-1], line_of_point], 0).astype(np.int64)
         return coords
 
-    def _lines_along(self, values, k: int):
-        """(shape with in-plane axis k first, values as (its length, lines), its positions as a
-        column, its squared spacing): the input of one envelope pass."""
-        moved = np.moveaxis(values, k, 0)
-        flat = np.ascontiguousarray(moved).reshape(moved.shape[0], -1)
-        position = np.arange(moved.shape[0], dtype=np.float64)[:, None]
-        return moved.shape, flat, position, float(self.metric.spacing[self.others[k]]) ** 2
+    def _along_first_axis(self, values, lines):
+        """The transform along the first in-plane axis of (first, last, plane) `values`, on `lines`
+        (ids of (first, plane)) only: its values there as (last axis, lines), and the nearest row."""
+        first, last, planes = values.shape
+        row, plane = np.divmod(lines, planes)
+        columns = np.arange(last)[:, None] * planes + plane[None, :]  # (last, lines) in values[row]
+        flat = values.reshape(first, last * planes)
+        weight = self._squared_spacing(0)
+        position = np.arange(first, dtype=np.float64)[:, None]
+        at = (np.broadcast_to(row, columns.shape).reshape(-1), columns.reshape(-1))
+        argmin = envelope_argmin(flat + weight * position * position, weight, at=at).reshape(columns.shape)
+        along = (row - argmin).astype(np.float64)
+        np.multiply(along, along, out=along)
+        along *= weight
+        along += flat.reshape(-1)[np.maximum(argmin, 0) * flat.shape[1] + columns]
+        along[argmin < 0] = np.inf
+        return along, argmin
+
+    def _squared_spacing(self, k: int) -> float:
+        return float(self.metric.spacing[self.others[k]]) ** 2
 
 
 def gaps_on_grid(sorted_keys: np.ndarray, lines: np.ndarray, planes: np.ndarray, length: int) -> np.ndarray:
