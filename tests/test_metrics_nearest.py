@@ -198,14 +198,24 @@ def test_surface_distances_do_not_import_scipy():
     assert done.returncode == 0, done.stderr
 
 
-def test_searchsorted_ascending_equals_numpy():
-    # The plane transform's slots for a grid of ascending queries, counted instead of searched:
-    # repeated keys, keys beyond either end of the queries, repeated queries, no keys, no queries.
+def test_gaps_on_grid_equal_the_nearest_target_along_each_line():
+    # The plane transform's grid of gaps, built as one run of planes per target: lines of 1 to 8
+    # targets (several between two planes, on a plane, at the line's ends, with midpoints on a plane
+    # or between two) and lines of none in the grid, planes before, between and after them.
     rng = np.random.default_rng(23)
     for _ in range(500):
-        keys = np.sort(rng.integers(0, 50, int(rng.integers(0, 30))))
-        queries = np.sort(rng.integers(-5, 60, int(rng.integers(0, 40))))
-        np.testing.assert_array_equal(plane_transform.searchsorted_ascending(keys, queries), np.searchsorted(keys, queries))
+        length, line_count = int(rng.integers(1, 40)), int(rng.integers(1, 15))
+        held = {int(line): np.unique(rng.integers(0, length, int(rng.integers(1, 9))))
+                for line in rng.choice(line_count, int(rng.integers(0, line_count + 1)), replace=False)}
+        keys = np.sort(np.concatenate([line * length + z for line, z in held.items()] + [np.zeros(0, np.int64)]))
+        sorted_keys = np.concatenate(([-plane_transform.SENTINEL], keys, [plane_transform.SENTINEL]))
+        lines = np.sort(rng.choice(line_count, int(rng.integers(1, line_count + 1)), replace=False))
+        planes = np.sort(rng.choice(length, int(rng.integers(1, length + 1)), replace=False))
+        gaps = plane_transform.gaps_on_grid(sorted_keys, lines, planes, length)
+        expected = [[np.abs(held[line] - plane).min() if line in held else plane_transform.NO_GAP for plane in planes]
+                    for line in lines]
+        assert gaps.dtype == np.int32
+        np.testing.assert_array_equal(gaps, expected)
 
 
 @pytest.mark.parametrize("block", [1 << 18, 1])

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from segkit.metrics._plane_transform import gaps_on_grid, used_lines
+from segkit.metrics._plane_transform import NO_GAP, gaps_on_grid, used_lines
 
-NO_GAP = np.int32(1) << 30  # the gap of a line that holds no target (its square marks "none seen")
-_BLOCK_ENTRIES = 1 << 18  # table entries built at a time (about 50 B of temporaries each)
+_BLOCK_ENTRIES = 1 << 18  # table entries built at a time (4-8 B of temporaries each)
 
 
 class GapTable:
@@ -39,9 +38,8 @@ class GapTable:
         gaps = np.empty(entries, dtype=np.int32)
         gaps[:planes.size] = NO_GAP
         table = gaps[planes.size:].reshape(lines.size, planes.size)
-        # In blocks of rows: the int64 temporaries stay a few MiB, and in cache.
+        # In blocks of rows: the temporaries stay a few MiB, and in cache.
         step = max(1, _BLOCK_ENTRIES // planes.size)
         for start in range(0, lines.size, step):
-            block = gaps_on_grid(sorted_keys, lines[start:start + step], planes, length)
-            table[start:start + step] = np.minimum(block, NO_GAP, out=block)  # NO_TARGET -> NO_GAP
+            table[start:start + step] = gaps_on_grid(sorted_keys, lines[start:start + step], planes, length)
         return cls(row_start, gaps, (point_keys // length).astype(np.int32), point_plane.astype(np.int32))

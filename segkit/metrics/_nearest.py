@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from segkit.metrics._gap_table import NO_GAP, GapTable
-from segkit.metrics._plane_transform import NO_TARGET, SENTINEL, PlaneTransform, column_reduce, transform_squared
+from segkit.metrics._gap_table import GapTable
+from segkit.metrics._plane_transform import NO_GAP, SENTINEL, PlaneTransform, column_reduce, transform_squared
 
+NO_TARGET = np.int64(1) << 40  # a binary search's gap along a line that holds no target (made inf later)
 _CHUNK_ELEMENTS = 1 << 18  # (points x offsets) evaluated per vectorised step of the line search
 # Line look-ups (about 25 ns each) before the rest goes to the plane transform (stage 4).
 # Typical segmentations need about 25 per point.
