@@ -157,6 +157,7 @@ class PlaneTransform:
         return along, argmin
 
     def _squared_spacing(self, k: int) -> float:
+        """The envelope weight along in-plane axis k: its spacing squared (mm^2 per grid step^2)."""
         return float(self.metric.spacing[self.others[k]]) ** 2
 
 
@@ -263,7 +264,7 @@ class _Stacks:
         self.m, self.lifted_flat, self.two_weight = m, lifted_flat, two_weight
         # One spare row: a column without a parabola in a row read whole writes its entry there.
         self.vertex = np.zeros((n + 1, m), dtype=np.int32)
-        self.bound = np.zeros((n + 1, m))
+        self.bound = np.zeros((n + 1, m))  # zeros, not garbage: an empty column's first entry is read (then ignored)
         self.vertex_flat, self.bound_flat = self.vertex.reshape(-1), self.bound.reshape(-1)
         self.top = np.full(m, -1, dtype=np.int64)  # stack height - 1 per column
         self.top_row, self.top_value, self.top_bound = np.full(m, -1.0), np.full(m, np.inf), np.full(m, np.nan)
