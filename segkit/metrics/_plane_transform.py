@@ -283,7 +283,8 @@ class _Stacks:
         while pending.size:  # compare with the entries below; the bottom one (bound -inf) stays
             slot = height[pending] * m + ids[pending]
             previous = vertex[slot]
-            crossing = (value[pending] - self.lifted_flat[previous * m + ids[pending]]) / (self.two_weight * (row - previous))
+            below = self.lifted_flat[previous * m + ids[pending]]
+            crossing = (value[pending] - below) / (self.two_weight * (row - previous))
             start[pending] = crossing
             pending = pending[crossing <= bound[slot]]
             height[pending] -= 1
