@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from segkit.metrics._gap_table import GapTable
-from segkit.metrics._plane_transform import NO_GAP, SENTINEL, PlaneTransform, column_reduce, transform_squared
+from segkit.metrics._plane_transform import NO_GAP, SENTINEL, PlaneTransform, column_reduce, take_rows, transform_squared
 
 NO_TARGET = np.int64(1) << 40  # a binary search's gap along a line that holds no target (made inf later)
 _CHUNK_ELEMENTS = 1 << 18  # (points x offsets) evaluated per vectorised step of the line search
@@ -85,9 +85,10 @@ def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.nd
     # transform, which costs at most _DENSE_PLANE positions per point there; the rest is searched.
     crowded = np.zeros(points.shape[0], dtype=bool)
     for axis, members in _crowded_planes(points, extent):
-        found = PlaneTransform(targets, extent, metric, axis).squared(points[members], squared[members])
-        squared[members] = np.minimum(squared[members], found)
-        crowded |= members
+        bound = squared[members]
+        transform = PlaneTransform(targets, extent, metric, axis)
+        squared[members] = np.minimum(bound, transform.squared(take_rows(points, members), bound))
+        crowded[members] = True
     rest = np.flatnonzero(~crowded)
     if rest.size == 0:
         return np.sqrt(squared)
@@ -97,10 +98,10 @@ def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.nd
     def transform_cost(active_points, bound):  # positions the transform would cover for them
         return min(PlaneTransform.cost(active_points, bound, extent, metric, a) for a in range(points.shape[1]))
 
-    squared[rest], resolved = search.squared_distances(points[rest], budget, squared[rest], transform_cost)
+    squared[rest], resolved = search.squared_distances(take_rows(points, rest), budget, squared[rest], transform_cost)
     left = rest[~resolved]
     if left.size:
-        found = transform_squared(points[left], targets, extent, metric, squared[left])
+        found = transform_squared(take_rows(points, left), targets, extent, metric, squared[left])
         squared[left] = np.minimum(squared[left], found)
     return np.sqrt(squared)
 
@@ -125,12 +126,13 @@ def _whole_planes(points, targets, extent, metric: _Metric):
     squared = np.full(points.shape[0], np.inf)
     in_whole_plane = np.zeros(targets.shape[0], dtype=bool)
     for axis in range(targets.shape[1]):
-        planes = _planes_full_of_targets(targets, extent, axis)
+        column = np.ascontiguousarray(targets[:, axis])  # read twice: one strided copy
+        planes = _planes_full_of_targets(targets, column, extent, axis)
         if planes.size == 0:
             continue
         is_whole = np.zeros(int(extent[axis]), dtype=bool)
         is_whole[planes] = True
-        in_whole_plane |= is_whole[targets[:, axis]]
+        in_whole_plane |= is_whole[column]
         slot = np.searchsorted(planes, points[:, axis])
         gap = np.minimum(
             np.abs(points[:, axis] - planes[np.minimum(slot, planes.size - 1)]),
@@ -139,11 +141,12 @@ def _whole_planes(points, targets, extent, metric: _Metric):
         offsets = np.zeros_like(points)
         offsets[:, axis] = gap
         squared = np.minimum(squared, metric.squared_mm(offsets))
-    return squared, targets[~in_whole_plane] if in_whole_plane.any() else targets
+    return squared, np.compress(~in_whole_plane, targets, axis=0) if in_whole_plane.any() else targets
 
 
-def _planes_full_of_targets(targets, extent, axis: int) -> np.ndarray:
-    """Sorted indices of the planes normal to `axis` in which every position holds a target.
+def _planes_full_of_targets(targets, column, extent, axis: int) -> np.ndarray:
+    """Sorted indices of the planes normal to `axis` in which every position holds a target
+    (`column` is targets[:, axis]).
 
     Candidates are the planes that hold at least as many targets as positions; each candidate's
     positions are then marked, so a repeated target cannot make a plane look whole. The marks
@@ -152,16 +155,17 @@ def _planes_full_of_targets(targets, extent, axis: int) -> np.ndarray:
     others = [a for a in range(targets.shape[1]) if a != axis]
     in_plane_shape = tuple(int(extent[a]) for a in others)
     area = int(np.prod(in_plane_shape))
-    counts = np.bincount(targets[:, axis], minlength=int(extent[axis]))
-    candidates = np.flatnonzero(counts >= area)
+    candidates = np.flatnonzero(np.bincount(column, minlength=int(extent[axis])) >= area)
     if candidates.size == 0:
         return candidates
     rank = np.full(int(extent[axis]), -1, dtype=np.int64)
     rank[candidates] = np.arange(candidates.size)
-    plane_rank = rank[targets[:, axis]]
-    position = plane_rank * area + np.ravel_multi_index(tuple(targets[:, a] for a in others), in_plane_shape)
+    plane_rank = rank[column]
+    inside = np.flatnonzero(plane_rank >= 0)  # only the candidates' targets are placed
+    in_plane = take_rows(targets, inside)[:, others]
+    position = plane_rank[inside] * area + np.ravel_multi_index(tuple(in_plane.T), in_plane_shape)
     marked = np.zeros(candidates.size * area, dtype=bool)
-    marked[position[plane_rank >= 0]] = True
+    marked[position] = True
     return candidates[marked.reshape(candidates.size, area).all(axis=1)]
 
 
@@ -221,7 +225,8 @@ class _LineSearch:
         spent = 0
         for shift, radius2, next_radius2, ring_size in self._offset_chunks(lambda: active.size):
             if ring_size and transform_cost is not None:
-                far = self._far_points(points[order[active]], best[active], float(radius2[0]), transform_cost)
+                open_points = take_rows(points, order[active])
+                far = self._far_points(open_points, best[active], float(radius2[0]), transform_cost)
                 resolved[order[active[far]]] = False
                 active = active[~far]
                 if active.size == 0:
@@ -229,7 +234,7 @@ class _LineSearch:
             ring_lookups = active.size * ring_size
             too_far = (
                 ring_size and transform_cost is not None and ring_lookups > _RING_CHECK
-                and ring_lookups > _RING_VS_TRANSFORM * transform_cost(points[order[active]], best[active])
+                and ring_lookups > _RING_VS_TRANSFORM * transform_cost(take_rows(points, order[active]), best[active])
             )
             if spent > budget or too_far:
                 resolved[order[active]] = False
@@ -260,7 +265,7 @@ class _LineSearch:
             to_come = 2.0 * (np.sqrt(best[far]) - np.sqrt(searched2)) / float(spacing[0])
         else:  # a disc of offsets per point, its area in grid cells
             to_come = np.pi * (best[far] - searched2) / float(np.prod(spacing))
-        if float(to_come.sum()) <= _RING_VS_TRANSFORM * transform_cost(points[far], best[far]):
+        if float(to_come.sum()) <= _RING_VS_TRANSFORM * transform_cost(np.compress(far, points, axis=0), best[far]):
             return np.zeros_like(far)
         return far
 
@@ -357,13 +362,17 @@ def _ring(inner2: float, outer: float, spacing: np.ndarray, reach: np.ndarray):
 
 
 def _crowded_planes(points, extent):
-    """(axis, member mask) for the planes holding at least 1/_DENSE_PLANE of their positions as
-    points; a point in crowded planes of several axes belongs to the first."""
-    todo = np.ones(points.shape[0], dtype=bool)
+    """(axis, member indices) for the planes holding at least 1/_DENSE_PLANE of their positions as
+    points; a point in crowded planes of several axes (an edge of two faces) belongs to the first."""
+    taken = np.zeros(points.shape[0], dtype=bool)
     for axis in range(points.shape[1]):
         area = int(np.prod(np.delete(extent, axis)))
-        counts = np.bincount(points[todo, axis], minlength=int(extent[axis]))
-        members = todo & (counts * _DENSE_PLANE >= area)[points[:, axis]]
-        if members.any():
-            todo &= ~members
-            yield axis, members
+        column = np.ascontiguousarray(points[:, axis])  # read twice: one strided copy
+        crowded = np.bincount(column, minlength=int(extent[axis])) * _DENSE_PLANE >= area
+        if not crowded.any():
+            continue
+        members = crowded[column] & ~taken
+        taken |= members
+        indices = np.flatnonzero(members)
+        if indices.size:
+            yield axis, indices

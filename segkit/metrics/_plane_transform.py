@@ -30,6 +30,12 @@ def column_reduce(reduce, indices: np.ndarray, axes=None) -> np.ndarray:
     return np.array([reduce(indices[:, a]) for a in (range(indices.shape[1]) if axes is None else axes)])
 
 
+def take_rows(array: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """array[indices] for an (n, k) array and an index array: np.take along axis 0 copies each row
+    whole, where fancy indexing walks it value by value (1.8 against 6.8 ms for 400 k rows of 3 int64)."""
+    return np.take(array, indices, axis=0)
+
+
 def transform_squared(points, targets, extent, metric, bound) -> np.ndarray:
     """Exact squared distances for points far from the targets; `bound` holds upper bounds (or inf).
 
@@ -86,7 +92,7 @@ class PlaneTransform:
             batch = planes[start:start + per_batch]
             first, stop = np.searchsorted(sorted_planes, [batch[0], batch[-1] + 1])
             members = order[first:stop]
-            squared[members] = self._solve(batch, lo, shape, points[members])
+            squared[members] = self._solve(batch, lo, shape, take_rows(points, members))
         return squared
 
     def _solve(self, planes, lo, shape, points) -> np.ndarray:
@@ -238,16 +244,15 @@ def _build_envelopes(lifted: np.ndarray, weight: float):
     """(vertex rows, their start bounds, stack top per column): each column's lower envelope."""
     n, m = lifted.shape
     stacks = _Stacks(n, m, lifted.reshape(-1), 2.0 * weight)
+    present = lifted < np.inf
+    counts = np.count_nonzero(present, axis=1)  # rows without a parabola (most, on a face's far side) are skipped
     with np.errstate(invalid="ignore"):  # inf - inf in a whole row: NaN, never popped (see _Stacks)
-        for row in range(n):
-            value = lifted[row]
-            present = value < np.inf
-            count = int(np.count_nonzero(present))
-            if count * _SPARSE_ROW >= m:  # the row read whole
-                stacks.push(row, value, slice(None), present)
-            elif count:  # only its parabolas, gathered
-                columns = np.flatnonzero(present)
-                stacks.push(row, value[columns], columns)
+        for row in np.flatnonzero(counts).tolist():
+            if counts[row] * _SPARSE_ROW >= m:  # the row read whole
+                stacks.push(row, lifted[row], slice(None), present[row])
+            else:  # only its parabolas, gathered
+                columns = np.flatnonzero(present[row])
+                stacks.push(row, lifted[row, columns], columns)
     return stacks.vertex[:n], stacks.bound[:n], stacks.top
 
 
