@@ -151,7 +151,7 @@ def _fresh_python(tmp_path, code: str, env=None) -> subprocess.CompletedProcess:
 
 def test_eval_and_quantify_import_neither_torch_nor_pydantic(tmp_path):
     """Both run once per subject in shell loops. typer 0.29 coerces every option through a pydantic
-    adapter: 0.2 s more per start, a third of a `segkit eval` process on a 256^3 pair (pyproject pins typer)."""
+    adapter: 0.1 s more per start, a quarter of a `segkit eval` process on a 256^3 pair (pyproject pins typer)."""
     code = (
         "import sys\nfrom segkit.cli.main import run\n"
         "for argv in ([ 'eval', '--pred', sys.argv[1], '--ref', sys.argv[2], '--lesions'], ['quantify', '-m', sys.argv[2]]):\n"
