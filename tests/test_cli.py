@@ -64,6 +64,33 @@ def test_eval_and_quantify_build_only_their_own_command(args, segkit_home):
     assert "Usage: segkit" in result.stdout
 
 
+@pytest.mark.parametrize("command", ["eval", "list-tasks"])
+def test_script_freezes_the_heap_at_exit_after_eval_only(command, tmp_path, segkit_home):
+    """The installed script (segkit.cli.main:main) leaves the imports' objects out of the shutdown's
+    garbage collection after eval and quantify (gc.freeze), and after no other command."""
+    import nibabel as nib
+    import numpy as np
+
+    mask = np.zeros((6, 6, 6), dtype=np.uint8)
+    mask[1:4, 2:5, 1:5] = 1
+    for name, data in (("ref", mask), ("pred", np.roll(mask, 1, axis=0))):
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / f"{name}.nii.gz"))
+    args = ["eval", "--ref", str(tmp_path / "ref.nii.gz"), "--pred", str(tmp_path / "pred.nii.gz")] if command == "eval" else [command]
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: sys.stderr.write(f'frozen {gc.get_freeze_count()}\\n'))\n"
+        "from segkit.cli.main import main\n"
+        f"sys.argv = ['segkit', *{args!r}]\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", timeout=120)
+    assert result.returncode == 0, result.stderr
+    frozen = int(result.stderr.split("frozen ")[-1])
+    assert (frozen > 1000) if command == "eval" else (frozen == 0), frozen
+    if command == "eval":
+        assert "dice" in result.stdout.lower()
+
+
 def test_list_tasks_shows_every_task_and_its_status(segkit_home):
     result = _segkit("list-tasks", "--plain")
     assert result.returncode == 0, result.stderr

@@ -11,6 +11,7 @@ import pytest
 import segkit.metrics._nearest as nearest
 import segkit.metrics._plane_transform as plane_transform
 from segkit.metrics._nearest import nearest_distances
+from segkit.metrics._whole_planes import whole_planes
 
 
 def _brute_force(points, targets, spacing):
@@ -104,6 +105,33 @@ def test_points_whose_lines_meet_targets_far_away(ndim, stage, transform_calls):
         assert transform_calls, "far points should have gone to the transform"
 
 
+def test_points_beyond_the_targets_box_skip_the_search(monkeypatch):
+    """Disjoint masks: points whose distance to the targets' bounding box alone would take the
+    search more than _RING_CHECK look-ups, and more than the transform's positions, go straight to
+    the transform; points inside the box are still searched."""
+    searched = []
+    original = nearest._LineSearch.squared_distances
+
+    def recording(self, points, *args):
+        searched.append(len(points))
+        return original(self, points, *args)
+
+    monkeypatch.setattr(nearest._LineSearch, "squared_distances", recording)
+    monkeypatch.setattr(nearest, "_BRUTE_FORCE_PAIRS", 0)
+    rng = np.random.default_rng(8)
+    spacing = (1.0, 0.7, 2.0)  # lines along axis 1; first ring 8 mm, so "far" is beyond 32 mm
+    targets = rng.integers(60, 72, size=(300, 3))
+    far = rng.integers(0, 9, size=(400, 3))  # over 110 mm from the box: 19,000-31,000 look-ups each
+    near = rng.integers(61, 71, size=(50, 3))
+    points = np.concatenate([far, near])
+    expected = _brute_force(points, targets, spacing)
+    np.testing.assert_allclose(nearest_distances(points, targets, spacing), expected, rtol=1e-12)
+    assert searched == [len(near)]
+    searched.clear()
+    np.testing.assert_allclose(nearest_distances(far[:20], targets, spacing), expected[:20], rtol=1e-12)
+    assert searched == [20], "20 far points (at most 0.62 M look-ups) stay below _RING_CHECK: searched as before"
+
+
 def test_single_far_target_and_shared_points():
     points = np.array([[0, 0, 0], [5, 5, 5], [39, 0, 17]])
     targets = np.array([[5, 5, 5]])
@@ -139,11 +167,11 @@ def test_whole_planes_are_recognised():
     targets = np.concatenate([_plane(extent, 1, 0), [[2, 3, 1]]])
     points = np.array([[0, 4, 3], [5, 2, 0]])
     metric = nearest._Metric(np.array([1.0, 2.0, 3.0]))
-    squared, rest = nearest._whole_planes(points, targets, extent, metric)
+    squared, rest = whole_planes(points, targets, extent, metric)
     assert rest.tolist() == [[2, 3, 1]]
     np.testing.assert_array_equal(squared, [(4 * 2.0) ** 2, (2 * 2.0) ** 2])
     missing_one = targets[1:]
-    squared, rest = nearest._whole_planes(points, missing_one, extent, metric)
+    squared, rest = whole_planes(points, missing_one, extent, metric)
     assert np.all(np.isinf(squared)) and len(rest) == len(missing_one)
 
 

@@ -22,7 +22,7 @@ def test_wheel_contains_registry_and_entry_point(tmp_path):
         packaged = zf.read("segkit/models_registry.yaml")
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert packaged == (REPO_ROOT / "models_registry.yaml").read_bytes()
-    assert "segkit = segkit.cli.main:run" in entry_points
+    assert "segkit = segkit.cli.main:main" in entry_points
     assert {"segkit/cli/main.py", "segkit/registry/store.py", "segkit/api.py"} <= names
 
 

@@ -17,6 +17,8 @@ Four stages, each for the points the previous one leaves:
    |o|, so a point is final as soon as its best squared distance is no larger than the next
    |o|^2. The work per point grows with the square of its distance, so it stops after a budget,
    or sooner when its next ring of offsets would cost more than stage 4 for the points still open.
+   Points so far outside the targets' bounding box that the rings up to it would cost more than
+   stage 4 for them (disjoint masks, a missed lesion) skip the search.
 4. The points left (a hole in the prediction, a missed lesion, a leak, disjoint masks): an exact
    distance transform of the targets, restricted to the planes that hold those points. In each
    plane, the squared distance along the plane's normal to the nearest target of every grid line
@@ -43,6 +45,7 @@ from segkit.metrics._plane_transform import (
     take_rows,
     transform_squared,
 )
+from segkit.metrics._whole_planes import whole_planes
 
 NO_TARGET = np.int64(1) << 40  # a binary search's gap along a line that holds no target (made inf later)
 _CHUNK_ELEMENTS = 1 << 18  # (points x offsets) evaluated per vectorised step of the line search
@@ -83,7 +86,7 @@ def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.nd
         return np.zeros(0)
     metric = _Metric(spacing)
     extent = np.maximum(column_reduce(np.max, points), column_reduce(np.max, targets)) + 1
-    squared, targets = _whole_planes(points, targets, extent, metric)
+    squared, targets = whole_planes(points, targets, extent, metric)
     if targets.shape[0] == 0:
         return np.sqrt(squared)
     if points.shape[0] * targets.shape[0] <= _BRUTE_FORCE_PAIRS:
@@ -99,19 +102,54 @@ def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.nd
     rest = np.flatnonzero(~crowded)
     if rest.size == 0:
         return np.sqrt(squared)
-    search = _LineSearch(targets, extent, metric)
-    budget = max(_MIN_BUDGET, _BUDGET_PER_POINT * rest.size)
 
     def transform_cost(active_points, bound):  # positions the transform would cover for them
         return min(PlaneTransform.cost(active_points, bound, extent, metric, a) for a in range(points.shape[1]))
 
-    open_points = take_rows(points, rest)
-    squared[rest], resolved = search.squared_distances(open_points, budget, squared[rest], transform_cost)
-    left = rest[~resolved]
+    beyond = _beyond_search(take_rows(points, rest), targets, metric, squared[rest], transform_cost)
+    searched, left = rest[~beyond], rest[beyond]
+    if searched.size:
+        search = _LineSearch(targets, extent, metric)
+        budget = max(_MIN_BUDGET, _BUDGET_PER_POINT * searched.size)
+        open_points = take_rows(points, searched)
+        squared[searched], resolved = search.squared_distances(open_points, budget, squared[searched], transform_cost)
+        left = np.concatenate((left, searched[~resolved]))
     if left.size:
         found = transform_squared(take_rows(points, left), targets, extent, metric, squared[left])
         squared[left] = np.minimum(squared[left], found)
     return np.sqrt(squared)
+
+
+def _beyond_search(points, targets, metric, bound, transform_cost) -> np.ndarray:
+    """Mask of the points that go to the transform without a search (disjoint masks, a missed
+    lesion, a leak): their distance to the targets' bounding box, a lower bound of the distance to
+    their nearest target, lies beyond _FAR times the first ring's radius, and the rings up to it
+    would take more look-ups than _RING_VS_TRANSFORM times the transform's positions for them (and
+    more than _RING_CHECK). The search would spend those look-ups before it could finish any of them."""
+    lo, hi = column_reduce(np.min, targets), column_reduce(np.max, targets)
+    outside = np.maximum(lo - points, 0) + np.maximum(points - hi, 0)  # grid steps to the box, per axis
+    lower = metric.squared_mm(outside)
+    far = lower > (_FAR * _first_ring_radius(metric.spacing[metric.others])) ** 2
+    if not far.any():
+        return far
+    lookups = float(_lookups_within(metric.spacing[metric.others], lower[far], 0.0).sum())
+    far_points = np.compress(far, points, axis=0)
+    if lookups <= _RING_CHECK or lookups <= _RING_VS_TRANSFORM * transform_cost(far_points, bound[far]):
+        return np.zeros_like(far)
+    return far
+
+
+def _first_ring_radius(in_plane_spacing: np.ndarray) -> float:
+    """Outer radius (mm) of the line search's first ring of in-plane offsets; each later ring doubles it."""
+    return 4.0 * float(in_plane_spacing.max())
+
+
+def _lookups_within(in_plane_spacing: np.ndarray, radius2, searched2: float):
+    """Per point, the in-plane offsets (one look-up each) with searched2 <= |o|^2 < radius2: the
+    look-ups a search still makes before it may stop at a distance of sqrt(radius2)."""
+    if in_plane_spacing.size == 1:  # the offsets are a line: two per step
+        return 2.0 * (np.sqrt(radius2) - np.sqrt(searched2)) / float(in_plane_spacing[0])
+    return np.pi * (radius2 - searched2) / float(np.prod(in_plane_spacing))  # a disc, in grid cells
 
 
 class _Metric:
@@ -127,54 +165,6 @@ class _Metric:
         along = offsets[..., self.axis] * self.spacing[self.axis]
         across = np.sum((offsets[..., self.others] * self.spacing[self.others]) ** 2, axis=-1)
         return along * along + across
-
-
-def _whole_planes(points, targets, extent, metric: _Metric):
-    """Squared distance to the nearest plane made entirely of targets, and the other targets."""
-    squared = np.full(points.shape[0], np.inf)
-    in_whole_plane = np.zeros(targets.shape[0], dtype=bool)
-    for axis in range(targets.shape[1]):
-        column = np.ascontiguousarray(targets[:, axis])  # read twice: one strided copy
-        planes = _planes_full_of_targets(targets, column, extent, axis)
-        if planes.size == 0:
-            continue
-        is_whole = np.zeros(int(extent[axis]), dtype=bool)
-        is_whole[planes] = True
-        in_whole_plane |= is_whole[column]
-        slot = np.searchsorted(planes, points[:, axis])
-        gap = np.minimum(
-            np.abs(points[:, axis] - planes[np.minimum(slot, planes.size - 1)]),
-            np.abs(points[:, axis] - planes[np.maximum(slot - 1, 0)]),
-        )
-        offsets = np.zeros_like(points)
-        offsets[:, axis] = gap
-        squared = np.minimum(squared, metric.squared_mm(offsets))
-    return squared, np.compress(~in_whole_plane, targets, axis=0) if in_whole_plane.any() else targets
-
-
-def _planes_full_of_targets(targets, column, extent, axis: int) -> np.ndarray:
-    """Sorted indices of the planes normal to `axis` in which every position holds a target
-    (`column` is targets[:, axis]).
-
-    Candidates are the planes that hold at least as many targets as positions; each candidate's
-    positions are then marked, so a repeated target cannot make a plane look whole. The marks
-    take at most one byte per target (every candidate holds at least `area` of them).
-    """
-    others = [a for a in range(targets.shape[1]) if a != axis]
-    in_plane_shape = tuple(int(extent[a]) for a in others)
-    area = int(np.prod(in_plane_shape))
-    candidates = np.flatnonzero(np.bincount(column, minlength=int(extent[axis])) >= area)
-    if candidates.size == 0:
-        return candidates
-    rank = np.full(int(extent[axis]), -1, dtype=np.int64)
-    rank[candidates] = np.arange(candidates.size)
-    plane_rank = rank[column]
-    inside = np.flatnonzero(plane_rank >= 0)  # only the candidates' targets are placed
-    in_plane = take_rows(targets, inside)[:, others]
-    position = plane_rank[inside] * area + np.ravel_multi_index(tuple(in_plane.T), in_plane_shape)
-    marked = np.zeros(candidates.size * area, dtype=bool)
-    marked[position] = True
-    return candidates[marked.reshape(candidates.size, area).all(axis=1)]
 
 
 def _brute_force_squared(points, targets, metric: _Metric) -> np.ndarray:
@@ -268,11 +258,7 @@ class _LineSearch:
         far = (best > _FAR * _FAR * searched2) & (best < self.no_target_squared)
         if not far.any():
             return far
-        spacing = self.spacing[self.others]
-        if spacing.size == 1:  # the offsets are a line: two per step
-            to_come = 2.0 * (np.sqrt(best[far]) - np.sqrt(searched2)) / float(spacing[0])
-        else:  # a disc of offsets per point, its area in grid cells
-            to_come = np.pi * (best[far] - searched2) / float(np.prod(spacing))
+        to_come = _lookups_within(self.spacing[self.others], best[far], searched2)
         far_points = np.compress(far, points, axis=0)  # rows under a mask: 3.5x faster than points[far]
         if float(to_come.sum()) <= _RING_VS_TRANSFORM * transform_cost(far_points, best[far]):
             return np.zeros_like(far)
@@ -341,7 +327,7 @@ class _LineSearch:
         """
         in_plane_spacing = self.spacing[self.others]
         reach = self.extent[self.others]  # a larger offset leaves the image
-        inner, outer = -1.0, 4.0 * float(in_plane_spacing.max())
+        inner, outer = -1.0, _first_ring_radius(in_plane_spacing)
         while inner < float(np.sum((reach * in_plane_spacing) ** 2)):
             offsets, radius2 = _ring(inner, outer, in_plane_spacing, reach)
             shifts = (offsets @ self.strides) * self.line_length
