@@ -106,7 +106,7 @@ class PlaneTransform:
         values[gap == NO_GAP] = np.inf
         plane_index = np.searchsorted(planes, points[:, self.axis])
         local = [points[:, a] - lo[k] for k, a in enumerate(self.others)]
-        coords = self._nearest_lines(values.reshape(shape + (planes.size,)), local, plane_index)
+        coords = self._nearest_lines(values.reshape(shape + (planes.size,)), gap, local, plane_index)
         del values
         # The point's nearest target lies on the grid line through its traced in-plane position, at
         # that line's gap from the point's plane: read back from the grid's gaps (a gather, where a
@@ -120,12 +120,13 @@ class PlaneTransform:
         squared[offsets[:, self.axis] == NO_GAP] = np.inf
         return squared
 
-    def _nearest_lines(self, values, local, plane_index) -> list[np.ndarray]:
+    def _nearest_lines(self, values, gap, local, plane_index) -> list[np.ndarray]:
         """Per point (in-plane coordinates `local`, plane `plane_index`), the in-plane position of
         the grid line that holds its nearest target: one lower envelope of parabolas per in-plane
         axis, then each point traced back through them. Only the lines along the last axis that
         hold points are read (of the first axis's transform too), and those only at the points,
-        since the trace reads nothing else."""
+        since the trace reads nothing else. `values` (the squared gaps along the normal, from `gap`)
+        is overwritten: each pass lifts its input in place, so the plane stack is held once."""
         line_shape = values.shape[:-2] + values.shape[-1:]  # lines along the last axis: (first axis,) plane
         through = np.ravel_multi_index((*local[:-1], plane_index), line_shape)
         lines, line_of_point = used_lines(through, int(np.prod(line_shape)))
@@ -133,10 +134,11 @@ class PlaneTransform:
         if len(local) == 1:
             along_last, first_argmin = values[:, lines], None
         else:
-            along_last, first_argmin = self._along_first_axis(values, lines)
+            along_last, first_argmin = self._along_first_axis(values, gap, lines)
         weight = self._squared_spacing(len(local) - 1)
         position = np.arange(along_last.shape[0], dtype=np.float64)[:, None]
-        envelope = envelope_argmin(along_last + weight * position * position, weight, at=(local[-1], line_of_point))
+        along_last += weight * position * position  # lifted in place: along_last is this call's own array
+        envelope = envelope_argmin(along_last, weight, at=(local[-1], line_of_point))
         # -1 (no target in the window: only possible with an empty window) reads position 0
         coords = list(local)
         coords[-1] = np.maximum(envelope, 0).astype(np.int64)
@@ -144,22 +146,26 @@ class PlaneTransform:
             coords[0] = np.maximum(first_argmin[coords[-1], line_of_point], 0).astype(np.int64)
         return coords
 
-    def _along_first_axis(self, values, lines):
+    def _along_first_axis(self, values, gap, lines):
         """The transform along the first in-plane axis of (first, last, plane) `values`, on `lines`
-        (ids of (first, plane)) only: its values there as (last axis, lines), and the nearest row."""
+        (ids of (first, plane)) only: its values there as (last axis, lines), and the nearest row.
+        `values` is lifted in place; the squared gap at the nearest row is computed again from `gap`
+        by the same two products, so it is the same float."""
         first, last, planes = values.shape
         row, plane = np.divmod(lines, planes)
         columns = np.arange(last)[:, None] * planes + plane[None, :]  # (last, lines) in values[row]
-        flat = values.reshape(first, last * planes)
+        lifted = values.reshape(first, last * planes)
         weight = self._squared_spacing(0)
         position = np.arange(first, dtype=np.float64)[:, None]
-        at = (np.broadcast_to(row, columns.shape).reshape(-1), columns.reshape(-1))
-        argmin = envelope_argmin(flat + weight * position * position, weight, at=at).reshape(columns.shape)
+        lifted += weight * position * position
+        argmin = envelope_argmin(lifted, weight, at=(row[None, :], columns))  # (last, lines)
         along = (row - argmin).astype(np.float64)
         np.multiply(along, along, out=along)
         along *= weight
-        along += flat.reshape(-1)[np.maximum(argmin, 0) * flat.shape[1] + columns]
-        along[argmin < 0] = np.inf
+        nearest_gap = gap.reshape(-1)[np.maximum(argmin, 0) * lifted.shape[1] + columns]
+        found = np.multiply(nearest_gap, self.metric.spacing[self.axis])
+        along += np.multiply(found, found, out=found)
+        along[argmin < 0] = np.inf  # a column without targets (where the gap is NO_GAP)
         return along, argmin
 
     def _squared_spacing(self, k: int) -> float:
@@ -220,11 +226,11 @@ def envelope_argmin(lifted: np.ndarray, weight: float, at=None) -> np.ndarray:
     `lifted` holds f_i + weight i^2 (inf where f is empty). Felzenszwalb and Huttenlocher's
     lower envelope, vectorised across columns: one pass builds each column's envelope (vertex
     rows and the boundaries between them), then it is read for every row (an (n, m) array), or
-    only at the (rows, columns) given as `at` (a 1-D array). Empty columns give -1.
+    only at the (rows, columns) given as `at` (index arrays that broadcast together). Empty columns give -1.
     """
     n, m = lifted.shape
     column, vertex, first = _envelope_runs(*_build_envelopes(lifted, weight), n)
-    if at is not None and at[0].size * _SEARCH_VS_READ < n * m:
+    if at is not None and np.broadcast(*at).size * _SEARCH_VS_READ < n * m:
         rows, columns = at
         # The run holding row j of column c is the last one starting at or before it: runs are
         # sorted by (column, first row), so one binary search over column * (n + 1) + first row finds it.
