@@ -172,9 +172,19 @@ class _Metric:
 
     def squared_mm(self, offsets: np.ndarray) -> np.ndarray:
         """(..., ndim) integer offsets -> (...) squared mm: line axis first, then the in-plane sum."""
-        along = offsets[..., self.axis] * self.spacing[self.axis]
-        across = np.sum((offsets[..., self.others] * self.spacing[self.others]) ** 2, axis=-1)
-        return along * along + across
+        return self.squared_mm_of([offsets[..., a] for a in range(self.spacing.size)])
+
+    def squared_mm_of(self, parts) -> np.ndarray:
+        """squared_mm of offsets given one array per axis (no (n, ndim) array to assemble):
+        (along x spacing)^2 + ((first in-plane)^2 + (second)^2), summed in that order."""
+        along = parts[self.axis] * self.spacing[self.axis]
+        across = None
+        for a in self.others:
+            term = parts[a] * self.spacing[a]
+            term *= term
+            across = term if across is None else np.add(across, term, out=across)
+        along *= along
+        return np.add(along, across, out=along)
 
 
 def _brute_force_squared(points, targets, metric: _Metric) -> np.ndarray:

@@ -111,13 +111,13 @@ class PlaneTransform:
         # The point's nearest target lies on the grid line through its traced in-plane position, at
         # that line's gap from the point's plane: read back from the grid's gaps (a gather, where a
         # second binary search per point took 5x longer).
-        offsets = np.zeros_like(points)
-        offsets[:, self.axis] = gap[np.ravel_multi_index(tuple(coords), shape), plane_index]
+        offsets = [None] * points.shape[1]  # per axis: no (points, ndim) array to fill
+        offsets[self.axis] = gap[np.ravel_multi_index(tuple(coords), shape), plane_index]
         del gap
         for k, a in enumerate(self.others):
-            offsets[:, a] = local[k] - coords[k]
-        squared = self.metric.squared_mm(offsets)
-        squared[offsets[:, self.axis] == NO_GAP] = np.inf
+            offsets[a] = local[k] - coords[k]
+        squared = self.metric.squared_mm_of(offsets)
+        squared[offsets[self.axis] == NO_GAP] = np.inf
         return squared
 
     def _nearest_lines(self, values, gap, local, plane_index) -> list[np.ndarray]:
