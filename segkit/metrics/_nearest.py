@@ -177,10 +177,10 @@ class _Metric:
     def squared_mm_of(self, parts) -> np.ndarray:
         """squared_mm of offsets given one array per axis (no (n, ndim) array to assemble):
         (along x spacing)^2 + ((first in-plane)^2 + (second)^2), summed in that order."""
-        along = parts[self.axis] * self.spacing[self.axis]
+        along = np.asarray(parts[self.axis] * self.spacing[self.axis])  # an array even for one offset
         across = None
         for a in self.others:
-            term = parts[a] * self.spacing[a]
+            term = np.asarray(parts[a] * self.spacing[a])
             term *= term
             across = term if across is None else np.add(across, term, out=across)
         along *= along

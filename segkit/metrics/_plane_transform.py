@@ -163,8 +163,8 @@ class PlaneTransform:
         np.multiply(along, along, out=along)
         along *= weight
         nearest_gap = gap.reshape(-1)[np.maximum(argmin, 0) * lifted.shape[1] + columns]
-        found = np.multiply(nearest_gap, self.metric.spacing[self.axis])
-        along += np.multiply(found, found, out=found)
+        along_normal = np.multiply(nearest_gap, self.metric.spacing[self.axis])
+        along += np.multiply(along_normal, along_normal, out=along_normal)
         along[argmin < 0] = np.inf  # a column without targets (where the gap is NO_GAP)
         return along, argmin
 
