@@ -114,9 +114,9 @@ def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.nd
         open_points = np.compress(~beyond, open_points, axis=0)
     if searched.size:
         budget = max(_MIN_BUDGET, _BUDGET_PER_POINT * searched.size)
-        search = _LineSearch(targets, extent, metric)  # freed with its work arrays before the transform runs
-        squared[searched], resolved = search.squared_distances(open_points, budget, squared[searched], transform_cost)
-        del search
+        # Not kept in a name: the search and its work arrays are freed before the transform runs.
+        squared[searched], resolved = _LineSearch(targets, extent, metric).squared_distances(
+            open_points, budget, squared[searched], transform_cost)
         left = np.concatenate((left, searched[~resolved]))
     if left.size:
         found = transform_squared(take_rows(points, left), targets, extent, metric, squared[left])
