@@ -167,3 +167,28 @@ def test_internal_error_exits_1_and_debug_shows_traceback(monkeypatch, capsys, s
     with pytest.raises(SystemExit):
         run(["--debug", "list-tasks"])
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_script_runs_nibabels_unused_url_support_only_when_used(tmp_path, segkit_home):
+    """nibabel imports urllib.request (with http, ssl and email: 15-20 ms of a process) to read URLs,
+    which eval and quantify never ask for: the installed script registers it to run at its first use
+    (segkit.runtime.lazy_imports), and a later use still gets the whole module."""
+    import nibabel as nib
+    import numpy as np
+
+    mask = np.zeros((6, 6, 6), dtype=np.uint8)
+    mask[1:4, 2:5, 1:5] = 1
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), str(tmp_path / "mask.nii.gz"))
+    code = (
+        "import sys\n"
+        "from segkit.cli.main import main\n"
+        f"sys.argv = ['segkit', 'quantify', '-m', {str(tmp_path / 'mask.nii.gz')!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "assert 'nibabel' in sys.modules and 'http.client' not in sys.modules, 'urllib.request ran'\n"
+        "from urllib.request import urlopen, Request\n"
+        "assert callable(urlopen) and 'http.client' in sys.modules\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")

@@ -73,11 +73,18 @@ def main() -> None:
     30-70 ms, a tenth of a small `segkit eval` that a shell loop over a study pays per case. Objects
     frozen with gc.freeze are left out of those passes (only garbage in cycles then stays until the
     process ends). Both commands have written and closed their outputs by the time they return.
+    Both run in one thread, so the modules nibabel imports and they never use can wait for a first use
+    (segkit.runtime.lazy_imports).
     """
+    light = _command_named(sys.argv[1:]) in SINGLE_THREADED_BLAS
+    if light:
+        from segkit.runtime.lazy_imports import UNUSED_BY_NIBABEL_READS, defer
+
+        defer(UNUSED_BY_NIBABEL_READS)
     try:
         run()
     finally:
-        if _command_named(sys.argv[1:]) in SINGLE_THREADED_BLAS:
+        if light:
             gc.freeze()
 
 

@@ -3,7 +3,10 @@
 nibabel reads a .nii.gz with one `readinto` of the whole volume, and Python 3.11's gzip serves that
 by decompressing everything into a bytes object first and copying it across: twice the volume at
 the peak (840 MB for a 512x512x800 int16 CT). Reading in chunks gives the same array from the
-volume plus one chunk. Only unscaled voxels are read here (the values are then the stored ones, or
+volume plus one chunk. Each read asks gzip for 64 KB: every read makes a bytes object of that size
+first, and at 64 KB the allocator reuses one block that stays in cache, where 16 MB pieces cost a fresh
+mapping (4 k page faults) and a copy from main memory each (a 256^3 pair: 0.048 -> 0.023 s, 13.5 k ->
+1.1 k page faults). Only unscaled voxels are read here (the values are then the stored ones, or
 nibabel's two casts to a float type); scaled files and uncompressed files (which nibabel maps
 into memory) keep nibabel's own path.
 """
@@ -14,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-_CHUNK_BYTES = 16 << 20
+_CHUNK_BYTES = 16 << 20  # voxels converted at a time (a cast to another type)
+_READ_BYTES = 64 << 10  # bytes asked of gzip per read: below glibc's 128 KB mmap threshold
 
 
 def reads_in_chunks(path: Path, proxy) -> bool:
@@ -50,7 +54,7 @@ def read_unscaled(path: Path, proxy, dtype=None) -> np.ndarray:
 def _fill(handle, view: memoryview) -> None:
     filled = 0
     while filled < len(view):
-        count = handle.readinto(view[filled:filled + _CHUNK_BYTES])
+        count = handle.readinto(view[filled:filled + _READ_BYTES])
         if not count:
             raise ValueError(f"the file ends after {filled} of {len(view)} bytes of voxels")
         filled += count
