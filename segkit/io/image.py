@@ -1,7 +1,10 @@
 """Read images and label maps into an `Image`: voxel array in the file's own axis order + RAS affine.
 
 NIfTI goes through nibabel (scaling applied); NRRD, MetaImage and DICOM series folders go through
-SimpleITK and are converted to nibabel's conventions (see `segkit.io.itk`).
+SimpleITK and are converted to nibabel's conventions (see `segkit.io.itk`). A label map whose
+caller needs no header object (`load_label_map(header=False)`, `segkit eval`) is read without
+nibabel when the file is a plain NIfTI-1 (segkit.io.nifti_header): nibabel is imported only where
+it is used, since its import is a fifth of a small `segkit eval` process.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from segkit.errors import ImageError, one_line
@@ -65,6 +67,10 @@ class Image:
 
     @property
     def is_nifti(self) -> bool:
+        if self.header is None:  # also a NIfTI read without nibabel: there is no header to keep
+            return False
+        import nibabel as nib
+
         return isinstance(self.header, nib.Nifti1Header)  # Nifti2Header subclasses it
 
     @property
@@ -108,10 +114,16 @@ def load_image(
     return image
 
 
-def load_label_map(path: Path | str, *, allowed_ndim: tuple[int, ...] = (2, 3)) -> Image:
-    """Read a label map: non-negative integers as uint8 when they fit, else int32."""
+def load_label_map(path: Path | str, *, allowed_ndim: tuple[int, ...] = (2, 3), header: bool = True) -> Image:
+    """Read a label map: non-negative integers as uint8 when they fit, else int32.
+
+    header=False: the caller never writes the image back, so a plain NIfTI-1 file may be read without
+    nibabel, with the same checks and errors; its Image then has header None (writers would lose
+    the file's own header fields)."""
     path = _existing_path(path)
-    image = _read_any(path, None)
+    image = _read_plain_nifti(path) if not header and path.is_file() and is_nifti_path(path) else None
+    if image is None:
+        image = _read_any(path, None)
     image = _squeeze_to_allowed(image, allowed_ndim)
     image.data = _as_label_array(image.data, path)
     return image
@@ -159,9 +171,43 @@ def check_geometry(affine: np.ndarray, n_axes: int, path: Path | str) -> None:
         raise ImageError(f"{path}: the image's affine is singular (two voxel axes point the same way); fix the header")
 
 
+def _read_plain_nifti(path: Path) -> Image | None:
+    """_read_nifti(path, None) without nibabel for a plain NIfTI-1 file, None for any other. The same
+    checks in the same order: declared size, voxels (errors worded alike), affine, geometry."""
+    from segkit.io.limits import check_declared_size
+    from segkit.io.nifti_header import read_simple_header
+    from segkit.io.nifti_voxels import read_unscaled
+
+    facts = read_simple_header(path)
+    if facts is None:
+        return None
+    try:
+        check_declared_size(path, facts.shape, facts.dtype, facts.offset, None)
+        if path.name.lower().endswith(".gz"):
+            data = read_unscaled(path, facts)  # in chunks, as _voxels: no second copy of the volume
+        else:  # mapped copy-on-write and seen as an ndarray, as np.asarray(ArrayProxy) gives it (mmap="c")
+            data = np.asarray(np.memmap(path, dtype=facts.dtype, mode="c", shape=facts.shape, order="F",
+                                        offset=facts.offset))
+    except ImageError:
+        raise
+    except Exception as exc:  # gzip/zlib/OS errors of a truncated or corrupt file, as in _read_nifti
+        raise ImageError(f"{path}: cannot read NIfTI image ({one_line(exc)})") from exc
+    _check_affine(facts.affine, data, path)
+    # no _check_pixdim: it returns at once for sform_code > 0, and read_simple_header takes 1..5 only
+    return Image(data=data, affine=facts.affine, path=path, header=None)
+
+
+def _check_affine(affine, data, path: Path) -> None:
+    if affine is None or not np.all(np.isfinite(affine)):
+        raise ImageError(f"{path}: the NIfTI header has no valid affine (sform/qform)")
+    check_geometry(affine, min(np.ndim(data), 3), path)
+
+
 def _read_nifti(path: Path, dtype: np.dtype | None, keep_integers: bool = False, on_disk: bool = False) -> Image:
     # nibabel reads lazily: a truncated .nii.gz only fails when the voxels are read, so read them here
     # (or, on_disk, check the whole file reads: segkit.io.slab).
+    import nibabel as nib
+
     try:
         img = nib.load(str(path))
         if not isinstance(img, nib.Nifti1Image):  # Nifti2Image subclasses Nifti1Image
@@ -177,9 +223,7 @@ def _read_nifti(path: Path, dtype: np.dtype | None, keep_integers: bool = False,
         raise
     except Exception as exc:  # nibabel/gzip/zlib raise many types for bad files
         raise ImageError(f"{path}: cannot read NIfTI image ({one_line(exc)})") from exc
-    if affine is None or not np.all(np.isfinite(affine)):
-        raise ImageError(f"{path}: the NIfTI header has no valid affine (sform/qform)")
-    check_geometry(affine, min(np.ndim(data), 3), path)
+    _check_affine(affine, data, path)
     _check_pixdim(img, path, min(np.ndim(data), 3))
     return Image(data=data, affine=affine, path=path, header=img.header.copy())
 

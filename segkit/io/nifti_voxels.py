@@ -8,11 +8,15 @@ first, and at 64 KB the allocator reuses one block that stays in cache, where 16
 mapping (4 k page faults) and a copy from main memory each (a 256^3 pair: 0.048 -> 0.023 s, 13.5 k ->
 1.1 k page faults). Only unscaled voxels are read here (the values are then the stored ones, or
 nibabel's two casts to a float type); scaled files and uncompressed files (which nibabel maps
-into memory) keep nibabel's own path.
+into memory) keep nibabel's own path. The file is opened with the standard library, not nibabel's
+opener, so that label maps read without nibabel (segkit.io.nifti_header) never import it; for
+reading, nibabel's opener is the same gzip.GzipFile (unless the optional indexed_gzip is installed,
+which segkit does not use).
 """
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +33,13 @@ def reads_in_chunks(path: Path, proxy) -> bool:
 def read_unscaled(path: Path, proxy, dtype=None) -> np.ndarray:
     """The voxels nibabel's `np.asarray(proxy)` (dtype None) or `get_fdata(dtype)` would return.
 
-    `proxy` is the image's ArrayProxy (shape, stored dtype with its byte order, memory order, offset)."""
-    from nibabel.openers import ImageOpener
-
+    `proxy` is the image's ArrayProxy, or anything with its shape, stored dtype (with its byte order),
+    memory order and offset: a segkit.io.nifti_header.NiftiHeader."""
     stored = np.dtype(proxy.dtype)
     wanted = stored if dtype is None else np.dtype(dtype)
     out = np.empty(proxy.shape, dtype=wanted, order=proxy.order)
     flat = out.reshape(-1, order=proxy.order)  # a view, in the file's order
-    with ImageOpener(str(path), "rb") as handle:
+    with _open(Path(path)) as handle:
         handle.seek(proxy.offset)
         if wanted == stored:
             _fill(handle, memoryview(flat).cast("B"))
@@ -49,6 +52,10 @@ def read_unscaled(path: Path, proxy, dtype=None) -> np.ndarray:
             _fill(handle, memoryview(part).cast("B"))
             flat[start:start + part.size] = part.astype(promoted).astype(wanted)
     return out
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
 def _fill(handle, view: memoryview) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from nibabel import orientations as ornts
 
 NATIVE = "native"
 _AXIS_PAIRS = ("LR", "PA", "IS")
@@ -53,7 +52,7 @@ class Reorientation:
         self._check_source(array)
         if self._pads_2d:
             array = np.expand_dims(array, 2)
-        oriented = ornts.apply_orientation(array, self.transform)
+        oriented = _ornts().apply_orientation(array, self.transform)
         return oriented if view else np.ascontiguousarray(oriented)
 
     def from_canonical(self, array: np.ndarray) -> np.ndarray:
@@ -61,7 +60,7 @@ class Reorientation:
         expected = self.canonical_shape[: len(self.transform)]
         if array.shape[: len(expected)] != expected:
             raise ValueError(f"array shape {array.shape} does not start with canonical shape {expected}")
-        back = ornts.apply_orientation(array, self.inverse_transform)
+        back = _ornts().apply_orientation(array, self.inverse_transform)
         return np.ascontiguousarray(back[:, :, 0] if self._pads_2d else back)
 
     @property
@@ -74,7 +73,7 @@ class Reorientation:
             return np.asarray(ijk, dtype=np.float64)
         points = self._as_points(ijk)
         canonical_spatial = self.canonical_shape[: len(self.transform)]
-        to_canonical = ornts.inv_ornt_aff(self.inverse_transform, canonical_spatial)  # source -> canonical
+        to_canonical = _ornts().inv_ornt_aff(self.inverse_transform, canonical_spatial)  # source -> canonical
         return self._apply(to_canonical, points)
 
     def index_from_canonical(self, ijk) -> np.ndarray:
@@ -82,7 +81,7 @@ class Reorientation:
         points = np.asarray(ijk, dtype=np.float64)
         if self._is_native_2d:
             return points
-        to_source = ornts.inv_ornt_aff(self.transform, self._padded_source_shape)
+        to_source = _ornts().inv_ornt_aff(self.transform, self._padded_source_shape)
         result = self._apply(to_source, points)
         return result[..., :2] if self._pads_2d else result
 
@@ -125,6 +124,7 @@ def reorientation_to(affine: np.ndarray, shape, axcodes: str) -> Reorientation:
         return Reorientation(NATIVE, affine, shape, _identity(n), affine.copy(), shape)
     target = parse_axcodes(axcodes)
     padded = spatial + (1,) if len(spatial) == 2 else spatial
+    ornts = _ornts()
     start = ornts.io_orientation(_spatial_affine(affine, len(spatial)))
     if np.isnan(start).any():
         raise ValueError(f"affine has a degenerate axis; cannot find its orientation:\n{affine}")
@@ -179,3 +179,11 @@ def _inverse(transform: np.ndarray) -> np.ndarray:
 
 def _source_axis_of_each_output(transform: np.ndarray) -> list[int]:
     return [int(src) for src, _ in _inverse(transform)]
+
+
+def _ornts():
+    """nibabel's orientations module, imported at first use: importing nibabel takes ~60 ms, and
+    `segkit eval` imports segkit.io (and so this module) without ever reorienting."""
+    from nibabel import orientations
+
+    return orientations

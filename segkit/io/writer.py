@@ -14,13 +14,15 @@ import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import nibabel as nib
 import numpy as np
 
 from segkit.errors import SegkitError
 from segkit.io.image import Image, is_nifti_path
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 # Longest first, so ".nii.gz" wins over ".gz"-less ".nii".
 INPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -234,6 +236,8 @@ def _nifti_like(labels: np.ndarray, like: Image) -> nib.Nifti1Image:
 
 
 def _scanner_nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    import nibabel as nib  # here, not at the top: `segkit eval` imports segkit.io and writes no image
+
     image = nib.Nifti1Image(data, affine)
     # Same codes ITK uses when it writes NIfTI: both forms describe scanner coordinates.
     image.set_sform(affine, code="scanner")
@@ -244,6 +248,8 @@ def _scanner_nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
 
 def _nifti_from_input_header(labels: np.ndarray, input_header) -> nib.Nifti1Image:
     """Copy the input header so sform, qform, codes and pixdim stay bit-identical; reset the rest."""
+    import nibabel as nib
+
     header = input_header.copy()
     header.set_data_dtype(labels.dtype)
     header.set_data_shape(labels.shape)

@@ -167,8 +167,9 @@ def load_pair(pred_path, ref_path, resample_pred: bool = False):
     """(pred array, ref Image) on the reference grid; geometry must match unless resampling."""
     from segkit.io.image import load_label_map
 
-    ref = load_label_map(ref_path)
-    pred = load_label_map(pred_path)
+    # header=False: nothing here writes an image back, so plain NIfTI files are read without nibabel
+    ref = load_label_map(ref_path, header=False)
+    pred = load_label_map(pred_path, header=False)
     if resample_pred:
         if pred.shape != ref.shape or not np.allclose(pred.affine, ref.affine, atol=AFFINE_TOLERANCE_MM, rtol=0):
             return resample_nearest(pred, ref), ref
