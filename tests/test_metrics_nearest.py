@@ -38,6 +38,11 @@ STAGES = {
     "transform": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0},
     "transform_one_plane_per_batch": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0,
                                       "_PLANE_BATCH_PIXELS": 1},
+    # the last in-plane pass by envelopes only, or by comparison only (a few reads per step)
+    "transform_envelopes": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0,
+                            "_COMPARED_POINTS_PER_LINE": 0},
+    "transform_compared": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0,
+                           "_COMPARED_POINTS_PER_LINE": 10**9, "_COMPARISON_CHUNK": 7},
     "ring_switch": {"_BRUTE_FORCE_PAIRS": 0, "_RING_CHECK": 0, "_RING_VS_TRANSFORM": 0},
     # every point with a target seen leaves for the transform before the second ring
     "far_points": {"_BRUTE_FORCE_PAIRS": 0, "_FAR": 0, "_RING_VS_TRANSFORM": 0, "_DENSE_PLANE": 10**9},
@@ -202,6 +207,32 @@ def test_envelope_argmin_matches_brute_force(ties):
             rows, columns = rng.integers(0, n, count), rng.integers(0, m, count)
             at_points = plane_transform.envelope_argmin(values + weight * position**2, weight, at=(rows, columns))
             assert np.array_equal(at_points, argmin[rows, columns])
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_comparison_finds_what_the_envelopes_find(ties):
+    # The last in-plane pass's two ways: the least value at every read, the first such row (the
+    # envelope's own row where no two rows tie), and -1 for a column without values.
+    rng = np.random.default_rng(5 + ties)
+    for _ in range(200):
+        n, m = (int(v) for v in rng.integers(1, 30, size=2))
+        weight = float(rng.integers(1, 4)) if ties else float(rng.uniform(0.1, 5.0))
+        present = rng.random((n, m)) < rng.random((n, 1))
+        drawn = rng.integers(0, 20, (n, m)).astype(np.float64) if ties else rng.uniform(0, 500, (n, m))
+        values = np.where(present, drawn, np.inf)
+        count = int(rng.integers(1, 3 * n * m))
+        rows, columns = rng.integers(0, n, count), rng.integers(0, m, count)
+        found = plane_transform.nearest_by_comparison(values, weight, (rows, columns))
+        cost = values[:, columns] + weight * (np.arange(n)[:, None] - rows[None, :]) ** 2  # (row i, read)
+        least = cost.min(axis=0)
+        assert np.array_equal(found < 0, np.isinf(least))
+        held = found >= 0
+        np.testing.assert_array_equal(cost[found[held], np.flatnonzero(held)], least[held])
+        np.testing.assert_array_equal(found[held], np.argmin(cost, axis=0)[held])
+        if not ties:
+            position = np.arange(n, dtype=np.float64)[:, None]
+            envelope = plane_transform.envelope_argmin(values + weight * position**2, weight, at=(rows, columns))
+            np.testing.assert_array_equal(found, envelope)
 
 
 def test_surface_distances_do_not_import_scipy():
