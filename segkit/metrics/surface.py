@@ -128,8 +128,7 @@ def _surface_points(mask, box, origin, definition: str, spacing):
         return _points_in_slabs(mask, box, origin, _surface_finder(definition, spacing, False))
     lo, hi = box
     finder = _surface_finder(definition, spacing, True)
-    points, weights = _points_in_slabs(mask.T, (lo[::-1], hi[::-1]), origin[::-1], finder)
-    return np.ascontiguousarray(points[:, ::-1]), weights
+    return _points_in_slabs(mask.T, (lo[::-1], hi[::-1]), origin[::-1], finder, reverse_axes=True)
 
 
 def _surface_finder(definition: str, spacing: np.ndarray, axes_reversed: bool):
@@ -163,10 +162,11 @@ def _code_in_original_axes(ndim: int) -> np.ndarray:
     return original
 
 
-def _points_in_slabs(mask, box, origin, finder):
+def _points_in_slabs(mask, box, origin, finder, reverse_axes: bool = False):
     """The finder's points over the box padded with one zero voxel on every side (zeros also stand
     for outside the image), in slabs of rows along the first axis: that bounds the temporaries (a
-    mask that fills a 512x512x800 image would otherwise need several copies of it at once)."""
+    mask that fills a 512x512x800 image would otherwise need several copies of it at once). With
+    `reverse_axes`, the points' columns come out in reverse order (the transposed mask's own)."""
     reach, find = finder
     lo, hi = box
     # Output row r needs padded rows r .. r + reach (a cube: 2 rows, a voxel and its neighbours: 3).
@@ -176,12 +176,21 @@ def _points_in_slabs(mask, box, origin, finder):
     for start in range(0, rows, step):
         stop = min(rows, start + step)
         points, weight = _find_in_slab(_padded_rows(mask, box, start, stop + reach), reach, find)
-        points[:, 0] += start
-        pieces.append(points)
+        pieces.append((start, points))
         weights.append(weight)
-    points = np.concatenate(pieces)
-    points += lo - origin
-    return points, np.concatenate(weights)
+    # One output array written a column at a time, each piece with its offset: no concatenated copy,
+    # no add over the whole (n, 3) array (numpy steps three values at a time: 7 ms on 1.1 M points),
+    # and no reversed copy (1.1 M points: 27 MB each).
+    offset = lo - origin
+    columns = list(reversed(range(mask.ndim))) if reverse_axes else list(range(mask.ndim))
+    found = np.empty((sum(piece.shape[0] for _, piece in pieces), mask.ndim), dtype=np.int64)
+    at = 0
+    for start, piece in pieces:
+        end = at + piece.shape[0]
+        for axis, column in enumerate(columns):
+            np.add(piece[:, axis], offset[axis] + (start if axis == 0 else 0), out=found[at:end, column])
+        at = end
+    return found, np.concatenate(weights)
 
 
 def _padded_rows(mask: np.ndarray, box, start: int, stop: int) -> np.ndarray:
