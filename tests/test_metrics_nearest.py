@@ -180,18 +180,24 @@ def test_whole_planes_are_recognised():
     assert np.all(np.isinf(squared)) and len(rest) == len(missing_one)
 
 
+def _envelope_inputs(rng, ties: bool):
+    """(values (n, m) with inf where empty, weight). Each row's share of columns holding a value
+    varies, so rows are pushed both whole and as gathered columns (_SPARSE_ROW). With ties: small
+    integers, whose sums are exact, so several rows can give exactly the least value."""
+    n, m = (int(v) for v in rng.integers(1, 30, size=2))
+    weight = float(rng.integers(1, 4)) if ties else float(rng.uniform(0.1, 5.0))
+    present = rng.random((n, m)) < rng.random((n, 1))
+    drawn = rng.integers(0, 20, (n, m)).astype(np.float64) if ties else rng.uniform(0, 500, (n, m))
+    return np.where(present, drawn, np.inf), weight
+
+
 @pytest.mark.parametrize("ties", [False, True])
 def test_envelope_argmin_matches_brute_force(ties):
-    # Each row's share of columns holding a value varies, so rows are pushed both whole and as
-    # gathered columns (_SPARSE_ROW). With ties: small integers, whose sums are exact, so the
-    # parabola found must give exactly the least value where several do.
+    # With ties, the parabola found must give exactly the least value where several do.
     rng = np.random.default_rng(11 + ties)
     for _ in range(200):
-        n, m = (int(v) for v in rng.integers(1, 30, size=2))
-        weight = float(rng.integers(1, 4)) if ties else float(rng.uniform(0.1, 5.0))
-        present = rng.random((n, m)) < rng.random((n, 1))
-        drawn = rng.integers(0, 20, (n, m)).astype(np.float64) if ties else rng.uniform(0, 500, (n, m))
-        values = np.where(present, drawn, np.inf)
+        values, weight = _envelope_inputs(rng, ties)
+        n, m = values.shape
         position = np.arange(n, dtype=np.float64)[:, None]
         argmin = plane_transform.envelope_argmin(values + weight * position**2, weight)
         cost = values[None, :, :] + weight * (position[:, :, None] - position[None, :, :]) ** 2  # (row, i, col)
@@ -215,11 +221,8 @@ def test_comparison_finds_what_the_envelopes_find(ties):
     # envelope's own row where no two rows tie), and -1 for a column without values.
     rng = np.random.default_rng(5 + ties)
     for _ in range(200):
-        n, m = (int(v) for v in rng.integers(1, 30, size=2))
-        weight = float(rng.integers(1, 4)) if ties else float(rng.uniform(0.1, 5.0))
-        present = rng.random((n, m)) < rng.random((n, 1))
-        drawn = rng.integers(0, 20, (n, m)).astype(np.float64) if ties else rng.uniform(0, 500, (n, m))
-        values = np.where(present, drawn, np.inf)
+        values, weight = _envelope_inputs(rng, ties)
+        n, m = values.shape
         count = int(rng.integers(1, 3 * n * m))
         rows, columns = rng.integers(0, n, count), rng.integers(0, m, count)
         found = plane_transform.nearest_by_comparison(values, weight, (rows, columns))
