@@ -3,7 +3,9 @@
 For the points the cheaper stages leave (far from the other surface). In each plane, the squared
 distance along the plane's normal to the nearest target of every grid line comes from sorted
 keys; then one lower envelope of parabolas per in-plane axis (Felzenszwalb and Huttenlocher's
-separable transform) gives, for every position of the plane, which target is nearest. Its cost is
+separable transform) gives, for every position of the plane, which target is nearest. The last
+axis's envelopes are read only at the points; where its lines hold few points, each point is
+compared with every position of its line instead (`nearest_by_comparison`). Its cost is
 proportional to the area of those planes, whatever the distances, and it runs over a few planes at
 a time to bound memory. `metric` is `_nearest._Metric` (spacing and the squared-mm formula).
 """
