@@ -78,6 +78,9 @@ def test_matches_brute_force_on_random_sets(ndim, stage, transform_calls):
         points, targets, spacing = _random_sets(rng, ndim)
         expected = _brute_force(points, targets, spacing)
         np.testing.assert_allclose(nearest_distances(points, targets, spacing), expected, rtol=1e-12, atol=1e-12)
+        distinct = np.unique(targets, axis=0)  # as surfaces give them
+        np.testing.assert_allclose(nearest_distances(points, distinct, spacing, distinct_targets=True), expected,
+                                   rtol=1e-12, atol=1e-12)
     # The forced stages really ran.
     assert bool(transform_calls) == (stage not in ("default", "line_search", "line_search_binary")), (stage, len(transform_calls))
 
@@ -165,18 +168,24 @@ def test_whole_planes_of_targets(missing, stage):
     spacing = (0.9, 0.6, 2.1)
     expected = _brute_force(points, targets, spacing)
     np.testing.assert_allclose(nearest_distances(points, targets, spacing), expected, rtol=1e-12, atol=1e-12)
+    distinct = np.unique(targets, axis=0)
+    np.testing.assert_allclose(nearest_distances(points, distinct, spacing, distinct_targets=True), expected,
+                               rtol=1e-12, atol=1e-12)
 
 
-def test_whole_planes_are_recognised():
+@pytest.mark.parametrize("distinct", [False, True])
+def test_whole_planes_are_recognised(distinct):
+    # Distinct targets are recognised by their count alone; the plane missing one position is
+    # not whole either way.
     extent = np.array([6, 5, 4])
     targets = np.concatenate([_plane(extent, 1, 0), [[2, 3, 1]]])
     points = np.array([[0, 4, 3], [5, 2, 0]])
     metric = nearest._Metric(np.array([1.0, 2.0, 3.0]))
-    squared, rest = whole_planes(points, targets, extent, metric)
+    squared, rest = whole_planes(points, targets, extent, metric, distinct)
     assert rest.tolist() == [[2, 3, 1]]
     np.testing.assert_array_equal(squared, [(4 * 2.0) ** 2, (2 * 2.0) ** 2])
     missing_one = targets[1:]
-    squared, rest = whole_planes(points, missing_one, extent, metric)
+    squared, rest = whole_planes(points, missing_one, extent, metric, distinct)
     assert np.all(np.isinf(squared)) and len(rest) == len(missing_one)
 
 

@@ -74,10 +74,12 @@ _GAP_TABLE_ENTRIES = 1 << 24
 _GAP_TABLE_PER_POINT = 50
 
 
-def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.ndarray:
+def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing, distinct_targets: bool = False) -> np.ndarray:
     """Distance in mm from each point (n, ndim voxel indices) to its nearest target (m, ndim).
 
     Both index arrays must be non-negative and lie on the same grid; `targets` must be non-empty.
+    `distinct_targets` promises that no target is repeated (a surface's points), which makes
+    whole planes of targets cheaper to recognise.
     """
     points = np.asarray(points, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
@@ -86,7 +88,7 @@ def nearest_distances(points: np.ndarray, targets: np.ndarray, spacing) -> np.nd
         return np.zeros(0)
     metric = _Metric(spacing)
     extent = np.maximum(column_reduce(np.max, points), column_reduce(np.max, targets)) + 1
-    squared, targets = whole_planes(points, targets, extent, metric)
+    squared, targets = whole_planes(points, targets, extent, metric, distinct_targets)
     if targets.shape[0] == 0:
         return np.sqrt(squared)
     if points.shape[0] * targets.shape[0] <= _BRUTE_FORCE_PAIRS:

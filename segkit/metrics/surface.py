@@ -331,7 +331,8 @@ def _directed(points: np.ndarray, weights: np.ndarray, targets: np.ndarray, spac
         return DirectedDistances(np.zeros(0), np.zeros(0))
     if targets.shape[0] == 0:
         return DirectedDistances(np.full(points.shape[0], np.inf), weights)
-    return DirectedDistances(nearest_distances(points, targets, spacing), weights)
+    # Surface points are distinct grid positions (one per voxel or cube).
+    return DirectedDistances(nearest_distances(points, targets, spacing, distinct_targets=True), weights)
 
 
 def directed_percentile(directed: DirectedDistances, percent: float, definition: str) -> float:
