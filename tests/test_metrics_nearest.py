@@ -30,7 +30,7 @@ def _random_sets(rng, ndim):
 
 # Settings that force each stage: the default, the line search alone (no brute force; its gaps
 # read from the table, or found by binary search), the plane transform for every point (tiny
-# batches too), the switch before a ring, far points leaving before the second ring, every plane crowded.
+# batches too; solved at every position or at the points only), the switch before a ring, far points leaving before the second ring, every plane crowded.
 STAGES = {
     "default": {},
     "line_search": {"_BRUTE_FORCE_PAIRS": 0, "_DENSE_PLANE": 0, "_GAP_TABLE_PER_POINT": 10**9},
@@ -43,6 +43,9 @@ STAGES = {
                             "_COMPARED_POINTS_PER_LINE": 0},
     "transform_compared": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0,
                            "_COMPARED_POINTS_PER_LINE": 10**9, "_COMPARISON_CHUNK": 7},
+    # every batch solved at every position of its planes, or only at its points
+    "transform_whole_grid": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0, "_WHOLE_GRID": 10**9},
+    "transform_at_points": {"_BRUTE_FORCE_PAIRS": 0, "_MIN_BUDGET": 0, "_BUDGET_PER_POINT": 0, "_WHOLE_GRID": 0},
     "ring_switch": {"_BRUTE_FORCE_PAIRS": 0, "_RING_CHECK": 0, "_RING_VS_TRANSFORM": 0},
     # every point with a target seen leaves for the transform before the second ring
     "far_points": {"_BRUTE_FORCE_PAIRS": 0, "_FAR": 0, "_RING_VS_TRANSFORM": 0, "_DENSE_PLANE": 10**9},

@@ -5,7 +5,9 @@ distance along the plane's normal to the nearest target of every grid line comes
 keys; then one lower envelope of parabolas per in-plane axis (Felzenszwalb and Huttenlocher's
 separable transform) gives, for every position of the plane, which target is nearest. The last
 axis's envelopes are read only at the points; where its lines hold few points, each point is
-compared with every position of its line instead (`nearest_by_comparison`). Its cost is
+compared with every position of its line instead (`nearest_by_comparison`). Where the points fill
+most positions of their planes (the faces of a mask that fills the image), every position is
+solved by whole-array steps and read at the points (`_squared_on_grid`). Its cost is
 proportional to the area of those planes, whatever the distances, and it runs over a few planes at
 a time to bound memory. `metric` is `_nearest._Metric` (spacing and the squared-mm formula).
 """
@@ -28,6 +30,8 @@ _SPARSE_ROW = 3
 # where its lines hold at most this many points on average: 2-3x faster than building their
 # envelopes at 2.6-4.6 points per line (a hole's surface, disjoint masks), break-even near 10.
 _COMPARED_POINTS_PER_LINE = 8
+# Points at more than 1/_WHOLE_GRID of a batch's positions: every position is solved (_squared_on_grid).
+_WHOLE_GRID = 2
 _COMPARISON_CHUNK = 1 << 18  # (reads x rows) compared per step: 2 MiB arrays, reused from cache (1.8x faster than 8 MiB)
 
 
@@ -113,6 +117,15 @@ class PlaneTransform:
         values[gap == NO_GAP] = np.inf
         plane_index = np.searchsorted(planes, points[:, self.axis])
         local = [points[:, a] - lo[k] for k, a in enumerate(self.others)]
+        if len(shape) == 2 and points.shape[0] * _WHOLE_GRID >= gap.size:
+            # Points at most positions (the faces of a mask that fills the image): every position
+            # is solved by whole-array steps, then read at the points.
+            on_grid = self._squared_on_grid(values.reshape(shape + (planes.size,)), gap)
+            at = plane_index * shape[0]
+            at += local[0]
+            at *= shape[1]
+            at += local[1]
+            return np.take(on_grid, at)
         coords = self._nearest_lines(values.reshape(shape + (planes.size,)), gap, local, plane_index)
         del values
         # The point's nearest target lies on the grid line through its traced in-plane position, at
@@ -126,6 +139,62 @@ class PlaneTransform:
         squared = self.metric.squared_mm_of(offsets)
         squared[offsets[self.axis] == NO_GAP] = np.inf
         return squared
+
+    def _squared_on_grid(self, values, gap) -> np.ndarray:
+        """Squared distances at every position of (first, last, plane) `values` (the squared gaps
+        along the normal, from `gap`, overwritten), flat in (plane, first, last) order.
+
+        The same passes and trace as _nearest_lines, with floats computed by the same operations
+        in the same order, so the answers are the same bits; but every envelope is read whole and
+        each pass's answer keeps the layout the envelopes give (column by column), so no index
+        array per point is built. The first pass's columns are (last, plane); the second pass's
+        lines are (plane, first)."""
+        first, last, planes = values.shape
+        gap = gap.reshape(-1)  # (first, last, plane) order
+        nearest_row, along = self._first_pass_on_grid(values, gap)
+        weight = self._squared_spacing(1)
+        # -1 (no target in the window: only possible with an empty window) reads position 0
+        last_at = np.maximum(envelope_argmin_by_column(_lifted(along, weight), weight), 0).astype(np.int64)
+        del along
+        last_at = last_at.reshape(planes, first, last)
+        p, i = np.arange(planes)[:, None, None], np.arange(first)[:, None]  # grid coordinates, to broadcast
+        index = last_at * planes
+        index += p
+        index *= first
+        index += i
+        first_at = np.maximum(np.take(nearest_row, index), 0).astype(np.int64)
+        index = first_at * last
+        index += last_at
+        index *= planes
+        index += p
+        offsets = [None] * self.extent.size
+        offsets[self.axis] = np.take(gap, index)
+        offsets[self.others[0]] = i - first_at
+        offsets[self.others[1]] = np.arange(last) - last_at
+        squared = self.metric.squared_mm_of(offsets)
+        squared[offsets[self.axis] == NO_GAP] = np.inf
+        return squared.reshape(-1)
+
+    def _first_pass_on_grid(self, values, gap):
+        """The first in-plane pass of _squared_on_grid: the nearest row of every (last, plane)
+        column, as (last, plane, first), and the squared distance to it as (last, plane x first):
+        the second pass's input, computed as _along_first_axis does."""
+        first, last, planes = values.shape
+        weight = self._squared_spacing(0)
+        nearest_row = envelope_argmin_by_column(_lifted(values.reshape(first, last * planes), weight), weight)
+        nearest_row = nearest_row.reshape(last, planes, first)
+        index = np.maximum(nearest_row, 0).astype(np.int64)
+        index *= last
+        index += np.arange(last)[:, None, None]
+        index *= planes
+        index += np.arange(planes)[:, None]
+        along = np.subtract(np.arange(first), nearest_row, dtype=np.float64)  # small integers: exact
+        np.multiply(along, along, out=along)
+        along *= weight
+        along_normal = np.multiply(np.take(gap, index), self.metric.spacing[self.axis])
+        along += np.multiply(along_normal, along_normal, out=along_normal)
+        along[nearest_row < 0] = np.inf  # a column without targets (where the gap is NO_GAP)
+        return nearest_row, along.reshape(last, planes * first)
 
     def _nearest_lines(self, values, gap, local, plane_index) -> list[np.ndarray]:
         """Per point (in-plane coordinates `local`, plane `plane_index`), the in-plane position of
@@ -148,9 +217,7 @@ class PlaneTransform:
         if line_of_point.size <= _COMPARED_POINTS_PER_LINE * along_last.shape[1]:
             envelope = nearest_by_comparison(along_last, weight, (local[-1], line_of_point))
         else:
-            position = np.arange(along_last.shape[0], dtype=np.float64)[:, None]
-            along_last += weight * position * position  # lifted in place: along_last is this call's own array
-            envelope = envelope_argmin(along_last, weight, at=(local[-1], line_of_point))
+            envelope = envelope_argmin(_lifted(along_last, weight), weight, at=(local[-1], line_of_point))
         # -1 (no target in the window: only possible with an empty window) reads position 0
         coords = list(local)
         coords[-1] = np.maximum(envelope, 0).astype(np.int64)
@@ -166,10 +233,8 @@ class PlaneTransform:
         first, last, planes = values.shape
         row, plane = np.divmod(lines, planes)
         columns = np.arange(last)[:, None] * planes + plane[None, :]  # (last, lines) in values[row]
-        lifted = values.reshape(first, last * planes)
         weight = self._squared_spacing(0)
-        position = np.arange(first, dtype=np.float64)[:, None]
-        lifted += weight * position * position
+        lifted = _lifted(values.reshape(first, last * planes), weight)
         argmin = envelope_argmin(lifted, weight, at=(row[None, :], columns))  # (last, lines)
         along = (row - argmin).astype(np.float64)
         np.multiply(along, along, out=along)
@@ -183,6 +248,14 @@ class PlaneTransform:
     def _squared_spacing(self, k: int) -> float:
         """The envelope weight along in-plane axis k: its spacing squared (mm^2 per grid step^2)."""
         return float(self.metric.spacing[self.others[k]]) ** 2
+
+
+def _lifted(values: np.ndarray, weight: float) -> np.ndarray:
+    """values (n, m) lifted in place for envelope_argmin: row i gains weight i^2. Every pass lifts
+    through here, so equal inputs give equal floats whichever path solves them."""
+    position = np.arange(values.shape[0], dtype=np.float64)[:, None]
+    values += weight * position * position
+    return values
 
 
 def gaps_on_grid(sorted_keys: np.ndarray, lines: np.ndarray, planes: np.ndarray, length: int) -> np.ndarray:
@@ -273,14 +346,24 @@ def envelope_argmin(lifted: np.ndarray, weight: float, at=None) -> np.ndarray:
         # sorted by (column, first row), so one binary search over column * (n + 1) + first row finds it.
         run = np.searchsorted(column * (n + 1) + first, columns * (n + 1) + rows, side="right") - 1
         return vertex[run]
-    # Each column is its vertices repeated over their runs of rows.
-    following = np.append(first[1:], n)
-    following[np.flatnonzero(np.diff(column))] = n  # a column's last run ends at row n
-    by_column = np.repeat(vertex, following - first).reshape(m, n)
+    by_column = _runs_read_whole(column, vertex, first, n, m)
     if at is None:
         return np.ascontiguousarray(by_column.T)
     rows, columns = at
     return by_column[columns, rows]
+
+
+def envelope_argmin_by_column(lifted: np.ndarray, weight: float) -> np.ndarray:
+    """envelope_argmin(lifted, weight) transposed, (m, n): each column's answers contiguous."""
+    n, m = lifted.shape
+    return _runs_read_whole(*_envelope_runs(*_build_envelopes(lifted, weight), n), n, m)
+
+
+def _runs_read_whole(column, vertex, first, n: int, m: int) -> np.ndarray:
+    """(m, n): each column is its vertices repeated over their runs of rows."""
+    following = np.append(first[1:], n)
+    following[np.flatnonzero(np.diff(column))] = n  # a column's last run ends at row n
+    return np.repeat(vertex, following - first).reshape(m, n)
 
 
 def _build_envelopes(lifted: np.ndarray, weight: float):
