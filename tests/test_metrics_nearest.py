@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import segkit.metrics._envelopes as envelopes
 import segkit.metrics._nearest as nearest
 import segkit.metrics._plane_transform as plane_transform
 from segkit.metrics._nearest import nearest_distances
@@ -56,7 +57,8 @@ STAGES = {
 @pytest.fixture(params=sorted(STAGES))
 def stage(request, monkeypatch):
     for name, value in STAGES[request.param].items():
-        monkeypatch.setattr(plane_transform if hasattr(plane_transform, name) else nearest, name, value)
+        module = next(m for m in (plane_transform, envelopes, nearest) if hasattr(m, name))
+        monkeypatch.setattr(module, name, value)
     return request.param
 
 
@@ -211,7 +213,7 @@ def test_envelope_argmin_matches_brute_force(ties):
         values, weight = _envelope_inputs(rng, ties)
         n, m = values.shape
         position = np.arange(n, dtype=np.float64)[:, None]
-        argmin = plane_transform.envelope_argmin(values + weight * position**2, weight)
+        argmin = envelopes.envelope_argmin(values + weight * position**2, weight)
         cost = values[None, :, :] + weight * (position[:, :, None] - position[None, :, :]) ** 2  # (row, i, col)
         expected = cost.min(axis=1)
         found = np.where(argmin >= 0, np.take_along_axis(values, np.maximum(argmin, 0), 0) + weight * (position - argmin) ** 2,
@@ -223,7 +225,7 @@ def test_envelope_argmin_matches_brute_force(ties):
         assert np.array_equal(argmin < 0, np.isinf(expected))
         for count in (2, 2 * n * m):  # read at a few points (binary search) or at many (the whole read)
             rows, columns = rng.integers(0, n, count), rng.integers(0, m, count)
-            at_points = plane_transform.envelope_argmin(values + weight * position**2, weight, at=(rows, columns))
+            at_points = envelopes.envelope_argmin(values + weight * position**2, weight, at=(rows, columns))
             assert np.array_equal(at_points, argmin[rows, columns])
 
 
@@ -237,7 +239,7 @@ def test_comparison_finds_what_the_envelopes_find(ties):
         n, m = values.shape
         count = int(rng.integers(1, 3 * n * m))
         rows, columns = rng.integers(0, n, count), rng.integers(0, m, count)
-        found = plane_transform.nearest_by_comparison(values, weight, (rows, columns))
+        found = envelopes.nearest_by_comparison(values, weight, (rows, columns))
         cost = values[:, columns] + weight * (np.arange(n)[:, None] - rows[None, :]) ** 2  # (row i, read)
         least = cost.min(axis=0)
         assert np.array_equal(found < 0, np.isinf(least))
@@ -245,7 +247,7 @@ def test_comparison_finds_what_the_envelopes_find(ties):
         np.testing.assert_array_equal(found[held], np.argmin(cost, axis=0)[held])
         if not ties:
             position = np.arange(n, dtype=np.float64)[:, None]
-            envelope = plane_transform.envelope_argmin(values + weight * position**2, weight, at=(rows, columns))
+            envelope = envelopes.envelope_argmin(values + weight * position**2, weight, at=(rows, columns))
             np.testing.assert_array_equal(found, envelope)
 
 

@@ -326,12 +326,11 @@ def _points(mask: np.ndarray) -> np.ndarray:
 
 
 def _directed(points: np.ndarray, weights: np.ndarray, targets: np.ndarray, spacing) -> DirectedDistances:
-    """Distances from surface points to the nearest target point; both are grid indices."""
+    """Distances from surface points to the nearest target point; both are distinct grid indices."""
     if points.shape[0] == 0:
         return DirectedDistances(np.zeros(0), np.zeros(0))
     if targets.shape[0] == 0:
         return DirectedDistances(np.full(points.shape[0], np.inf), weights)
-    # Surface points are distinct grid positions (one per voxel or cube).
     return DirectedDistances(nearest_distances(points, targets, spacing, distinct_targets=True), weights)
 
 
