@@ -41,6 +41,14 @@ def take_rows(array: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return np.take(array, indices, axis=0)
 
 
+def columns_of(points: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """The rows `indices` of (n, ndim) points as columns, (ndim, len(indices)): PlaneTransform's
+    input. Made per call rather than once for all the points: a fresh process pays a page fault per
+    4 KiB of memory it has not used before, and all the columns at once were 27 MB more at peak
+    for 1.1 M face points (15 ms more per process than the time they saved)."""
+    return np.ascontiguousarray(take_rows(points, indices).T)
+
+
 def transform_squared(columns, targets, extent, metric, bound) -> np.ndarray:
     """Exact squared distances for points far from the targets; `bound` holds upper bounds (or inf).
 
