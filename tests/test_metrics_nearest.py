@@ -223,6 +223,8 @@ def test_envelope_argmin_matches_brute_force(ties):
         else:
             np.testing.assert_allclose(found, expected, rtol=1e-12)
         assert np.array_equal(argmin < 0, np.isinf(expected))
+        by_column = envelopes.envelope_argmin_by_column(values + weight * position**2, weight)
+        assert np.array_equal(by_column, argmin.T)  # the grid path's read
         for count in (2, 2 * n * m):  # read at a few points (binary search) or at many (the whole read)
             rows, columns = rng.integers(0, n, count), rng.integers(0, m, count)
             at_points = envelopes.envelope_argmin(values + weight * position**2, weight, at=(rows, columns))

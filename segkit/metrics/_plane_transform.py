@@ -127,11 +127,7 @@ class PlaneTransform:
             # Points at most positions (the faces of a mask that fills the image): every position
             # is solved by whole-array steps, then read at the points.
             on_grid = self._squared_on_grid(values.reshape(shape + (planes.size,)), gap)
-            at = plane_index * shape[0]
-            at += local[0]
-            at *= shape[1]
-            at += local[1]
-            return np.take(on_grid, at)
+            return np.take(on_grid, _flat_index((plane_index, *local), (planes.size, *shape)))
         coords = self._nearest_lines(values.reshape(shape + (planes.size,)), gap, local, plane_index)
         del values
         # The point's nearest target lies on the grid line through its traced in-plane position, at
@@ -164,17 +160,10 @@ class PlaneTransform:
         del along
         last_at = last_at.reshape(planes, first, last)
         p, i = np.arange(planes)[:, None, None], np.arange(first)[:, None]  # grid coordinates, to broadcast
-        index = last_at * planes
-        index += p
-        index *= first
-        index += i
-        first_at = np.maximum(np.take(nearest_row, index), 0).astype(np.int64)
-        index = first_at * last
-        index += last_at
-        index *= planes
-        index += p
+        first_at = np.take(nearest_row, _flat_index((last_at, p, i), (last, planes, first)))
+        first_at = np.maximum(first_at, 0).astype(np.int64)
         offsets = [None] * self.extent.size
-        offsets[self.axis] = np.take(gap, index)
+        offsets[self.axis] = np.take(gap, _flat_index((first_at, last_at, p), (first, last, planes)))
         offsets[self.others[0]] = i - first_at
         offsets[self.others[1]] = np.arange(last) - last_at
         squared = self.metric.squared_mm_of(offsets)
@@ -189,17 +178,9 @@ class PlaneTransform:
         weight = self._squared_spacing(0)
         nearest_row = envelope_argmin_by_column(lift_rows(values.reshape(first, last * planes), weight), weight)
         nearest_row = nearest_row.reshape(last, planes, first)
-        index = np.maximum(nearest_row, 0).astype(np.int64)
-        index *= last
-        index += np.arange(last)[:, None, None]
-        index *= planes
-        index += np.arange(planes)[:, None]
-        along = np.subtract(np.arange(first), nearest_row, dtype=np.float64)  # small integers: exact
-        np.multiply(along, along, out=along)
-        along *= weight
-        along_normal = np.multiply(np.take(gap, index), self.metric.spacing[self.axis])
-        along += np.multiply(along_normal, along_normal, out=along_normal)
-        along[nearest_row < 0] = np.inf  # a column without targets (where the gap is NO_GAP)
+        index = _flat_index((np.maximum(nearest_row, 0), np.arange(last)[:, None, None], np.arange(planes)[:, None]),
+                            (first, last, planes))
+        along = self._squared_to_nearest_row(np.arange(first), nearest_row, np.take(gap, index), weight)
         return nearest_row, along.reshape(last, planes * first)
 
     def _nearest_lines(self, values, gap, local, plane_index) -> list[np.ndarray]:
@@ -242,18 +223,35 @@ class PlaneTransform:
         weight = self._squared_spacing(0)
         lifted = lift_rows(values.reshape(first, last * planes), weight)
         argmin = envelope_argmin(lifted, weight, at=(row[None, :], columns))  # (last, lines)
-        along = (row - argmin).astype(np.float64)
+        nearest_gap = gap.reshape(-1)[np.maximum(argmin, 0) * lifted.shape[1] + columns]
+        return self._squared_to_nearest_row(row, argmin, nearest_gap, weight), argmin
+
+    def _squared_to_nearest_row(self, rows, nearest_row, nearest_gap, weight: float) -> np.ndarray:
+        """The first in-plane pass's answer in mm^2: weight (row - nearest row)^2 + (the gap there
+        along the normal x its spacing)^2, inf where the column holds no target (nearest row -1,
+        gap NO_GAP). Both the grid and the points path compute it here, so it is the same float."""
+        along = np.subtract(rows, nearest_row, dtype=np.float64)  # small integers: exact
         np.multiply(along, along, out=along)
         along *= weight
-        nearest_gap = gap.reshape(-1)[np.maximum(argmin, 0) * lifted.shape[1] + columns]
         along_normal = np.multiply(nearest_gap, self.metric.spacing[self.axis])
         along += np.multiply(along_normal, along_normal, out=along_normal)
-        along[argmin < 0] = np.inf  # a column without targets (where the gap is NO_GAP)
-        return along, argmin
+        along[nearest_row < 0] = np.inf
+        return along
 
     def _squared_spacing(self, k: int) -> float:
         """The envelope weight along in-plane axis k: its spacing squared (mm^2 per grid step^2)."""
         return float(self.metric.spacing[self.others[k]]) ** 2
+
+
+def _flat_index(coordinates, sizes) -> np.ndarray:
+    """np.ravel_multi_index(coordinates, sizes) as int64, for coordinates already in range that
+    broadcast to the first one's shape: no bounds checks, in place on one array (0.4 against 1.9 ms
+    on 0.5 M positions)."""
+    index = np.array(coordinates[0], dtype=np.int64)
+    for coordinate, size in zip(coordinates[1:], sizes[1:]):
+        index *= size
+        index += coordinate
+    return index
 
 
 def gaps_on_grid(sorted_keys: np.ndarray, lines: np.ndarray, planes: np.ndarray, length: int) -> np.ndarray:
